@@ -1,0 +1,201 @@
+"""The `nlpssl` command line. No logic lives here: each command calls one library function.
+
+Heavy libraries (torch, transformers, datasets) are imported inside the commands, so
+`nlpssl --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from nlpssl.errors import NlpsslError
+
+
+def _recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="recipe file (recipes/NAME.yaml) or shipped recipe name")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides, e.g. training.max_steps=100")
+
+
+def cmd_recipe_list(a) -> None:
+    from nlpssl.recipe import list_recipes
+
+    for path in list_recipes():
+        first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+        print(f"{path.stem:<20} {first}")
+
+
+def cmd_recipe_show(a) -> None:
+    from nlpssl.recipe import load_recipe
+
+    print(load_recipe(a.recipe, a.overrides).to_yaml(), end="")
+
+
+def cmd_recipe_validate(a) -> None:
+    from nlpssl.recipe import RecipeError, load_recipe
+
+    failed = 0
+    for name in a.recipes:
+        try:
+            load_recipe(name)
+            print(f"ok      {name}")
+        except NlpsslError as err:
+            failed += 1
+            print(f"invalid {name}\n{err}" if isinstance(err, RecipeError) else f"invalid {name}: {err}")
+    if failed:
+        raise SystemExit(1)
+
+
+def cmd_tokenizer_train(a) -> None:
+    from pathlib import Path
+
+    from nlpssl.models import max_positions
+    from nlpssl.pretrain import train_recipe_tokenizer
+    from nlpssl.recipe import load_recipe
+
+    recipe = load_recipe(a.recipe, a.overrides)
+    out = Path(a.out) if a.out else recipe.output_dir / "tokenizer"
+    tok = train_recipe_tokenizer(recipe, out, max_positions(recipe.model))
+    print(f"tokenizer: {len(tok)} tokens ({recipe.tokenizer.algorithm}) saved to {out}")
+
+
+def cmd_pretrain(a) -> None:
+    from nlpssl.pretrain import pretrain
+
+    result = pretrain(a.recipe, a.overrides)
+    if result.interrupted:
+        raise SystemExit(130)
+    print(json.dumps(result.metrics, indent=2))
+    if result.export_dir:
+        print(f"export: {result.export_dir}")
+
+
+def cmd_export(a) -> None:
+    from nlpssl.export import export_run
+
+    print(f"export: {export_run(a.run_dir, a.out_dir)}")
+
+
+def cmd_fill_mask(a) -> None:
+    from dataclasses import asdict
+
+    from nlpssl.demo import fill_mask
+
+    preds = fill_mask(a.model_dir, a.text, top_k=a.top_k)
+    if a.json:
+        print(json.dumps([asdict(p) for p in preds], indent=2))
+    else:
+        for p in preds:
+            print(f"{p.score:6.3f}  {p.token:<14} {p.sequence}")
+
+
+def cmd_generate(a) -> None:
+    from nlpssl.demo import generate
+
+    text = generate(
+        a.model_dir, a.prompt, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
+        top_k=a.top_k, top_p=a.top_p, seed=a.seed, greedy=a.greedy,
+    )
+    print(json.dumps({"prompt": a.prompt, "text": text}) if a.json else text)
+
+
+def cmd_finetune(a) -> None:
+    from nlpssl.finetune import finetune
+
+    result = finetune(a.recipe, a.overrides)
+    print(json.dumps(result.metrics, indent=2))
+    print(f"export: {result.export_dir}")
+
+
+def cmd_classify(a) -> None:
+    from dataclasses import asdict
+
+    from nlpssl.finetune import classify
+
+    preds = classify(a.model_dir, a.text, top_k=a.top_k)
+    if a.json:
+        print(json.dumps([asdict(p) for p in preds], indent=2))
+    else:
+        for p in preds:
+            print(f"{p.score:6.3f}  {p.label}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nlpssl", description="Self-supervised pretraining of language models on Hugging Face parts."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    recipe = sub.add_parser("recipe", help="list, show or validate recipes").add_subparsers(dest="action", required=True)
+    recipe.add_parser("list", help="shipped recipes").set_defaults(fn=cmd_recipe_list)
+    show = recipe.add_parser("show", help="print the resolved recipe (with overrides)")
+    _recipe_args(show)
+    show.set_defaults(fn=cmd_recipe_show)
+    val = recipe.add_parser("validate", help="check recipes; every problem reported at once")
+    val.add_argument("recipes", nargs="+")
+    val.set_defaults(fn=cmd_recipe_validate)
+
+    tok = sub.add_parser("tokenizer", help="train the shared tokenizer").add_subparsers(dest="action", required=True)
+    train = tok.add_parser("train", help="train the recipe's tokenizer on its text source")
+    _recipe_args(train)
+    train.add_argument("--out", help="output folder (default: <training.output_dir>/tokenizer)")
+    train.set_defaults(fn=cmd_tokenizer_train)
+
+    pre = sub.add_parser("pretrain", help="tokenizer -> data -> Trainer -> export")
+    _recipe_args(pre)
+    pre.set_defaults(fn=cmd_pretrain)
+
+    exp = sub.add_parser("export", help="export a run folder to a Hub-format folder")
+    exp.add_argument("run_dir")
+    exp.add_argument("out_dir")
+    exp.set_defaults(fn=cmd_export)
+
+    fm = sub.add_parser("fill-mask", help='fill "[MASK]" with a masked-LM export')
+    fm.add_argument("model_dir")
+    fm.add_argument("text")
+    fm.add_argument("--top-k", type=int, default=5)
+    fm.add_argument("--json", action="store_true")
+    fm.set_defaults(fn=cmd_fill_mask)
+
+    gen = sub.add_parser("generate", help="continue a prompt with a causal-LM export")
+    gen.add_argument("model_dir")
+    gen.add_argument("prompt")
+    gen.add_argument("--max-new-tokens", type=int, default=40)
+    gen.add_argument("--temperature", type=float, default=0.8)
+    gen.add_argument("--top-k", type=int, default=50)
+    gen.add_argument("--top-p", type=float, default=0.95)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
+    gen.add_argument("--json", action="store_true")
+    gen.set_defaults(fn=cmd_generate)
+
+    ft = sub.add_parser("finetune", help="fine-tune an export on text classification")
+    _recipe_args(ft)
+    ft.set_defaults(fn=cmd_finetune)
+
+    cl = sub.add_parser("classify", help="classify a text with a fine-tuned export")
+    cl.add_argument("model_dir")
+    cl.add_argument("text")
+    cl.add_argument("--top-k", type=int, default=None)
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(fn=cmd_classify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except NlpsslError as err:
+        print(f"nlpssl: error: {err}" if "\n" not in str(err) else f"nlpssl: error:\n{err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nlpssl: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Export a run to a Hub-format folder that stock ``from_pretrained`` and ``pipeline`` load.
+
+The folder holds ``config.json``, ``model.safetensors``, the tokenizer files (with the
+post-processor suited to the objective: [CLS] ... [SEP] for masked-LM, nothing for causal-LM,
+... [EOS] for T5), ``generation_config.json`` for generative models, the resolved recipe, the
+loss curve and a model card ``README.md`` with Hub metadata. It is written to a temporary folder
+and renamed into place, so a crash never leaves a half export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from nlpssl.errors import NlpsslError
+
+PIPELINE_TAG = {"mlm": "fill-mask", "causal": "text-generation", "t5": "text2text-generation"}
+MODEL_FILES = ("config.json", "model.safetensors")
+
+
+def find_weights(run_dir: Path) -> Path:
+    """The run's final model folder, else its latest checkpoint."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    final = run_dir / "final"
+    if (final / "model.safetensors").is_file():
+        return final
+    last = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    if last and (Path(last) / "model.safetensors").is_file():
+        return Path(last)
+    raise NlpsslError(
+        f"export: {str(run_dir)!r} holds no trained weights (no final/model.safetensors and no "
+        "checkpoint-*/). Point it at a pretraining run folder (training.output_dir) that saved a checkpoint."
+    )
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Export the pretraining run in ``run_dir`` to ``out_dir`` (replaced atomically)."""
+    import yaml
+
+    from nlpssl.recipe import recipe_from_dict
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if not (run_dir / "recipe.yaml").is_file():
+        raise NlpsslError(
+            f"export: {str(run_dir)!r} is not an nlpssl run folder (no recipe.yaml). "
+            "Pass the training.output_dir of a `nlpssl pretrain` run."
+        )
+    raw = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    recipe = recipe_from_dict(raw, name=run_dir.name, where=str(run_dir / "recipe.yaml"))
+    weights = find_weights(run_dir)
+    from nlpssl.models import OBJECTIVE
+
+    objective = OBJECTIVE[recipe.model.arch]
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in MODEL_FILES:
+        shutil.copy2(weights / name, tmp / name)
+    write_tokenizer(recipe, run_dir, tmp, objective)
+    if objective != "mlm":
+        write_generation_config(tmp, weights)
+    (tmp / "recipe.yaml").write_text((run_dir / "recipe.yaml").read_text())
+    metrics = {}
+    if (run_dir / "metrics.json").is_file():
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    if (run_dir / "loss_curve.png").is_file():
+        shutil.copy2(run_dir / "loss_curve.png", tmp / "loss_curve.png")
+    (tmp / "README.md").write_text(model_card(recipe, objective, metrics, weights))
+    replace_dir(tmp, out_dir)
+    return out_dir
+
+
+def replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Move ``tmp`` to ``out_dir``, replacing an older export without a window of no export."""
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def write_tokenizer(recipe, run_dir: Path, out: Path, objective: str) -> None:
+    from nlpssl.tokenizer import load_tokenizer, set_template
+
+    source = Path(recipe.tokenizer.path) if recipe.tokenizer.path else run_dir / "tokenizer"
+    tokenizer = load_tokenizer(source)
+    set_template(tokenizer, objective)
+    tokenizer.save_pretrained(str(out))
+
+
+def write_generation_config(out: Path, weights: Path) -> None:
+    from transformers import AutoConfig, GenerationConfig
+
+    config = AutoConfig.from_pretrained(str(weights))
+    GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        decoder_start_token_id=getattr(config, "decoder_start_token_id", None),
+        max_new_tokens=48, do_sample=True, temperature=0.8, top_k=50, top_p=0.95,
+    ).save_pretrained(str(out))
+
+
+def model_card(recipe, objective: str, metrics: dict, weights: Path) -> str:
+    """A model card with Hub metadata (YAML front matter) and the run's figures."""
+    import yaml
+
+    from nlpssl.models import OBJECTIVE  # noqa: F401 - keeps the mapping in one place
+
+    metric_names = ["accuracy"] if objective == "mlm" else ["perplexity"]
+    source = recipe.data.source
+    meta = {
+        "library_name": "transformers",
+        "pipeline_tag": PIPELINE_TAG[objective],
+        "license": recipe.export.license,
+        "tags": ["nlpssl", recipe.model.arch, {"mlm": "masked-lm", "causal": "causal-lm", "t5": "t5"}[objective],
+                 "pretraining"],
+        "datasets": [source.removeprefix("hub:") if source.startswith("hub:") else
+                     ("nlpssl-builtin-stories" if source == "builtin" else Path(source).name)],
+        "metrics": metric_names,
+    }
+    name = recipe.export.model_name or recipe.name
+    rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not isinstance(v, (list, dict)))
+    usage = {
+        "mlm": 'pipe = pipeline("fill-mask", model="PATH")\npipe("The cat sat on the [MASK].")',
+        "causal": 'pipe = pipeline("text-generation", model="PATH")\npipe("Once upon a time")',
+        "t5": 'pipe = pipeline("text2text-generation", model="PATH")\npipe("The cat <extra_id_0> on the mat.")',
+    }[objective]
+    curve = "\n## Loss curve\n\n![loss curve](loss_curve.png)\n" if (weights.parent / "loss_curve.png").exists() else ""
+    return f"""---
+{yaml.safe_dump(meta, sort_keys=False).strip()}
+---
+
+# {name}
+
+A {recipe.model.size} {recipe.model.arch} ({objective}) pretrained from scratch with
+[nlpssl](https://pypi.org/project/nlpssl/) on `{source}` (collator `{recipe.collator.kind}`,
+block size {recipe.data.block_size}, {recipe.tokenizer.algorithm} tokenizer of {recipe.tokenizer.vocab_size} tokens).
+It is a stock transformers model: no `trust_remote_code`, no nlpssl needed to load it.
+
+## Use
+
+```python
+from transformers import pipeline
+{usage}
+```
+
+## Results (held-out split of the training corpus)
+
+| metric | value |
+|---|---|
+{rows}
+{curve}
+## Training recipe
+
+The full resolved recipe is in `recipe.yaml` beside this card.
+"""
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

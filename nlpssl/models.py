@@ -1,0 +1,123 @@
+"""Size presets for stock transformers architectures.
+
+Every model is a stock class (BertForMaskedLM, RobertaForMaskedLM, GPT2LMHeadModel,
+LlamaForCausalLM, T5ForConditionalGeneration) built from a config; the vocabulary size and the
+special-token ids come from the shared tokenizer, never from the recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nlpssl.errors import NlpsslError
+from nlpssl.recipe import ModelSection
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+
+
+# tiny: ~5M parameters with an 8k vocabulary (CPU minutes); small: ~30M; base: BERT-base shape.
+PRESETS: dict[str, Shape] = {
+    "tiny": Shape(hidden=256, layers=4, heads=4, intermediate=1024),
+    "small": Shape(hidden=512, layers=8, heads=8, intermediate=2048),
+    "base": Shape(hidden=768, layers=12, heads=12, intermediate=3072),
+}
+MAX_POSITIONS = 512
+OBJECTIVE = {"bert": "mlm", "roberta": "mlm", "gpt2": "causal", "llama": "causal", "t5": "t5"}
+
+
+def resolve_shape(section: ModelSection) -> Shape:
+    """The preset shape with the recipe's per-field overrides applied."""
+    base = PRESETS[section.size]
+    shape = Shape(
+        hidden=section.hidden_size or base.hidden,
+        layers=section.num_layers or base.layers,
+        heads=section.num_heads or base.heads,
+        intermediate=section.intermediate_size or base.intermediate,
+    )
+    if shape.hidden % shape.heads:
+        raise NlpsslError(
+            f"model: hidden_size must be divisible by num_heads (got {shape.hidden} and {shape.heads}). "
+            "Change model.hidden_size or model.num_heads."
+        )
+    return shape
+
+
+def max_positions(section: ModelSection) -> int:
+    return section.max_positions or MAX_POSITIONS
+
+
+def build_config(section: ModelSection, tokenizer, attn: str = "sdpa"):
+    """A transformers config for ``section`` sized to ``tokenizer``."""
+    from transformers import BertConfig, GPT2Config, LlamaConfig, RobertaConfig, T5Config
+
+    s = resolve_shape(section)
+    ids = dict(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    positions = max_positions(section)
+    drop = section.dropout
+    match section.arch:
+        case "bert" | "roberta":
+            cls = BertConfig if section.arch == "bert" else RobertaConfig
+            config = cls(
+                hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
+                intermediate_size=s.intermediate,
+                # RoBERTa numbers positions from pad_token_id + 1, so it needs two more slots.
+                max_position_embeddings=positions + (2 if section.arch == "roberta" else 0),
+                type_vocab_size=2 if section.arch == "bert" else 1,
+                hidden_dropout_prob=0.1 if drop is None else drop,
+                attention_probs_dropout_prob=0.1 if drop is None else drop,
+                **ids,
+            )
+        case "gpt2":
+            d = 0.1 if drop is None else drop
+            config = GPT2Config(
+                n_embd=s.hidden, n_layer=s.layers, n_head=s.heads, n_inner=s.intermediate,
+                n_positions=positions, resid_pdrop=d, embd_pdrop=d, attn_pdrop=d, **ids,
+            )
+        case "llama":
+            config = LlamaConfig(
+                hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
+                num_key_value_heads=s.heads,
+                # SwiGLU has three matrices: 2/3 of the preset width keeps the parameter count.
+                intermediate_size=(s.intermediate * 2 // 3 + 63) // 64 * 64,
+                max_position_embeddings=positions, tie_word_embeddings=True,
+                attention_dropout=0.0 if drop is None else drop, **ids,
+            )
+        case "t5":
+            config = T5Config(
+                d_model=s.hidden, d_ff=s.intermediate, num_layers=max(1, s.layers // 2),
+                num_decoder_layers=max(1, s.layers // 2), num_heads=s.heads, d_kv=s.hidden // s.heads,
+                dropout_rate=0.1 if drop is None else drop, decoder_start_token_id=tokenizer.pad_token_id,
+                feed_forward_proj="gated-gelu", tie_word_embeddings=True, **ids,
+            )
+        case _:  # pragma: no cover - the recipe loader only admits the names above
+            raise NlpsslError(f"model.arch: unknown architecture (got {section.arch!r}).")
+    config._attn_implementation = attn
+    return config
+
+
+def build_model(section: ModelSection, tokenizer, attn: str = "sdpa"):
+    """A freshly initialised stock model for ``section``."""
+    from transformers import (
+        AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM,
+    )
+
+    config = build_config(section, tokenizer, attn)
+    auto = {"mlm": AutoModelForMaskedLM, "causal": AutoModelForCausalLM, "t5": AutoModelForSeq2SeqLM}
+    model = auto[OBJECTIVE[section.arch]].from_config(config, attn_implementation=attn)
+    return model
+
+
+def count_parameters(model) -> int:
+    """Parameters counted once (tied embeddings are shared)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

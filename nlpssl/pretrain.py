@@ -1,0 +1,323 @@
+"""The pretraining pipeline: tokenizer -> data -> collator -> model -> Trainer -> export.
+
+Read :func:`pretrain` top to bottom; each step is one function below it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from nlpssl.errors import NlpsslError
+from nlpssl.recipe import Recipe, load_recipe
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """What a finished run left behind."""
+
+    output_dir: Path
+    export_dir: Path | None
+    metrics: dict[str, Any]
+    interrupted: bool = False
+
+
+def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = ()) -> PretrainResult:
+    """Pretrain a model as the recipe says and export it to ``<output_dir>/export``.
+
+    Args:
+        recipe: a loaded :class:`Recipe`, a recipe path, or a shipped recipe's name.
+        overrides: ``section.key=value`` strings applied on top of the file.
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    from nlpssl.data import objective_of, prepare_data
+    from nlpssl.models import build_model, count_parameters, max_positions
+
+    check_block_size(recipe)
+    check_output_dir(recipe)
+    args = training_arguments(recipe)
+    with args.main_process_first(desc="tokenizer and data", local=False):
+        if args.process_index == 0:
+            write_run_recipe(recipe)
+        tokenizer = get_tokenizer(recipe, model_max_length=max_positions(recipe.model))
+        data = prepare_data(recipe, tokenizer)
+    log(f"data: {data.stats['train_blocks']} train / {data.stats['eval_blocks']} eval blocks of "
+        f"{recipe.data.block_size} tokens ({'cache hit' if data.from_cache else 'built'}: {data.cache_path})")
+    model = build_model(recipe.model, tokenizer, attn="sdpa" if recipe.speed.sdpa else "eager")
+    objective = objective_of(recipe)
+    collator = build_collator(recipe, tokenizer)
+    from nlpssl.training import GracefulStop
+
+    stopper = GracefulStop()
+    trainer = make_trainer(recipe, args, model, data, collator, [stopper])
+    result = trainer.train(resume_from_checkpoint=last_checkpoint(recipe) if recipe.resume else None)
+    if stopper.stopped:
+        log(f"interrupted at step {trainer.state.global_step}; checkpoint saved. Rerun with "
+            "training.resume=true to continue.")
+        return PretrainResult(recipe.output_dir, None, {}, interrupted=True)
+    metrics = trainer.evaluate()
+    metrics = summarise(recipe, trainer, result, metrics, data.stats, count_parameters(model), objective)
+    trainer.save_model(str(recipe.output_dir / "final"))
+    export_dir = None
+    if trainer.is_world_process_zero():
+        write_metrics(recipe.output_dir, metrics, trainer.state.log_history)
+        if recipe.export.enabled:
+            from nlpssl.export import export_run
+
+            export_dir = export_run(recipe.output_dir, recipe.output_dir / "export")
+            log(f"export: {export_dir}")
+    return PretrainResult(recipe.output_dir, export_dir, metrics)
+
+
+def log(message: str) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[nlpssl] {message}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Checks that run before any data is read
+
+
+def check_block_size(recipe: Recipe) -> None:
+    from nlpssl.models import max_positions
+
+    limit = max_positions(recipe.model)
+    if recipe.data.block_size > limit:
+        raise NlpsslError(
+            f"data.block_size: larger than the model's {limit} positions (got {recipe.data.block_size}, "
+            f"model.size={recipe.model.size!r}). Lower data.block_size or raise model.max_positions."
+        )
+
+
+def check_output_dir(recipe: Recipe) -> None:
+    """Refuse to train into a folder that holds another run, unless resuming that run."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # rank 0 decides; the other ranks may see the recipe rank 0 just wrote
+    out = recipe.output_dir
+    if not out.exists() or not any(out.iterdir()):
+        return
+    saved = out / "recipe.yaml"
+    where = f"training.output_dir={str(out)!r}"
+    if not saved.is_file():
+        raise NlpsslError(
+            f"{where}: the folder exists and is not an nlpssl run (no recipe.yaml). "
+            "Choose another training.output_dir or empty the folder."
+        )
+    if not recipe.resume:
+        raise NlpsslError(
+            f"{where}: the folder already holds a run. Pass training.resume=true to continue it, "
+            "choose another training.output_dir, or delete the folder."
+        )
+    import yaml
+
+    before = yaml.safe_load(saved.read_text())
+    now = recipe.to_dict()
+    for d in (before, now):
+        d.get("training", {}).pop("resume", None)
+    if before != now:
+        changed = sorted(
+            f"{s}.{k}" for s in now if isinstance(now[s], dict)
+            for k in set(now[s]) | set(before.get(s) or {})
+            if (before.get(s) or {}).get(k) != now[s].get(k)
+        )
+        raise NlpsslError(
+            f"{where}: cannot resume, the recipe differs from the run's recipe.yaml in {', '.join(changed)}. "
+            "Resume with the same settings, or start a new run in another folder."
+        )
+
+
+def write_run_recipe(recipe: Recipe) -> None:
+    recipe.output_dir.mkdir(parents=True, exist_ok=True)
+    (recipe.output_dir / "recipe.yaml").write_text(recipe.to_yaml())
+
+
+def last_checkpoint(recipe: Recipe) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(recipe.output_dir)) if recipe.output_dir.is_dir() else None
+
+
+# ------------------------------------------------------------------------------------------------
+# Tokenizer, collator, training arguments
+
+
+def get_tokenizer(recipe: Recipe, model_max_length: int = 512):
+    """The run's shared tokenizer: reused from ``tokenizer.path`` or the run folder, else trained."""
+    from nlpssl.tokenizer import load_tokenizer
+
+    t = recipe.tokenizer
+    if t.path:
+        return load_tokenizer(t.path)
+    saved = recipe.output_dir / "tokenizer"
+    if (saved / "tokenizer.json").is_file():
+        return load_tokenizer(saved)
+    return train_recipe_tokenizer(recipe, saved, model_max_length)
+
+
+def train_recipe_tokenizer(recipe: Recipe, out_dir: Path, model_max_length: int = 512):
+    """Train the shared tokenizer on the recipe's text source and save it to ``out_dir``."""
+    from nlpssl.sources import iter_texts
+    from nlpssl.tokenizer import train_tokenizer
+
+    d, t = recipe.data, recipe.tokenizer
+    texts = iter_texts(
+        d.source, text_column=d.text_column, hub_config=d.hub_config, split=d.split,
+        txt_unit=d.txt_unit, max_texts=t.max_texts or d.max_texts,
+        builtin_stories=d.builtin_stories, seed=d.seed,
+    )
+    return train_tokenizer(
+        texts, out_dir, algorithm=t.algorithm, vocab_size=t.vocab_size, min_frequency=t.min_frequency,
+        num_sentinels=t.num_sentinels, lowercase=t.lowercase, model_max_length=model_max_length,
+        show_progress=True,
+    )
+
+
+def build_collator(recipe: Recipe, tokenizer):
+    """The collator named by ``collator.kind``, with ids read from the shared tokenizer."""
+    from nlpssl.collators import CausalCollator, MaskingCollator, T5SpanCorruptionCollator
+
+    c, seed = recipe.collator, int(recipe.training.get("seed", 42))
+    match c.kind:
+        case "token" | "word" | "span":
+            return MaskingCollator.from_tokenizer(
+                tokenizer, unit=c.kind, rate=c.rate, mask_frac=c.mask_frac, random_frac=c.random_frac,
+                exact_budget=c.exact_budget, span_p=c.span_p, span_max=c.span_max, seed=seed,
+            )
+        case "causal":
+            return CausalCollator.from_tokenizer(tokenizer, reset_positions=c.reset_positions)
+        case "t5":
+            return T5SpanCorruptionCollator.from_tokenizer(
+                tokenizer, noise_density=c.noise_density, mean_noise_span_length=c.mean_span_length, seed=seed,
+            )
+    raise NlpsslError(f"collator.kind: unknown kind (got {c.kind!r}).")  # pragma: no cover
+
+
+def bf16_supported() -> bool:
+    """bf16 pays off on CUDA GPUs with bf16 and on CPUs with AVX512-BF16 or AMX."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
+
+
+def training_arguments(recipe: Recipe, **extra: Any):
+    """TrainingArguments from the recipe with the speed section's defaults filled in."""
+    import torch
+
+    s, t = recipe.speed, recipe.training
+    kw: dict[str, Any] = {"remove_unused_columns": False, "prediction_loss_only": True}
+    if "bf16" not in t and "fp16" not in t:
+        kw["bf16"] = s.bf16 == "on" or (s.bf16 == "auto" and bf16_supported())
+    if torch.cuda.is_available() and "tf32" not in t:
+        kw["tf32"] = s.tf32
+    if s.compile and "torch_compile" not in t:
+        kw["torch_compile"] = True
+    kw.update(extra)
+    return recipe.training_arguments(**kw)
+
+
+# ------------------------------------------------------------------------------------------------
+# Trainer
+
+
+def make_trainer(recipe: Recipe, args, model, data, collator, callbacks: list):
+    from nlpssl.collators.diagnostics import MaskingDiagnosticsCallback
+    from nlpssl.data import objective_of
+    from nlpssl.training import PretrainTrainer
+
+    objective = objective_of(recipe)
+    if objective == "mlm" and args.dataloader_num_workers == 0:
+        callbacks = [*callbacks, MaskingDiagnosticsCallback(collator)]
+    columns = ["input_ids", "word_starts"] if recipe.collator.kind in ("word", "span") else ["input_ids"]
+    return PretrainTrainer(
+        model=model, args=args, data_collator=collator,
+        train_dataset=data.train.select_columns(columns), eval_dataset=data.eval.select_columns(columns),
+        callbacks=callbacks, objective=objective,
+        sparse_mlm_head=recipe.speed.sparse_mlm_head and objective == "mlm",
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics
+
+
+def summarise(recipe, trainer, result, eval_metrics, stats, params: int, objective: str) -> dict[str, Any]:
+    """The run's headline figures (what metrics.json and the model card report)."""
+    import numpy as np
+
+    args = trainer.args
+    steps = trainer.state.global_step
+    rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    train_tokens = steps * rows_per_step * recipe.data.block_size
+    runtime = float(result.metrics.get("train_runtime", float("nan")))
+    m: dict[str, Any] = {
+        "params": params,
+        "steps": steps,
+        "train_tokens": train_tokens,
+        "train_runtime_s": runtime,
+        "train_tokens_per_second": train_tokens / runtime if runtime > 0 else None,
+        "train_loss": result.metrics.get("train_loss"),
+        "eval_loss": eval_metrics.get("eval_loss"),
+    }
+    if objective == "mlm":
+        m["eval_mlm_accuracy"] = eval_metrics.get("eval_mlm_accuracy")
+    else:
+        loss = m["eval_loss"]
+        m["eval_perplexity"] = math.exp(loss) if loss is not None and loss < 50 else None
+        if stats.get("eval_bytes"):
+            # bits per byte compares models across tokenizers: NLL in bits over UTF-8 bytes.
+            m["eval_bits_per_byte"] = loss / math.log(2) * stats["eval_tokens"] / stats["eval_bytes"]
+        counts = np.asarray(stats.get("train_unigram_counts", []), dtype=np.float64)
+        if counts.size and objective == "causal":
+            m["eval_unigram_perplexity"] = unigram_perplexity(counts, trainer.eval_dataset, trainer)
+    m["eval_runtime_s"] = eval_metrics.get("eval_runtime")
+    return m
+
+
+def unigram_perplexity(counts, eval_dataset, trainer) -> float:
+    """Perplexity of an add-one unigram model fitted on the training tokens, on the held-out blocks."""
+    import numpy as np
+
+    probs = (counts + 1.0) / (counts.sum() + len(counts))
+    ids = np.asarray(eval_dataset.with_format("numpy")["input_ids"])[:, 1:].reshape(-1)
+    pad = trainer.data_collator.pad_id if hasattr(trainer.data_collator, "pad_id") else 0
+    ids = ids[ids != pad]
+    return float(np.exp(-np.log(probs[ids]).mean()))
+
+
+def write_metrics(out: Path, metrics: dict[str, Any], history: list[dict]) -> None:
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "log_history.json").write_text(json.dumps(history, indent=1))
+    plot_loss_curve(history, out / "loss_curve.png")
+
+
+def plot_loss_curve(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,548 @@
+"""Recipes: YAML files loaded into typed, frozen, validated sections.
+
+A recipe is a YAML mapping of fixed sections. Every value is converted to the type its field is
+annotated with (YAML 1.1 reads ``5e-5`` as a string; here it becomes a float), unknown keys are
+rejected with a "did you mean", and all problems are collected and raised together as one
+:class:`RecipeError` before any data is read or any model is built. ``key=value`` overrides from
+the command line go through exactly the same conversion and checks.
+
+The ``training`` section is passed verbatim to :class:`transformers.TrainingArguments` (plus the
+nlpssl switches in :data:`TRAINING_EXTRAS`) and is validated by building it at load time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from nlpssl.errors import NlpsslError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+class RecipeError(NlpsslError):
+    """One or more problems in a recipe, all reported at once."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(f"- {p}" for p in problems))
+
+
+# --------------------------------------------------------------------------------------------
+# Sections. One doc line per field: `nlpssl recipe show` and the README describe them.
+
+
+@dataclass(frozen=True)
+class TokenizerSection:
+    """The shared tokenizer: trained once per run (or reused from ``path``)."""
+
+    algorithm: Literal["bpe", "wordpiece", "unigram"] = "wordpiece"
+    vocab_size: int = 8192  # including special tokens and sentinels
+    min_frequency: int = 2
+    num_sentinels: int = 100  # reserved <extra_id_i> block for T5 span corruption
+    lowercase: bool = False
+    max_texts: int | None = None  # train the tokenizer on at most this many texts
+    path: str | None = None  # reuse a trained tokenizer folder instead of training one
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Where the text comes from and how it is packed into blocks."""
+
+    source: str = "builtin"  # "builtin", a file/glob/folder, or "hub:NAME"
+    text_column: str = "text"
+    hub_config: str | None = None
+    split: str = "train"
+    txt_unit: Literal["line", "paragraph", "file"] = "paragraph"  # one document per ...
+    builtin_stories: int | None = None  # size of the built-in corpus (None: its default)
+    max_texts: int | None = None
+    seed: int = 0
+    block_size: int = 128  # tokens per packed training row
+    eval_fraction: float = 0.01  # share of documents held out for evaluation
+    eval_max_blocks: int = 512  # cap on held-out blocks (keeps evaluation quick)
+    num_proc: int = 1  # processes for datasets.map tokenization
+    cache_dir: str = ".cache/nlpssl"  # processed data cached here under a hash of the settings
+
+
+@dataclass(frozen=True)
+class CollatorSection:
+    """How training examples are corrupted (masked-LM, causal-LM, T5 span corruption)."""
+
+    kind: Literal["token", "word", "span", "causal", "t5"] = "token"
+    rate: float = 0.15  # share of tokens masked (BERT, Devlin et al. 2019)
+    mask_frac: float = 0.8  # of masked tokens: replaced by [MASK] (BERT 80/10/10)
+    random_frac: float = 0.1  # ... replaced by a random token; the rest stay unchanged
+    exact_budget: bool = False  # mask exactly round(rate * n) tokens per row (ELECTRA, Cramming)
+    span_p: float = 0.2  # SpanBERT geometric span-length parameter (Joshi et al. 2020)
+    span_max: int = 10  # SpanBERT clip on span length, in words
+    noise_density: float = 0.15  # T5 span corruption (Raffel et al. 2020)
+    mean_span_length: float = 3.0  # T5 mean noise span length
+    reset_positions: bool = False  # causal: restart positions after [EOS] (no cross-document attention)
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """A stock transformers architecture built from a size preset."""
+
+    arch: Literal["bert", "roberta", "gpt2", "llama", "t5"] = "bert"
+    size: Literal["tiny", "small", "base"] = "tiny"
+    hidden_size: int | None = None  # override the preset
+    num_layers: int | None = None
+    num_heads: int | None = None
+    intermediate_size: int | None = None
+    dropout: float | None = None
+    max_positions: int | None = None
+
+
+@dataclass(frozen=True)
+class SpeedSection:
+    """Speed options; each is on by default where it is safe, and each can be turned off."""
+
+    bf16: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA with bf16, CPUs with AVX512-BF16/AMX
+    sparse_mlm_head: bool = True  # masked-LM: run the vocabulary head on masked positions only
+    sdpa: bool = True  # scaled-dot-product attention kernels
+    compile: bool = False  # torch.compile the model (long warm-up; pays off on long GPU runs)
+    tf32: bool = True  # CUDA only: TF32 matmuls for fp32 work
+
+
+@dataclass(frozen=True)
+class ExportSection:
+    """The Hub-format export written at the end of a run."""
+
+    enabled: bool = True
+    model_name: str | None = None  # name in the model card (default: the recipe name)
+    license: str = "apache-2.0"
+
+
+@dataclass(frozen=True)
+class FinetuneSection:
+    """A text-classification task for `nlpssl finetune`."""
+
+    source: str = "builtin"  # "builtin" (labelled companion set), a file, or "hub:NAME"
+    hub_config: str | None = None
+    train_split: str = "train"
+    validation_source: str | None = None  # file or hub split; else carved off train
+    test_source: str | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.0
+    builtin_train_size: int = 400
+    builtin_eval_size: int = 1000
+    max_length: int = 128
+    seed: int = 0
+    metric_for_best_model: Literal["accuracy", "macro_f1"] = "accuracy"
+    early_stopping_patience: int | None = 3
+
+
+# nlpssl's own switches that live in the `training:` section beside TrainingArguments' fields.
+TRAINING_EXTRAS: dict[str, type] = {"resume": bool}
+
+PRETRAIN_SECTIONS: dict[str, type] = {
+    "tokenizer": TokenizerSection,
+    "data": DataSection,
+    "collator": CollatorSection,
+    "model": ModelSection,
+    "speed": SpeedSection,
+    "export": ExportSection,
+}
+FINETUNE_SECTIONS: dict[str, type] = {"task": FinetuneSection, "speed": SpeedSection}
+FINETUNE_TOP: dict[str, type] = {"model": str, "init": Literal["pretrained", "scratch"]}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A fully resolved, validated recipe."""
+
+    name: str
+    kind: Literal["pretrain", "finetune"] = "pretrain"
+    tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
+    data: DataSection = field(default_factory=DataSection)
+    collator: CollatorSection = field(default_factory=CollatorSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    speed: SpeedSection = field(default_factory=SpeedSection)
+    export: ExportSection = field(default_factory=ExportSection)
+    task: FinetuneSection = field(default_factory=FinetuneSection)
+    finetune_model: str | None = None  # finetune: the export or Hub-format folder to start from
+    init: Literal["pretrained", "scratch"] = "pretrained"  # finetune: scratch = random weights
+    training: dict[str, Any] = field(default_factory=dict)  # TrainingArguments kwargs + extras
+    source_path: str | None = None
+
+    @property
+    def resume(self) -> bool:
+        return bool(self.training.get("resume", False))
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.training["output_dir"])
+
+    def training_arguments(self, **overrides: Any):
+        """Build :class:`transformers.TrainingArguments` from the ``training`` section."""
+        from transformers import TrainingArguments
+
+        kwargs = {k: v for k, v in self.training.items() if k not in TRAINING_EXTRAS}
+        kwargs.update(overrides)
+        return TrainingArguments(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain data (what `recipe show` prints and runs save)."""
+        out: dict[str, Any] = {"kind": self.kind}
+        sections = PRETRAIN_SECTIONS if self.kind == "pretrain" else FINETUNE_SECTIONS
+        if self.kind == "finetune":
+            out["model"] = self.finetune_model
+            out["init"] = self.init
+        for name in sections:
+            out[name] = dataclasses.asdict(getattr(self, name))
+        out["training"] = dict(self.training)
+        return out
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        header = f"# Resolved nlpssl recipe '{self.name}'"
+        if self.source_path:
+            header += f" (from {self.source_path})"
+        return header + "\n" + yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Type conversion
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if _is_union(tp):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def coerce(value: Any, tp: Any) -> Any:
+    """Convert ``value`` to the annotated type ``tp``; raise ValueError with a short reason."""
+    if tp is Any or tp is object:
+        return value
+    if _is_union(tp):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() in ("null", "none") and type(None) in args:
+            return None
+        for arg in sorted((a for a in args if a is not type(None)), key=_union_rank):
+            try:
+                return coerce(value, arg)
+            except ValueError:
+                continue
+        raise ValueError(f"expected {_type_name(tp)}")
+    if typing.get_origin(tp) is Literal:
+        choices = typing.get_args(tp)
+        for choice in choices:
+            if value == choice or (isinstance(value, (bool, int, float)) and str(value).lower() == str(choice)):
+                return choice
+        hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        raise ValueError(
+            f"expected {_type_name(tp)}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+        )
+    if value is None:
+        raise ValueError(f"expected {_type_name(tp)}, not null")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (str, int)) and str(value).lower() in _TRUE | _FALSE:
+            return str(value).lower() in _TRUE
+        raise ValueError("expected a boolean (true/false)")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ValueError("expected an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                as_float = float(value)
+            except ValueError:
+                raise ValueError("expected an integer") from None
+            if as_float.is_integer():
+                return int(as_float)
+        raise ValueError("expected an integer")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError("expected a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError("expected a number") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError("expected a string")
+        return str(value)
+    origin = typing.get_origin(tp) or tp
+    if origin in (list, dict):
+        if isinstance(value, origin):
+            return value
+        raise ValueError(f"expected a {origin.__name__}")
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):  # SchedulerType, ...: validate, keep the string
+        try:
+            tp(value)
+        except ValueError:
+            choices = [m.value for m in tp]
+            hint = difflib.get_close_matches(str(value), choices, n=1)
+            raise ValueError(
+                f"expected one of {', '.join(map(repr, choices))}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+            ) from None
+        return value
+    return value
+
+
+def _union_rank(tp: Any) -> int:
+    # Try the strictest types first so "3" becomes 3 for `int | str`, not "3".
+    order = {bool: 0, int: 1, float: 2}
+    return order.get(tp, 5 if tp is str else 3)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def _did_you_mean(key: str, known: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f" Did you mean {match[0]!r}?" if match else f" Known keys: {', '.join(sorted(known))}."
+
+
+def _load_section(cls: type, raw: Any, where: str, problems: list[str]):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a mapping of keys (got {raw!r}). Write it as `{where.rsplit(' ', 1)[-1]}:` with indented `key: value` lines.")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in raw.items():
+        if key not in names:
+            problems.append(f"{where}.{key}: unknown key.{_did_you_mean(str(key), names)}")
+            continue
+        try:
+            values[key] = coerce(value, hints[key])
+        except ValueError as err:
+            problems.append(f"{where}.{key}: {err} (got {value!r}). Set it to {_type_name(hints[key])}.")
+    return cls(**values)
+
+
+def _training_types() -> dict[str, Any]:
+    from transformers import TrainingArguments
+
+    hints = typing.get_type_hints(TrainingArguments)
+    names = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    out = {n: hints.get(n, Any) for n in names}
+    out.update(TRAINING_EXTRAS)
+    return out
+
+
+def _load_training(raw: Any, where: str, name: str, problems: list[str]) -> dict[str, Any]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a mapping of TrainingArguments keys (got {raw!r}).")
+        return {}
+    known = _training_types()
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            problems.append(
+                f"{where}.{key}: unknown key; `training:` takes transformers.TrainingArguments "
+                f"fields and {sorted(TRAINING_EXTRAS)}.{_did_you_mean(str(key), known)}"
+            )
+            continue
+        try:
+            values[key] = coerce(value, known[key])
+        except ValueError as err:
+            problems.append(f"{where}.{key}: {err} (got {value!r}). Set it to {_type_name(known[key])}.")
+    values.setdefault("output_dir", f"runs/{name}")
+    values.setdefault("report_to", "none")
+    return values
+
+
+def _check_training_args(recipe: Recipe, where: str, problems: list[str]) -> None:
+    """Build TrainingArguments once so that its own checks run at load time."""
+    try:
+        recipe.training_arguments()
+    except Exception as err:  # noqa: BLE001 - any failure here is a recipe problem
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        problems.append(f"{where}: transformers.TrainingArguments rejected these settings: {msg}")
+
+
+def _check_values(recipe: Recipe, where: str, problems: list[str]) -> None:
+    """Cross-field and range checks that no type annotation can express."""
+    def bad(key: str, value: Any, fix: str) -> None:
+        problems.append(f"{where}: {key} is out of range (got {value!r}). {fix}.")
+
+    t, d, c = recipe.tokenizer, recipe.data, recipe.collator
+    if t.vocab_size < 64:
+        bad("tokenizer.vocab_size", t.vocab_size, "Use at least 64 (special tokens plus an alphabet)")
+    if t.num_sentinels < 0:
+        bad("tokenizer.num_sentinels", t.num_sentinels, "Use 0 or more")
+    if d.block_size < 8:
+        bad("data.block_size", d.block_size, "Use at least 8 tokens")
+    if not 0.0 < d.eval_fraction < 0.5:
+        bad("data.eval_fraction", d.eval_fraction, "Use a share between 0 and 0.5, e.g. 0.01")
+    if d.num_proc < 1:
+        bad("data.num_proc", d.num_proc, "Use 1 or more processes")
+    if not 0.0 < c.rate < 1.0:
+        bad("collator.rate", c.rate, "Use a share between 0 and 1, e.g. 0.15")
+    if c.mask_frac < 0 or c.random_frac < 0 or c.mask_frac + c.random_frac > 1.0:
+        bad("collator.mask_frac + collator.random_frac", (c.mask_frac, c.random_frac),
+            "Use non-negative shares that add up to at most 1 (BERT: 0.8 and 0.1)")
+    if not 0.0 < c.span_p <= 1.0:
+        bad("collator.span_p", c.span_p, "Use a probability in (0, 1], e.g. 0.2")
+    if c.span_max < 1:
+        bad("collator.span_max", c.span_max, "Use 1 or more words")
+    if not 0.0 < c.noise_density < 1.0:
+        bad("collator.noise_density", c.noise_density, "Use a share between 0 and 1, e.g. 0.15")
+    if c.mean_span_length < 1.0:
+        bad("collator.mean_span_length", c.mean_span_length, "Use 1.0 or more, e.g. 3.0")
+    objective = {"bert": "mlm", "roberta": "mlm", "gpt2": "causal", "llama": "causal", "t5": "t5"}
+    wanted = {"mlm": ("token", "word", "span"), "causal": ("causal",), "t5": ("t5",)}
+    ok = wanted[objective[recipe.model.arch]]
+    if recipe.kind == "pretrain" and c.kind not in ok:
+        problems.append(
+            f"{where}: collator.kind does not fit model.arch={recipe.model.arch!r} "
+            f"(got {c.kind!r}). Use one of {', '.join(map(repr, ok))}."
+        )
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """Resolve a recipe argument: a YAML path, or a bare name looked up in ``recipes/``."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    for folder in (Path.cwd() / "recipes", RECIPES_DIR):
+        for candidate in (folder / f"{name_or_path}.yaml", folder / f"{name_or_path}.yml"):
+            if candidate.is_file():
+                return candidate
+    if path.is_file():
+        return path
+    names = [p.stem for p in list_recipes()]
+    hint = difflib.get_close_matches(str(path.stem), names, n=1)
+    raise NlpsslError(
+        f"recipe: no recipe file or name {str(name_or_path)!r}. "
+        + (f"Did you mean {hint[0]!r}? " if hint else "")
+        + "Run `nlpssl recipe list` to see the shipped recipes, or pass a path to a .yaml file."
+    )
+
+
+def list_recipes() -> list[Path]:
+    """The recipes shipped in ``recipes/`` (the current folder's first, then the package's)."""
+    seen: dict[str, Path] = {}
+    for folder in (Path.cwd() / "recipes", RECIPES_DIR):
+        if folder.is_dir():
+            for p in sorted(folder.glob("*.yaml")):
+                seen.setdefault(p.stem, p)
+    return sorted(seen.values(), key=lambda p: p.stem)
+
+
+def parse_overrides(overrides: typing.Sequence[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Parse ``section.key=value`` strings; values are read as YAML scalars."""
+    import yaml
+
+    nested: dict[str, dict[str, Any]] = {}
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"override {item!r}: expected section.key=value (e.g. training.max_steps=100).")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        section, dot, sub = key.strip().partition(".")
+        if dot:
+            nested.setdefault(section, {})[sub] = value
+        else:
+            nested.setdefault("", {})[section] = value
+    return nested, problems
+
+
+def load_recipe(path_or_name: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Load, convert and validate a recipe file with ``key=value`` overrides.
+
+    Raises:
+        RecipeError: listing every problem found, each with where, what and how to fix.
+    """
+    import yaml
+
+    path = find_recipe(path_or_name)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise RecipeError([f"{path}: not valid YAML: {err}"]) from err
+    if not isinstance(raw, dict):
+        raise RecipeError([f"{path}: expected a mapping of sections at the top (got {type(raw).__name__})."])
+    over, problems = parse_overrides(overrides)
+    for section, values in over.items():
+        if section == "":
+            raw.update(values)
+        elif isinstance(raw.get(section), dict) or raw.get(section) is None:
+            raw[section] = {**(raw.get(section) or {}), **values}
+        else:
+            problems.append(f"override {section}.*: `{section}` is not a section.")
+    return recipe_from_dict(raw, name=path.stem, where=str(path), source_path=str(path), problems=problems)
+
+
+def recipe_from_dict(
+    raw: dict[str, Any],
+    name: str = "recipe",
+    where: str = "recipe",
+    source_path: str | None = None,
+    problems: list[str] | None = None,
+) -> Recipe:
+    """Build a validated :class:`Recipe` from plain data (what a YAML file holds)."""
+    problems = list(problems or [])
+    raw = dict(raw)
+    kind = raw.pop("kind", "pretrain")
+    if kind not in ("pretrain", "finetune"):
+        problems.append(f"{where}: kind must be 'pretrain' or 'finetune' (got {kind!r}).")
+        kind = "pretrain"
+    sections = PRETRAIN_SECTIONS if kind == "pretrain" else FINETUNE_SECTIONS
+    top = dict(FINETUNE_TOP) if kind == "finetune" else {}
+    known = list(sections) + ["training"] + list(top)
+    built: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in sections:
+            built[key] = _load_section(sections[key], value, f"{where}: {key}", problems)
+        elif key in top:
+            try:
+                built["finetune_model" if key == "model" else key] = coerce(value, top[key])
+            except ValueError as err:
+                problems.append(f"{where}: {key}: {err} (got {value!r}).")
+        elif key != "training":
+            problems.append(f"{where}: {key}: unknown section.{_did_you_mean(str(key), known)}")
+    training = _load_training(raw.get("training"), f"{where}: training", name, problems)
+    recipe = Recipe(name=name, kind=kind, training=training, source_path=source_path, **built)
+    if kind == "pretrain":
+        _check_values(recipe, where, problems)
+    elif not recipe.finetune_model:
+        problems.append(f"{where}: model: a finetune recipe needs the model folder to start from. Pass model=PATH.")
+    if not any("training" in p for p in problems):
+        _check_training_args(recipe, f"{where}: training", problems)
+    if problems:
+        raise RecipeError(problems)
+    return recipe
