@@ -1,0 +1,428 @@
+"""Text sources: the built-in corpus, local files, or a Hugging Face Hub dataset, as plain strings.
+
+`iter_texts` streams strings (for tokenizer training on corpora larger than memory); `load_texts`
+collects the same strings into a one-column `datasets.Dataset` ("text") for tokenization with
+`Dataset.map`. Both drop blank texts and fail with an `NlpsslError` that names the file and the fix.
+
+Source strings:
+    "builtin"            the generated stories of `nlpssl.corpus` (works offline)
+    "hub:NAME"           `datasets.load_dataset(NAME, hub_config, split=split)`
+    "data/books.txt"     one file; "data/*.jsonl" a glob; "data/" every supported file inside
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import glob as globlib
+import itertools
+import json
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
+
+from nlpssl.errors import NlpsslError
+
+if TYPE_CHECKING:
+    import datasets
+
+TxtUnit = Literal["line", "paragraph", "file"]
+SUPPORTED_EXTENSIONS = (".txt", ".jsonl", ".csv", ".tsv", ".parquet")
+HUB_PREFIX = "hub:"
+# Texts go to Arrow in chunks of this many, so load_texts never holds a Python list of everything.
+_ARROW_CHUNK = 50_000
+
+
+def iter_texts(
+    source: str | Path,
+    *,
+    text_column: str = "text",
+    hub_config: str | None = None,
+    split: str = "train",
+    txt_unit: TxtUnit = "paragraph",
+    max_texts: int | None = None,
+    builtin_stories: int | None = None,
+    seed: int = 0,
+) -> Iterator[str]:
+    """Yield the non-blank texts of a source one by one, reading lazily.
+
+    Args:
+        source: "builtin", "hub:NAME", a file, a glob, or a folder (see the module docstring).
+        text_column: Column or JSON key holding the text (.jsonl, .csv, .tsv, .parquet, Hub).
+        hub_config: Configuration name of a Hub dataset (e.g. "wikitext-2-raw-v1").
+        split: Split of a Hub dataset.
+        txt_unit: What one text of a .txt file is: each non-empty "line", each blank-line-separated
+            "paragraph" (its lines joined with spaces), or the whole "file".
+        max_texts: Stop after this many texts (None: all).
+        builtin_stories: Number of built-in stories (None: the corpus default).
+        seed: Seed of the built-in corpus.
+
+    Yields:
+        Texts, never empty or whitespace-only.
+
+    Raises:
+        NlpsslError: Bad arguments, missing files, unsupported formats, wrong column, bytes that
+            are not UTF-8, malformed JSON lines, a Hub dataset that cannot be reached, or a source
+            with no text at all (raised when the stream ends).
+    """
+    _check_args(txt_unit, max_texts)
+    source = str(source)
+    texts = _raw_texts(source, text_column, hub_config, split, txt_unit, builtin_stories, seed)
+    nonblank = (text for text in texts if text.strip())
+    count = 0
+    for text in itertools.islice(nonblank, max_texts):
+        count += 1
+        yield text
+    if count == 0:
+        raise NlpsslError(
+            f"{source}: the source holds no text (got 0 non-empty texts). "
+            "Check that the files are not empty and that text_column names the text."
+        )
+
+
+def load_texts(
+    source: str | Path,
+    *,
+    text_column: str = "text",
+    hub_config: str | None = None,
+    split: str = "train",
+    txt_unit: TxtUnit = "paragraph",
+    max_texts: int | None = None,
+    builtin_stories: int | None = None,
+    seed: int = 0,
+) -> datasets.Dataset:
+    """Load a source into an in-memory `datasets.Dataset` with one column, "text".
+
+    Arguments and errors are those of `iter_texts`. The texts are held as Arrow strings (about the
+    size of the UTF-8 text); for a corpus larger than memory, stream with `iter_texts` instead.
+    """
+    _check_args(txt_unit, max_texts)
+    source = str(source)
+    if source.startswith(HUB_PREFIX):
+        # The Hub path stays a memory-mapped Arrow dataset instead of being copied into memory.
+        return _load_hub(source, text_column, hub_config, split, max_texts)
+    stream = iter_texts(
+        source,
+        text_column=text_column,
+        txt_unit=txt_unit,
+        max_texts=max_texts,
+        builtin_stories=builtin_stories,
+        seed=seed,
+    )
+    return _to_dataset(stream)
+
+
+def _check_args(txt_unit: str, max_texts: int | None) -> None:
+    if txt_unit not in get_args(TxtUnit):
+        raise NlpsslError(
+            f"load_texts: unknown txt_unit (got {txt_unit!r}). "
+            f"Use one of {', '.join(repr(u) for u in get_args(TxtUnit))}."
+        )
+    if max_texts is not None and (
+        isinstance(max_texts, bool) or not isinstance(max_texts, int) or max_texts < 1
+    ):
+        raise NlpsslError(
+            f"load_texts: max_texts must be a positive integer or None (got {max_texts!r}). "
+            "Set it to the number of texts to keep, or leave it unset for all."
+        )
+
+
+def _to_dataset(texts: Iterator[str]) -> datasets.Dataset:
+    """Collect strings into a one-column Dataset, chunk by chunk."""
+    import datasets
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
+
+    chunks = []
+    while chunk := list(itertools.islice(texts, _ARROW_CHUNK)):
+        chunks.append(pa.array(chunk, type=pa.string()))
+    table = pa.table({"text": pa.chunked_array(chunks, type=pa.string())})
+    return datasets.Dataset(InMemoryTable(table))
+
+
+def _raw_texts(
+    source: str,
+    text_column: str,
+    hub_config: str | None,
+    split: str,
+    txt_unit: str,
+    builtin_stories: int | None,
+    seed: int,
+) -> Iterator[str]:
+    """Texts of any source, blanks included (the caller drops them)."""
+    if source == "builtin":
+        from nlpssl.corpus import generate_stories
+
+        if builtin_stories is None:
+            return generate_stories(seed=seed)
+        return generate_stories(builtin_stories, seed)
+    if source.startswith(HUB_PREFIX):
+        return _iter_hub(source, text_column, hub_config, split)
+    return _iter_files(resolve_files(source), text_column, txt_unit)
+
+
+def _iter_files(files: list[Path], text_column: str, txt_unit: str) -> Iterator[str]:
+    for path in files:
+        match path.suffix.lower():
+            case ".txt":
+                yield from _read_txt(path, txt_unit)
+            case ".jsonl":
+                yield from _read_jsonl(path, text_column)
+            case ".csv" | ".tsv":
+                yield from _read_delimited(path, text_column)
+            case ".parquet":
+                yield from _read_parquet(path, text_column)
+
+
+# ----------------------------------------------------------------------------- resolving paths
+
+
+def resolve_files(source: str) -> list[Path]:
+    """The data files a local source names, sorted; a single file, a glob, or a folder.
+
+    Raises:
+        NlpsslError: Nothing found, or a named file with an unsupported extension.
+    """
+    if globlib.has_magic(source):
+        matches = sorted(Path(p) for p in globlib.glob(source, recursive=True) if Path(p).is_file())
+        if not matches:
+            raise NlpsslError(
+                f"{source}: no files match this glob (looked for {str(Path(source).absolute())!r}). "
+                "Check the pattern and the current directory, or pass a folder."
+            )
+        return _supported(matches, source, warn=True)
+    path = Path(source)
+    if path.is_dir():
+        found = sorted(
+            p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))
+        )
+        return _supported(found, source, warn=False)
+    if path.is_file():
+        return _supported([path], source, warn=False)
+    hint = f" For a Hub dataset write 'hub:{source}'." if source.count("/") == 1 else ""
+    raise NlpsslError(
+        f"{source}: file or folder not found (looked for {str(path.absolute())!r}). "
+        f"Check the path, or use 'builtin' for the built-in corpus.{hint}"
+    )
+
+
+def _hidden(relative: Path) -> bool:
+    # Skip .git, .ipynb_checkpoints and the like inside data folders.
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _supported(files: list[Path], source: str, warn: bool) -> list[Path]:
+    """Keep files with a supported extension; a lone file or an all-unsupported set is an error."""
+    kept = [p for p in files if p.suffix.lower() in SUPPORTED_EXTENSIONS]
+    skipped = [p for p in files if p not in kept]
+    if not kept:
+        names = sorted({p.suffix or p.name for p in skipped})
+        raise NlpsslError(
+            f"{source}: unsupported file type (got {names}). "
+            f"Use {', '.join(SUPPORTED_EXTENSIONS)} files, or convert the data to one of them."
+        )
+    if skipped and warn:
+        warnings.warn(
+            f"{source}: skipping {len(skipped)} files with unsupported extensions "
+            f"(e.g. {str(skipped[0])!r}).",
+            stacklevel=4,
+        )
+    return kept
+
+
+# ----------------------------------------------------------------------------- file formats
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line with its newline), decoding strictly as UTF-8 and streaming.
+
+    Raises:
+        NlpsslError: With the byte offset of the first invalid byte.
+    """
+    offset = 0
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise _encoding_error(
+                    path, offset + err.start, raw[err.start : err.start + 4]
+                ) from err
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")  # a UTF-8 BOM (Gutenberg files have one)
+            offset += len(raw)
+            yield lineno, line
+
+
+def _encoding_error(path: Path, offset: int, bad: bytes) -> NlpsslError:
+    return NlpsslError(
+        f"{path}: not valid UTF-8 at byte offset {offset} (got bytes {bad!r}). "
+        f"Re-encode the file to UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed.txt`."
+    )
+
+
+def _read_txt(path: Path, txt_unit: str) -> Iterator[str]:
+    lines = (line.strip() for _, line in _decoded_lines(path))
+    match txt_unit:
+        case "line":
+            yield from lines
+        case "paragraph":
+            # groupby on "is blank" yields alternating runs of text lines and blank lines.
+            for is_text, run in itertools.groupby(lines, key=bool):
+                if is_text:
+                    yield " ".join(run)
+        case "file":
+            yield "".join(line for _, line in _decoded_lines(path)).strip()
+
+
+def _read_jsonl(path: Path, text_column: str) -> Iterator[str]:
+    for lineno, line in _decoded_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise NlpsslError(
+                f"{path}:{lineno}: line is not valid JSON ({err.msg}; got {line.strip()[:60]!r}). "
+                "Fix or delete that line: each line of a .jsonl file must be one JSON object."
+            ) from err
+        if not isinstance(record, dict):
+            raise NlpsslError(
+                f"{path}:{lineno}: line is not a JSON object (got {type(record).__name__}). "
+                f'Write one object per line, e.g. {{"{text_column}": "..."}}.'
+            )
+        if text_column not in record:
+            raise _column_error(f"{path}:{lineno}", text_column, list(record))
+        yield _as_text(record[text_column], f"{path}:{lineno}", text_column)
+
+
+def _read_delimited(path: Path, text_column: str) -> Iterator[str]:
+    # Long documents in one cell exceed csv's default 128 KiB field limit.
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    rows = csv.reader((line for _, line in _decoded_lines(path)), delimiter=delimiter)
+    header = next(rows, None)
+    if header is None:
+        return
+    if text_column not in header:
+        raise _column_error(str(path), text_column, header)
+    index = header.index(text_column)
+    for row in rows:
+        if index < len(row):
+            yield row[index]
+
+
+def _read_parquet(path: Path, text_column: str) -> Iterator[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except pa.ArrowException as err:
+        raise NlpsslError(
+            f"{path}: not a readable Parquet file (got {err}). Rewrite it, e.g. with "
+            "pandas.DataFrame.to_parquet, or check that the download completed."
+        ) from err
+    names = parquet.schema_arrow.names
+    if text_column not in names:
+        raise _column_error(str(path), text_column, names)
+    column_type = parquet.schema_arrow.field(text_column).type
+    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+        raise NlpsslError(
+            f"{path}: column {text_column!r} does not hold text (got type {column_type}). "
+            "Set text_column to a string column."
+        )
+    for batch in parquet.iter_batches(columns=[text_column], batch_size=10_000):
+        yield from (text for text in batch.column(0).to_pylist() if text is not None)
+
+
+def _as_text(value: object, where: str, text_column: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise NlpsslError(
+            f"{where}: {text_column!r} does not hold text (got {type(value).__name__} "
+            f"{str(value)[:40]!r}). Set text_column to a field whose values are strings."
+        )
+    return value
+
+
+def _column_error(where: str, text_column: str, available: list[str]) -> NlpsslError:
+    close = difflib.get_close_matches(text_column, available, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return NlpsslError(
+        f"{where}: no column {text_column!r} (got columns {available}).{hint} "
+        "Set text_column to the column that holds the text."
+    )
+
+
+# ----------------------------------------------------------------------------- Hub datasets
+
+
+def _hub_dataset(source: str, hub_config: str | None, split: str, streaming: bool):
+    """Call `datasets.load_dataset`, turning its errors into ones that say what to do."""
+    import datasets
+
+    name = source.removeprefix(HUB_PREFIX)
+    if not name:
+        raise NlpsslError(
+            f"{source}: no dataset name after 'hub:' (got {source!r}). "
+            "Write e.g. 'hub:roneneldan/TinyStories'."
+        )
+    try:
+        return datasets.load_dataset(name, hub_config, split=split, streaming=streaming)
+    except ConnectionError as err:
+        raise NlpsslError(
+            f"{source}: cannot reach the Hugging Face Hub and the dataset is not cached "
+            f"(got {err}). This machine appears offline: connect and make sure HF_HUB_OFFLINE "
+            "and HF_DATASETS_OFFLINE are unset or 0, or use local files or 'builtin'."
+        ) from err
+    except FileNotFoundError as err:  # includes datasets' DatasetNotFoundError
+        raise NlpsslError(
+            f"{source}: dataset not found on the Hub (got {err}). "
+            "Check the name on huggingface.co/datasets, and log in for private datasets."
+        ) from err
+    except ValueError as err:  # unknown config or split
+        raise NlpsslError(
+            f"{source}: cannot load config {hub_config!r} split {split!r} (got {err}). "
+            "Set hub_config and split to ones the dataset card lists."
+        ) from err
+
+
+def _iter_hub(source: str, text_column: str, hub_config: str | None, split: str) -> Iterator[str]:
+    dataset = _hub_dataset(source, hub_config, split, streaming=True)
+    columns = list(dataset.column_names or [])
+    if columns and text_column not in columns:
+        raise _column_error(source, text_column, columns)
+    for record in dataset:
+        yield _as_text(record.get(text_column), source, text_column)
+
+
+def _load_hub(
+    source: str, text_column: str, hub_config: str | None, split: str, max_texts: int | None
+) -> datasets.Dataset:
+    dataset = _hub_dataset(source, hub_config, split, streaming=False)
+    if text_column not in dataset.column_names:
+        raise _column_error(source, text_column, dataset.column_names)
+    feature = dataset.features[text_column]
+    if getattr(feature, "dtype", None) not in ("string", "large_string"):
+        raise NlpsslError(
+            f"{source}: column {text_column!r} does not hold text (got {feature}). "
+            "Set text_column to a string column."
+        )
+    dataset = dataset.select_columns([text_column])
+    if text_column != "text":
+        dataset = dataset.rename_column(text_column, "text")
+    dataset = dataset.filter(
+        lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True
+    )
+    if max_texts is not None:
+        dataset = dataset.select(range(min(max_texts, len(dataset))))
+    if len(dataset) == 0:
+        raise NlpsslError(
+            f"{source}: the source holds no text (got 0 non-empty texts in split {split!r}). "
+            "Check text_column, hub_config and split."
+        )
+    return dataset

@@ -1,0 +1,259 @@
+"""Tests for nlpssl.sources: every local format, the built-in corpus, the Hub path, every error."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from nlpssl import sources
+from nlpssl.errors import NlpsslError
+from nlpssl.sources import iter_texts, load_texts
+
+TXT = "\ufeffFirst line of one.\nstill paragraph one.\n\n\n  Paragraph two.  \n\nThree.\n"
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("unit", "expected"),
+    [
+        ("line", ["First line of one.", "still paragraph one.", "Paragraph two.", "Three."]),
+        ("paragraph", ["First line of one. still paragraph one.", "Paragraph two.", "Three."]),
+        ("file", ["First line of one.\nstill paragraph one.\n\n\n  Paragraph two.  \n\nThree."]),
+    ],
+)
+def test_txt_units(tmp_path, unit, expected):
+    path = tmp_path / "a.txt"
+    path.write_text(TXT, encoding="utf-8")
+    dataset = load_texts(str(path), txt_unit=unit)
+    assert isinstance(dataset, datasets.Dataset)
+    assert dataset.column_names == ["text"]
+    assert dataset["text"] == expected
+    assert list(iter_texts(path, txt_unit=unit)) == expected
+
+
+def test_jsonl_csv_tsv_parquet_with_custom_column(tmp_path):
+    rows = [
+        {"body": "Hello there.", "label": 1},
+        {"body": "", "label": 0},
+        {"body": 'Line one,\n"quoted" line two.', "label": 2},
+    ]
+    write_jsonl(tmp_path / "a.jsonl", rows + [{"body": None, "label": 3}])
+    for name, delimiter in (("b.csv", ","), ("c.tsv", "\t")):
+        with (tmp_path / name).open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["label", "body"], delimiter=delimiter)
+            writer.writeheader()
+            writer.writerows(rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    expected = ["Hello there.", 'Line one,\n"quoted" line two.']
+    for name in ("a.jsonl", "b.csv", "c.tsv", "d.parquet"):
+        assert load_texts(tmp_path / name, text_column="body")["text"] == expected, name
+    # A folder reads every supported file, sorted by name.
+    assert load_texts(tmp_path, text_column="body")["text"] == expected * 4
+
+
+def test_folder_and_glob_skip_other_files_and_sort(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("bee", encoding="utf-8")
+    (tmp_path / "a.txt").write_text("ay", encoding="utf-8")
+    (tmp_path / "README.md").write_text("not data", encoding="utf-8")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "c.txt").write_text("hidden", encoding="utf-8")
+    assert load_texts(tmp_path)["text"] == ["ay", "bee"]
+    assert load_texts(f"{tmp_path}/**/*.txt")["text"] == ["ay", "bee"]
+    with pytest.warns(UserWarning, match="skipping 1 files with unsupported extensions"):
+        assert load_texts(f"{tmp_path}/*")["text"] == ["ay"]
+
+
+def test_max_texts_stops_early(tmp_path):
+    path = tmp_path / "many.txt"
+    path.write_text("\n".join(f"text {i}" for i in range(1000)), encoding="utf-8")
+    assert load_texts(path, txt_unit="line", max_texts=3)["text"] == ["text 0", "text 1", "text 2"]
+
+
+def test_builtin_corpus():
+    dataset = load_texts("builtin", builtin_stories=5, seed=1)
+    assert len(dataset) == 5 and all(text.strip() for text in dataset["text"])
+    assert list(iter_texts("builtin", builtin_stories=5, seed=1)) == dataset["text"]
+    assert load_texts("builtin", builtin_stories=5, seed=2)["text"] != dataset["text"]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_missing_file_and_empty_glob(tmp_path):
+    with pytest.raises(
+        NlpsslError, match=r"nope\.txt: file or folder not found \(looked for .*nope"
+    ):
+        load_texts(str(tmp_path / "nope.txt"))
+    with pytest.raises(NlpsslError, match=r"\*\.jsonl: no files match this glob \(looked for"):
+        load_texts(f"{tmp_path}/*.jsonl")
+    with pytest.raises(NlpsslError, match=r"For a Hub dataset write 'hub:someone/stories'"):
+        load_texts("someone/stories")
+
+
+def test_unsupported_extension(tmp_path):
+    path = tmp_path / "data.xlsx"
+    path.write_bytes(b"PK")
+    with pytest.raises(
+        NlpsslError, match=r"data\.xlsx: unsupported file type \(got \['\.xlsx'\]\)"
+    ):
+        load_texts(path)
+
+
+def test_empty_corpus(tmp_path):
+    path = tmp_path / "blank.txt"
+    path.write_text("\n   \n\n", encoding="utf-8")
+    with pytest.raises(NlpsslError, match=r"blank\.txt: the source holds no text \(got 0"):
+        load_texts(path)
+    with pytest.raises(NlpsslError, match=r"the source holds no text"):
+        list(iter_texts(path))
+
+
+def test_wrong_column_suggests_close_match(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "hi", "label": 1}])
+    pq.write_table(pa.table({"text": ["hi"], "label": [1]}), tmp_path / "b.parquet")
+    (tmp_path / "c.csv").write_text("text,label\nhi,1\n", encoding="utf-8")
+    for name in ("a.jsonl", "b.parquet", "c.csv"):
+        with pytest.raises(
+            NlpsslError,
+            match=r"no column 'txt' \(got columns \['text', 'label'\]\)\. Did you mean 'text'\?",
+        ):
+            load_texts(tmp_path / name, text_column="txt")
+
+
+def test_non_text_column(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "fine"}, {"text": 42}])
+    with pytest.raises(
+        NlpsslError, match=r"a\.jsonl:2: 'text' does not hold text \(got int '42'\)"
+    ):
+        load_texts(tmp_path / "a.jsonl")
+    pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "b.parquet")
+    with pytest.raises(NlpsslError, match=r"column 'text' does not hold text \(got type int64\)"):
+        load_texts(tmp_path / "b.parquet")
+
+
+def test_undecodable_bytes_name_the_offset(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("caf\u00e9\nna\u00efve".encode("utf-8") + b"\nbad \xe9 byte\n")
+    with pytest.raises(
+        NlpsslError,
+        match=r"latin1\.txt: not valid UTF-8 at byte offset 17 \(got bytes .*\)\. Re-encode",
+    ):
+        load_texts(path)
+    csv_path = tmp_path / "latin1.csv"
+    csv_path.write_bytes(b"text\nok\n\xff\n")
+    with pytest.raises(NlpsslError, match=r"latin1\.csv: not valid UTF-8 at byte offset 8"):
+        load_texts(csv_path)
+
+
+def test_bad_jsonl_line_names_file_and_line(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "ok"}\n\n{"text": "broken"\n', encoding="utf-8")
+    with pytest.raises(NlpsslError, match=r"a\.jsonl:3: line is not valid JSON \(.*\)\. Fix or"):
+        load_texts(path)
+    path.write_text('["a list"]\n', encoding="utf-8")
+    with pytest.raises(NlpsslError, match=r"a\.jsonl:1: line is not a JSON object \(got list\)"):
+        load_texts(path)
+
+
+def test_bad_arguments():
+    with pytest.raises(NlpsslError, match=r"load_texts: unknown txt_unit \(got 'sentence'\)\. Use"):
+        load_texts("builtin", txt_unit="sentence")
+    with pytest.raises(NlpsslError, match=r"max_texts must be a positive integer .* \(got 0\)"):
+        load_texts("builtin", max_texts=0)
+    with pytest.raises(NlpsslError, match=r"hub:: no dataset name after 'hub:'"):
+        load_texts("hub:")
+
+
+# ----------------------------------------------------------------------------- Hub
+
+
+def test_hub_call_args_column_and_filtering(monkeypatch):
+    calls = []
+
+    def fake_load_dataset(name, config, *, split, streaming):
+        calls.append((name, config, split, streaming))
+        data = {"story": ["One.", "", "Two.", "  "], "id": [1, 2, 3, 4]}
+        dataset = datasets.Dataset.from_dict(data)
+        return dataset.to_iterable_dataset() if streaming else dataset
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    dataset = load_texts(
+        "hub:someone/stories", hub_config="en", split="validation", text_column="story"
+    )
+    assert dataset.column_names == ["text"] and dataset["text"] == ["One.", "Two."]
+    assert list(iter_texts("hub:someone/stories", text_column="story", max_texts=1)) == ["One."]
+    assert calls == [
+        ("someone/stories", "en", "validation", False),
+        ("someone/stories", None, "train", True),
+    ]
+    with pytest.raises(NlpsslError, match=r"hub:x/y: no column 'stroy' .* Did you mean 'story'\?"):
+        load_texts("hub:x/y", text_column="stroy")
+    with pytest.raises(NlpsslError, match=r"hub:x/y: no column 'stroy' .* Did you mean 'story'\?"):
+        list(iter_texts("hub:x/y", text_column="stroy"))
+
+
+@pytest.mark.parametrize(
+    ("raised", "message"),
+    [
+        (
+            ConnectionError("Couldn't reach 'x/y' on the Hub (OfflineModeIsEnabled)"),
+            r"hub:x/y: cannot reach the Hugging Face Hub .* appears offline.* HF_HUB_OFFLINE",
+        ),
+        (
+            datasets.exceptions.DatasetNotFoundError("Dataset 'x/y' doesn't exist on the Hub"),
+            r"hub:x/y: dataset not found on the Hub \(got .*\)\. Check the name",
+        ),
+        (
+            ValueError("BuilderConfig 'zz' not found."),
+            r"hub:x/y: cannot load config 'zz' split 'train' \(got BuilderConfig",
+        ),
+    ],
+)
+def test_hub_errors_are_translated(monkeypatch, raised, message):
+    def failing_load_dataset(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(datasets, "load_dataset", failing_load_dataset)
+    with pytest.raises(NlpsslError, match=message) as info:
+        load_texts("hub:x/y", hub_config="zz")
+    assert info.value.__cause__ is raised
+
+
+def test_real_offline_hub_call_is_translated(monkeypatch):
+    # The real datasets/huggingface_hub code path, forced offline so it fails fast instead of
+    # retrying DNS lookups for half a minute on a machine without network.
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(NlpsslError, match=r"hub:nlpssl-test/does-not-exist: cannot reach"):
+        load_texts("hub:nlpssl-test/does-not-exist")
+
+
+def test_sources_module_has_no_heavy_imports_at_top():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(sources))
+    top = {
+        alias.name.split(".")[0]
+        for node in tree.body
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    top |= {
+        node.module.split(".")[0]
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert not top & {"datasets", "transformers", "tokenizers", "pyarrow", "torch"}
