@@ -186,7 +186,7 @@ def build_collator(recipe: Recipe, tokenizer):
         case "token" | "word" | "span":
             return MaskingCollator.from_tokenizer(
                 tokenizer, unit=c.kind, rate=c.rate, mask_frac=c.mask_frac, random_frac=c.random_frac,
-                exact_budget=c.exact_budget, span_p=c.span_p, span_max=c.span_max, seed=seed,
+                exact_budget=c.exact_budget, span_p=c.span_p, span_max_len=c.span_max, seed=seed,
             )
         case "causal":
             return CausalCollator.from_tokenizer(tokenizer, reset_positions=c.reset_positions)
@@ -218,6 +218,8 @@ def training_arguments(recipe: Recipe, **extra: Any):
     kw: dict[str, Any] = {"remove_unused_columns": False, "prediction_loss_only": True}
     if "bf16" not in t and "fp16" not in t:
         kw["bf16"] = s.bf16 == "on" or (s.bf16 == "auto" and bf16_supported())
+    if not torch.cuda.is_available() and (kw.get("bf16") or t.get("bf16")):
+        kw["use_cpu"] = True  # TrainingArguments only accepts bf16 without a GPU when told so
     if torch.cuda.is_available() and "tf32" not in t:
         kw["tf32"] = s.tf32
     if s.compile and "torch_compile" not in t:

@@ -78,7 +78,7 @@ class CollatorSection:
     rate: float = 0.15  # share of tokens masked (BERT, Devlin et al. 2019)
     mask_frac: float = 0.8  # of masked tokens: replaced by [MASK] (BERT 80/10/10)
     random_frac: float = 0.1  # ... replaced by a random token; the rest stay unchanged
-    exact_budget: bool = False  # mask exactly round(rate * n) tokens per row (ELECTRA, Cramming)
+    exact_budget: bool | None = None  # exactly round(rate * n) per row (ELECTRA, Cramming); None: only for span
     span_p: float = 0.2  # SpanBERT geometric span-length parameter (Joshi et al. 2020)
     span_max: int = 10  # SpanBERT clip on span length, in words
     noise_density: float = 0.15  # T5 span corruption (Raffel et al. 2020)
@@ -240,7 +240,7 @@ def coerce(value: Any, tp: Any) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        if isinstance(value, str) and value.lower() in ("null", "none") and type(None) in args:
+        if isinstance(value, str) and value.lower() in ("null", "~") and type(None) in args:
             return None
         for arg in sorted((a for a in args if a is not type(None)), key=_union_rank):
             try:

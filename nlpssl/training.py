@@ -79,7 +79,7 @@ class PretrainTrainer(Trainer):
             with torch.no_grad():
                 hits = (logits.argmax(-1) == target).sum().item()
             self._correct += torch.tensor([hits, target.numel()], dtype=torch.float64)
-        return (loss, None) if return_outputs else loss
+        return (loss, {}) if return_outputs else loss
 
     def evaluate(self, *args, **kwargs):
         self._correct.zero_()

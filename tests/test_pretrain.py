@@ -1,0 +1,195 @@
+"""End-to-end pretraining on tiny settings: loss falls, cache reuse, export loads stock, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_overrides
+from nlpssl.errors import NlpsslError
+from nlpssl.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_pretrain(name, tmp_path, **extra):
+    from nlpssl.pretrain import pretrain
+
+    return pretrain(load_recipe(name, tiny_overrides(tmp_path, **extra)))
+
+
+def losses(run_dir: Path) -> list[float]:
+    history = json.loads((run_dir / "log_history.json").read_text())
+    return [h["loss"] for h in history if "loss" in h]
+
+
+@pytest.mark.parametrize("name", ["bert-tiny", "gpt-tiny"])
+def test_pretrain_end_to_end_and_stock_export(tmp_path, name):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, pipeline
+
+    result = run_pretrain(name, tmp_path, **{"training.max_steps": 24, "training.learning_rate": 5e-3})
+    run = result.output_dir
+    curve = losses(run)
+    assert all(map(lambda x: x == x and abs(x) < 1e4, curve)), "loss must stay finite"
+    assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3, f"loss must fall: {curve}"
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("params", "train_tokens", "train_runtime_s", "train_tokens_per_second", "eval_loss"):
+        assert metrics[key] is not None and metrics[key] > 0, key
+    assert metrics["steps"] == 24
+    key = "eval_mlm_accuracy" if name == "bert-tiny" else "eval_perplexity"
+    assert metrics[key] > 0
+    assert (run / "loss_curve.png").stat().st_size > 1000
+    assert (run / "recipe.yaml").is_file()
+
+    export = result.export_dir
+    names = {p.name for p in export.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "recipe.yaml"} <= names
+    card = (export / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: transformers" in card and "pipeline_tag:" in card
+    tok = AutoTokenizer.from_pretrained(export)
+    if name == "bert-tiny":
+        model = AutoModelForMaskedLM.from_pretrained(export)
+        # Parameters changed from initialisation: the export is the trained model.
+        assert not torch.allclose(model.bert.embeddings.word_embeddings.weight.std(), torch.tensor(0.02), atol=1e-4)
+        preds = pipeline("fill-mask", model=str(export))("The cat sat on the [MASK].")
+        assert len(preds) == 5 and all(0 <= p["score"] <= 1 for p in preds)
+        assert tok("a b").input_ids[0] == tok.cls_token_id
+    else:
+        assert "generation_config.json" in names
+        model = AutoModelForCausalLM.from_pretrained(export)
+        assert model.config.pad_token_id != model.config.eos_token_id
+        out = pipeline("text-generation", model=str(export))("Once upon a time", max_new_tokens=5, do_sample=False)
+        assert out[0]["generated_text"].startswith("Once upon a time")
+
+
+def test_cache_reused_and_rebuilt_on_change(tmp_path, tiny_tokenizer):
+    from nlpssl.data import prepare_data
+
+    r = load_recipe("bert-tiny", tiny_overrides(tmp_path))
+    first = prepare_data(r, tiny_tokenizer)
+    again = prepare_data(r, tiny_tokenizer)
+    assert not first.from_cache and again.from_cache and again.cache_path == first.cache_path
+    assert again.train["input_ids"] == first.train["input_ids"]
+    changed = prepare_data(load_recipe("bert-tiny", tiny_overrides(tmp_path, **{"data.block_size": 48})), tiny_tokenizer)
+    assert not changed.from_cache and changed.cache_path != first.cache_path
+    assert len(changed.train[0]["input_ids"]) == 48
+
+
+def test_packing_keeps_every_token_and_frames_blocks(tmp_path, tiny_tokenizer):
+    import numpy as np
+
+    from nlpssl.data import prepare_data
+
+    r = load_recipe("bert-tiny", tiny_overrides(tmp_path))
+    data = prepare_data(r, tiny_tokenizer)
+    ids = np.asarray(data.train["input_ids"])
+    assert (ids[:, 0] == tiny_tokenizer.cls_token_id).all() and (ids[:, -1] == tiny_tokenizer.sep_token_id).all()
+    content = ids[:, 1:-1].reshape(-1)
+    real = content[(content != tiny_tokenizer.pad_token_id) & (content != tiny_tokenizer.sep_token_id)]
+    # Nothing dropped: every token of every training document is in some block.
+    assert len(real) == data.stats["train_tokens"]
+    # Document boundaries: one separator per document inside the stream.
+    assert (content == tiny_tokenizer.sep_token_id).sum() == data.stats["train_documents"]
+
+
+def test_causal_blocks_separate_documents_with_eos(tmp_path, tiny_tokenizer):
+    import numpy as np
+
+    from nlpssl.data import prepare_data
+
+    data = prepare_data(load_recipe("gpt-tiny", tiny_overrides(tmp_path)), tiny_tokenizer)
+    ids = np.asarray(data.train["input_ids"])
+    assert (ids == tiny_tokenizer.eos_token_id).sum() == data.stats["train_documents"]
+    assert not (ids == tiny_tokenizer.cls_token_id).any()
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    from nlpssl.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"model.size: expected one of 'tiny', 'small', 'base'; did you mean 'small'"):
+        run_pretrain("bert-tiny", tmp_path, **{"model.size": "smal"})
+    with pytest.raises(NlpsslError, match=r"data.block_size: larger than the model's 512 positions \(got 1024"):
+        run_pretrain("bert-tiny", tmp_path, **{"data.block_size": 1024})
+    tiny_file = tmp_path / "tiny.txt"
+    tiny_file.write_text("one short line.\n\nanother short line.\n")
+    with pytest.raises(NlpsslError, match="fewer than one block"):
+        run_pretrain("bert-tiny", tmp_path / "b", **{"data.source": str(tiny_file), "tokenizer.vocab_size": 100,
+                                                     "data.eval_fraction": 0.4})
+
+
+def test_output_dir_holding_another_run_is_refused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "stuff.bin").write_text("x")
+    with pytest.raises(NlpsslError, match="not an nlpssl run"):
+        run_pretrain("bert-tiny", tmp_path)
+    (run / "stuff.bin").unlink()
+    (run / "recipe.yaml").write_text(load_recipe("gpt-tiny").to_yaml())
+    with pytest.raises(NlpsslError, match="already holds a run. Pass training.resume=true"):
+        run_pretrain("bert-tiny", tmp_path)
+    with pytest.raises(NlpsslError, match="cannot resume, the recipe differs"):
+        run_pretrain("bert-tiny", tmp_path, **{"training.resume": True})
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "nlpssl", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _wait_for(path: Path, proc, timeout=180):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_resume_after_interrupt_reaches_the_same_step(tmp_path, sig):
+    over = tiny_overrides(tmp_path, **{"training.max_steps": 40, "training.save_steps": 10,
+                                       "training.eval_steps": 20})
+    proc = _cli("pretrain", "bert-tiny", *over)
+    _wait_for(tmp_path / "run" / "checkpoint-10" / "trainer_state.json", proc)
+    proc.send_signal(sig)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0, out
+    assert not (tmp_path / "run" / "export").exists()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130 and "training.resume=true" in out
+    # The same command without resume refuses the folder; with resume it finishes the run.
+    assert _cli("pretrain", "bert-tiny", *over).wait(timeout=120) == 2
+    resumed = _cli("pretrain", "bert-tiny", *over, "training.resume=true")
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 40
+    state = json.loads((tmp_path / "run" / "checkpoint-40" / "trainer_state.json").read_text())
+    assert state["global_step"] == 40
+    assert (tmp_path / "run" / "export" / "model.safetensors").is_file()
+
+
+def test_two_process_torchrun(tmp_path):
+    over = tiny_overrides(tmp_path, **{"training.max_steps": 8})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "nlpssl", "pretrain", "bert-tiny", *over],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert out.count("[nlpssl] export:") == 1, "only rank 0 exports"
+    export = tmp_path / "run" / "export"
+    assert not [p for p in export.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    from transformers import AutoModelForMaskedLM
+
+    assert AutoModelForMaskedLM.from_pretrained(export).config.model_type == "bert"
+    state = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert state["steps"] == 8 and state["train_tokens"] == 8 * 8 * 2 * 32

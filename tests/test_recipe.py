@@ -1,0 +1,114 @@
+"""Recipe loading: type conversion, unknown keys, overrides, all errors at once, every shipped recipe."""
+
+import pytest
+
+from nlpssl.recipe import RecipeError, list_recipes, load_recipe, recipe_from_dict
+
+SHIPPED = [p.stem for p in list_recipes()]
+
+
+def test_shipped_recipes_found():
+    # A glob bug must not make the parametrised test below pass on nothing.
+    assert {"bert-tiny", "gpt-tiny"} <= set(SHIPPED)
+    assert len(SHIPPED) >= 2
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_recipe_validates_and_has_a_header(name):
+    recipe = load_recipe(name)
+    text = recipe.source_path and open(recipe.source_path).read()
+    assert text.startswith("# "), "every recipe opens with a comment saying what it trains"
+    assert "nlpssl " in text.split("\n\n")[0], "the header gives the exact command"
+    assert recipe.training["output_dir"]
+
+
+def test_values_converted_to_annotated_types(tmp_path):
+    path = tmp_path / "r.yaml"
+    # PyYAML reads 5e-5 as a string; the recipe must make it a float.
+    path.write_text("training:\n  learning_rate: 5e-5\n  max_steps: '20'\ncollator:\n  exact_budget: 'yes'\n")
+    r = load_recipe(path)
+    assert r.training["learning_rate"] == pytest.approx(5e-5) and isinstance(r.training["learning_rate"], float)
+    assert r.training["max_steps"] == 20
+    assert r.collator.exact_budget is True
+
+
+def test_overrides_go_through_the_same_conversion():
+    r = load_recipe("bert-tiny", ["training.learning_rate=2e-4", "data.block_size=64", "model.size=small"])
+    assert r.training["learning_rate"] == pytest.approx(2e-4)
+    assert r.data.block_size == 64 and r.model.size == "small"
+
+
+def test_unknown_keys_get_did_you_mean_and_all_errors_come_together():
+    with pytest.raises(RecipeError) as info:
+        load_recipe("bert-tiny", ["collator.rat=0.2", "training.max_step=3", "model.arch=gpt", "trainig.x=1"])
+    msg = str(info.value)
+    assert len(info.value.problems) == 4
+    assert "collator.rat: unknown key. Did you mean 'rate'?" in msg
+    assert "Did you mean 'max_steps'?" in msg
+    assert "did you mean 'gpt2'?" in msg and "(got 'gpt')" in msg
+    assert "trainig: unknown section. Did you mean 'training'?" in msg
+
+
+def test_bad_value_says_where_what_and_how():
+    with pytest.raises(RecipeError) as info:
+        load_recipe("bert-tiny", ["training.learning_rate=fast"])
+    assert "training.learning_rate: expected a number (got 'fast'). Set it to float." in str(info.value)
+
+
+def test_ranges_and_cross_field_checks():
+    with pytest.raises(RecipeError) as info:
+        load_recipe("bert-tiny", ["collator.rate=1.5", "collator.kind=causal", "data.eval_fraction=0"])
+    msg = str(info.value)
+    assert "collator.rate is out of range (got 1.5)" in msg
+    assert "collator.kind does not fit model.arch='bert' (got 'causal')" in msg
+    assert "data.eval_fraction is out of range (got 0.0)" in msg
+
+
+def test_training_arguments_checked_at_load_time():
+    with pytest.raises(RecipeError) as info:
+        load_recipe("bert-tiny", ["training.lr_scheduler_type=cosin"])
+    assert "TrainingArguments rejected" in str(info.value)
+
+
+def test_malformed_override_and_yaml(tmp_path):
+    with pytest.raises(RecipeError, match="expected section.key=value"):
+        load_recipe("bert-tiny", ["training.max_steps"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [1, 2\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- a\n- b\n")
+    with pytest.raises(RecipeError, match="expected a mapping of sections"):
+        load_recipe(lst)
+
+
+def test_unknown_recipe_name_suggests():
+    from nlpssl.errors import NlpsslError
+
+    with pytest.raises(NlpsslError, match="Did you mean 'bert-tiny'"):
+        load_recipe("bert-tiyn")
+
+
+def test_resolved_recipe_round_trips_through_yaml():
+    import yaml
+
+    r = load_recipe("bert-tiny", ["training.max_steps=7"])
+    again = recipe_from_dict(yaml.safe_load(r.to_yaml()), name=r.name)
+    assert again.to_dict() == r.to_dict()
+
+
+def test_cli_recipe_commands(capsys):
+    from nlpssl.cli import main
+
+    assert main(["recipe", "list"]) == 0
+    assert "bert-tiny" in capsys.readouterr().out
+    assert main(["recipe", "show", "bert-tiny", "training.max_steps=9"]) == 0
+    assert "max_steps: 9" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["recipe", "validate", "bert-tiny", "no-such-recipe"])
+    assert exit_info.value.code == 1
+    out = capsys.readouterr().out
+    assert "ok      bert-tiny" in out and "invalid no-such-recipe" in out
+    assert main(["recipe", "show", "bert-tiny", "collator.rat=1"]) == 2
+    assert "Did you mean 'rate'" in capsys.readouterr().err
