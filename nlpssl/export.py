@@ -128,7 +128,11 @@ def model_card(recipe, objective: str, metrics: dict, weights: Path) -> str:
     usage = {
         "mlm": 'pipe = pipeline("fill-mask", model="PATH")\npipe("The cat sat on the [MASK].")',
         "causal": 'pipe = pipeline("text-generation", model="PATH")\npipe("Once upon a time")',
-        "t5": 'pipe = pipeline("text2text-generation", model="PATH")\npipe("The cat <extra_id_0> on the mat.")',
+        "t5": 'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
+              'tok = AutoTokenizer.from_pretrained("PATH")\n'
+              'model = AutoModelForSeq2SeqLM.from_pretrained("PATH")\n'
+              'out = model.generate(**tok("The cat <extra_id_0> on the mat.", return_tensors="pt"))\n'
+              'print(tok.decode(out[0]))',
     }[objective]
     curve = "\n## Loss curve\n\n![loss curve](loss_curve.png)\n" if (weights.parent / "loss_curve.png").exists() else ""
     return f"""---
@@ -145,7 +149,7 @@ It is a stock transformers model: no `trust_remote_code`, no nlpssl needed to lo
 ## Use
 
 ```python
-from transformers import pipeline
+{"" if objective == "t5" else "from transformers import pipeline"}
 {usage}
 ```
 

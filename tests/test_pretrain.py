@@ -193,3 +193,28 @@ def test_two_process_torchrun(tmp_path):
     assert AutoModelForMaskedLM.from_pretrained(export).config.model_type == "bert"
     state = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert state["steps"] == 8 and state["train_tokens"] == 8 * 8 * 2 * 32
+
+
+@pytest.mark.parametrize("name", ["bert-tiny-wwm", "bert-tiny-span"])
+def test_word_and_span_recipes_train(tmp_path, name):
+    result = run_pretrain(name, tmp_path, **{"training.max_steps": 16, "training.learning_rate": 5e-3})
+    curve = losses(result.output_dir)
+    assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3, f"loss must fall: {curve}"
+    history = json.loads((result.output_dir / "log_history.json").read_text())
+    rates = [h["mask/rate"] for h in history if "mask/rate" in h]
+    assert rates and all(0.05 < r < 0.3 for r in rates), rates  # tiny 32-token blocks: noisy
+    assert any("mask/whole_word_share" in h and h["mask/whole_word_share"] == 1.0 for h in history)
+
+
+def test_t5_pretrains_exports_and_fills_sentinels(tmp_path):
+    from transformers import AutoModelForSeq2SeqLM
+
+    from nlpssl.demo import generate
+
+    result = run_pretrain("t5-tiny", tmp_path, **{"training.max_steps": 16, "training.learning_rate": 5e-3})
+    curve = losses(result.output_dir)
+    assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3, f"loss must fall: {curve}"
+    model = AutoModelForSeq2SeqLM.from_pretrained(result.export_dir)
+    assert model.config.model_type == "t5"
+    filled = generate(result.export_dir, "The cat <extra_id_0> on the mat.", greedy=True, max_new_tokens=8)
+    assert filled.startswith("The cat [") and filled.endswith("] on the mat."), filled
