@@ -64,9 +64,13 @@ def cmd_tokenizer_train(a) -> None:
 def cmd_pretrain(a) -> None:
     from nlpssl.pretrain import pretrain
 
+    import os
+
     result = pretrain(a.recipe, a.overrides)
     if result.interrupted:
         raise SystemExit(130)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # rank 0 reports for the whole job
     print(json.dumps(result.metrics, indent=2))
     if result.export_dir:
         print(f"export: {result.export_dir}")

@@ -238,15 +238,17 @@ def make_trainer(recipe: Recipe, args, model, data, collator, callbacks: list):
     from nlpssl.training import PretrainTrainer
 
     objective = objective_of(recipe)
-    if objective == "mlm" and args.dataloader_num_workers == 0:
-        callbacks = [*callbacks, MaskingDiagnosticsCallback(collator)]
     columns = ["input_ids", "word_starts"] if recipe.collator.kind in ("word", "span") else ["input_ids"]
-    return PretrainTrainer(
+    trainer = PretrainTrainer(
         model=model, args=args, data_collator=collator,
         train_dataset=data.train.select_columns(columns), eval_dataset=data.eval.select_columns(columns),
         callbacks=callbacks, objective=objective,
         sparse_mlm_head=recipe.speed.sparse_mlm_head and objective == "mlm",
     )
+    if objective == "mlm" and args.dataloader_num_workers == 0:
+        # First in the list, so the stats reach log_history and the progress bar.
+        MaskingDiagnosticsCallback.attach(trainer, collator)
+    return trainer
 
 
 # ------------------------------------------------------------------------------------------------

@@ -175,12 +175,20 @@ def test_resume_after_interrupt_reaches_the_same_step(tmp_path, sig):
     assert (tmp_path / "run" / "export" / "model.safetensors").is_file()
 
 
-def test_two_process_torchrun(tmp_path):
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"],
+    "accelerate": [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "--main_process_port", "29518"],
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_process_run(tmp_path, launcher):
     over = tiny_overrides(tmp_path, **{"training.max_steps": 8})
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "-m", "nlpssl", "pretrain", "bert-tiny", *over],
+        [*LAUNCHERS[launcher], "-m", "nlpssl", "pretrain", "bert-tiny", *over],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     out = proc.stdout + proc.stderr
