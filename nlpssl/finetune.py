@@ -1,0 +1,738 @@
+"""Fine-tuning on text classification: data -> labels -> model -> Trainer -> metrics -> export.
+
+Read :func:`finetune` top to bottom; each step is one function below it. The model starts from an
+nlpssl export (or any Hub-format encoder or decoder folder) loaded into
+``AutoModelForSequenceClassification``; ``init: scratch`` builds the same architecture from random
+weights as the control that shows what pretraining bought. The result is exported the same way as a
+pretraining run: a stock folder that ``pipeline("text-classification")`` loads with its label names.
+
+Data sources (``task.source``):
+    "builtin"            the labelled companion set of `nlpssl.corpus` (train/validation/test built in)
+    "data/train.tsv"     a .csv, .tsv, .jsonl or .parquet file with text and label columns
+    "hub:NAME"           `datasets.load_dataset(NAME, task.hub_config, split=task.train_split)`
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+import os
+import random
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from nlpssl.errors import NlpsslError
+from nlpssl.recipe import FinetuneSection, Recipe, RecipeError, load_recipe
+
+LABELLED_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".parquet")
+# Files a Hub-format folder may hold its tokenizer in (fast tokenizer, WordPiece, BPE, SentencePiece).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model")
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What a finished fine-tuning run left behind."""
+
+    output_dir: Path
+    export_dir: Path
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """One label and its probability, from :func:`classify`."""
+
+    label: str
+    score: float
+
+
+@dataclass
+class Split:
+    """Rows of one split: texts (and optional second texts) with their labels as found."""
+
+    texts: list[str]
+    labels: list[str]
+    pairs: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: Sequence[int]) -> Split:
+        pick = lambda xs: [xs[i] for i in indices]  # noqa: E731
+        return Split(pick(self.texts), pick(self.labels), pick(self.pairs) if self.pairs else None)
+
+
+@dataclass
+class TaskData:
+    """The splits of a task with its label names (index = class id)."""
+
+    splits: dict[str, Split]
+    label_names: list[str]
+    sources: dict[str, str] = field(default_factory=dict)  # split -> where it came from
+
+
+def finetune(recipe: Recipe | str | Path, overrides: Sequence[str] = ()) -> FinetuneResult:
+    """Fine-tune a model on text classification as the recipe says; export to ``<output_dir>/export``.
+
+    Args:
+        recipe: a loaded :class:`Recipe` of ``kind: finetune``, a recipe path, or a shipped name.
+        overrides: ``key=value`` strings applied on top of the file (``model=PATH``, ``task.x=...``).
+
+    Raises:
+        NlpsslError: a bad recipe, model folder or data set, with where, what and how to fix.
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    from nlpssl.pretrain import check_output_dir, log, write_run_recipe
+
+    check_task(recipe)
+    model_dir = check_model_folder(recipe.finetune_model)
+    check_output_dir(recipe)
+    tokenizer = load_classifier_tokenizer(model_dir)
+    data = load_task_data(recipe.task)
+    log(f"finetune: {', '.join(f'{len(s)} {n}' for n, s in data.splits.items())} examples, "
+        f"{len(data.label_names)} labels {data.label_names}, init={recipe.init} from {model_dir}")
+    write_run_recipe(recipe)
+    model = build_classifier(model_dir, recipe, data.label_names, tokenizer)
+    encoded = encode_splits(data, tokenizer, recipe.task.max_length)
+    trainer = make_trainer(recipe, model, tokenizer, encoded, len(data.label_names))
+    result = trainer.train()
+    metrics = summarise(recipe, model_dir, trainer, result, encoded, data)
+    write_outputs(recipe.output_dir, metrics, trainer.state.log_history, data.label_names)
+    export_dir = export_classifier(trainer, tokenizer, recipe, metrics)
+    log(f"export: {export_dir}")
+    return FinetuneResult(recipe.output_dir, export_dir, metrics)
+
+
+# ------------------------------------------------------------------------------------------------
+# Checks that run before any data is read
+
+
+def check_task(recipe: Recipe) -> None:
+    """Range and cross-field checks of the ``task`` section, all reported together."""
+    where = recipe.source_path or recipe.name
+    if recipe.kind != "finetune":
+        raise NlpsslError(
+            f"{where}: not a fine-tuning recipe (got kind={recipe.kind!r}). "
+            "Pass a recipe with `kind: finetune`, e.g. recipes/finetune-tiny.yaml."
+        )
+    t, problems = recipe.task, []
+
+    def bad(key: str, value: Any, fix: str) -> None:
+        problems.append(f"{where}: task.{key} is out of range (got {value!r}). {fix}.")
+
+    if not 0.0 <= t.validation_fraction < 0.5:
+        bad("validation_fraction", t.validation_fraction, "Use a share in [0, 0.5), e.g. 0.1")
+    if not 0.0 <= t.test_fraction < 0.5:
+        bad("test_fraction", t.test_fraction, "Use a share in [0, 0.5), e.g. 0.1, or 0 for no test split")
+    if t.source != "builtin" and not t.validation_source and t.validation_fraction == 0:
+        bad("validation_fraction", 0.0, "Hold out a share of train (e.g. 0.1) or set task.validation_source")
+    if t.max_length < 8:
+        bad("max_length", t.max_length, "Use at least 8 tokens")
+    if t.builtin_train_size < 10 or t.builtin_eval_size < 10:
+        bad("builtin_train_size/builtin_eval_size", (t.builtin_train_size, t.builtin_eval_size), "Use 10 or more")
+    if t.max_train_examples is not None and t.max_train_examples < 2:
+        bad("max_train_examples", t.max_train_examples, "Use 2 or more, or null for all")
+    if t.early_stopping_patience is not None and t.early_stopping_patience < 1:
+        bad("early_stopping_patience", t.early_stopping_patience, "Use 1 or more evaluations, or null to turn it off")
+    if t.label_names is not None and len(set(map(str, t.label_names))) < 2:
+        bad("label_names", t.label_names, "Name at least two distinct classes, or leave it unset")
+    if problems:
+        raise RecipeError(problems)
+
+
+def check_model_folder(model: str | None) -> Path:
+    """The Hub-format folder to start from: an export, or a run folder that holds one."""
+    path = Path(str(model))
+    if (path / "export" / "config.json").is_file() and not (path / "config.json").is_file():
+        return path / "export"  # a pretraining run folder: use its export
+    if not path.is_dir():
+        raise NlpsslError(
+            f"model: folder not found (got {str(model)!r}, looked for {str(path.absolute())!r}). "
+            "Pretrain one first (e.g. `nlpssl pretrain recipes/bert-tiny.yaml`) or pass model=PATH to an export."
+        )
+    if not (path / "config.json").is_file():
+        raise NlpsslError(
+            f"model: {str(path)!r} is not an export or Hub-format model folder: no config.json (got files "
+            f"{sorted(p.name for p in path.iterdir())[:10]}). Pass an export folder such as "
+            "runs/bert-tiny/export, or write one with `nlpssl export RUN_DIR OUT_DIR`."
+        )
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise NlpsslError(
+            f"model: {str(path)!r} holds no tokenizer file such as tokenizer.json or vocab.txt (got files "
+            f"{sorted(p.name for p in path.iterdir())[:10]}). Export the run with `nlpssl export RUN_DIR "
+            "OUT_DIR`, which writes the tokenizer, or save the tokenizer into the folder with save_pretrained."
+        )
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Tokenizer and model
+
+
+def load_classifier_tokenizer(model_dir: Path):
+    """The folder's tokenizer, set up so that a decoder's last position summarises the whole text.
+
+    A decoder's classification head reads the hidden state of the last non-pad token. Tokenizers of
+    causal-LM exports add no special tokens, so "... glad." would be read at "."; ending every input
+    with eos (and starting it with bos), as the pretraining documents were, gives the head the same
+    position that saw whole documents. Tokenizers without a pad token (stock GPT-2) pad with eos.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as err:
+        raise NlpsslError(
+            f"model: cannot load the tokenizer of {str(model_dir)!r} (got {err}). "
+            "Re-export the run with `nlpssl export RUN_DIR OUT_DIR`."
+        ) from err
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise NlpsslError(
+                f"model: the tokenizer of {str(model_dir)!r} has neither a pad nor an eos token (got None). "
+                "Add a pad token to the tokenizer and save it into the folder."
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    adds_nothing = tokenizer("a b")["input_ids"] == tokenizer("a b", add_special_tokens=False)["input_ids"]
+    if adds_nothing and tokenizer.eos_token is not None:
+        _wrap_with_bos_eos(tokenizer)
+    return tokenizer
+
+
+def _wrap_with_bos_eos(tokenizer) -> None:
+    """Make ``tokenizer(text)`` give ``[BOS] text [EOS]`` (pairs: ``[BOS] a [EOS] b [EOS]``); saved with it."""
+    from tokenizers import processors
+
+    eos, bos = tokenizer.eos_token, tokenizer.bos_token
+    if bos == eos:
+        bos = None  # stock GPT-2 has one <|endoftext|> for both: mark the end only
+    head = f"{bos} " if bos else ""
+    special = [(eos, tokenizer.eos_token_id)] + ([(bos, tokenizer.bos_token_id)] if bos else [])
+    template = processors.TemplateProcessing(
+        single=f"{head}$A {eos}", pair=f"{head}$A {eos} $B:1 {eos}:1", special_tokens=special
+    )
+    backend = tokenizer.backend_tokenizer
+    # Keep the existing processor (byte-level offset trimming) in front of the template.
+    existing = backend.post_processor
+    backend.post_processor = processors.Sequence([existing, template]) if existing else template
+
+
+def build_classifier(model_dir: Path, recipe: Recipe, label_names: list[str], tokenizer):
+    """``AutoModelForSequenceClassification`` from the folder's weights, or random ones (``init: scratch``)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, set_seed
+
+    config = AutoConfig.from_pretrained(str(model_dir))
+    config.id2label = dict(enumerate(label_names))
+    config.label2id = {name: i for i, name in enumerate(label_names)}
+    config.problem_type = "single_label_classification"
+    # Decoders find the last real token by pad_token_id; without it they refuse batches of > 1.
+    config.pad_token_id = tokenizer.pad_token_id
+    if getattr(config, "use_cache", None):
+        config.use_cache = False  # no generation here; past_key_values would only cost memory
+    set_seed(int(recipe.training.get("seed", 42)))  # the new head (and, for scratch, everything)
+    try:
+        if recipe.init == "scratch":
+            return AutoModelForSequenceClassification.from_config(config)
+        return AutoModelForSequenceClassification.from_pretrained(str(model_dir), config=config)
+    except (ValueError, KeyError) as err:
+        raise NlpsslError(
+            f"model: {config.model_type!r} has no sequence-classification class in transformers (got "
+            f"{type(err).__name__}: {str(err).splitlines()[0][:200]}). Start from an encoder or decoder "
+            "export (bert, roberta, gpt2, llama)."
+        ) from err
+
+
+# ------------------------------------------------------------------------------------------------
+# Data: splits, label names, carving, encoding
+
+
+def load_task_data(task: FinetuneSection) -> TaskData:
+    """Train/validation(/test) splits and label names; every label check happens here."""
+    if task.source == "builtin":
+        splits, known, sources = _builtin_splits(task)
+    else:
+        splits, known, sources = _source_splits(task)
+    train = splits["train"]
+    if task.max_train_examples and len(train) > task.max_train_examples:
+        rng = random.Random(task.seed)
+        splits["train"] = train.subset(sorted(rng.sample(range(len(train)), task.max_train_examples)))
+    names = resolve_labels(splits, known, task, sources)
+    return TaskData(splits, names, sources)
+
+
+def _builtin_splits(task: FinetuneSection) -> tuple[dict[str, Split], list[str], dict[str, str]]:
+    """The labelled companion set: its own train/validation/test, disjoint by construction."""
+    from nlpssl.corpus import LABELS, labelled_examples
+
+    sizes = {"train": task.builtin_train_size, "validation": task.builtin_eval_size, "test": task.builtin_eval_size}
+    splits = {}
+    for name, size in sizes.items():
+        rows = labelled_examples(size, task.seed, name)
+        splits[name] = Split([r["text"] for r in rows], [r["label"] for r in rows])
+    return splits, list(LABELS), {name: f"builtin ({name})" for name in sizes}
+
+
+def _source_splits(task: FinetuneSection) -> tuple[dict[str, Split], list[str] | None, dict[str, str]]:
+    """Splits read from files or the Hub; missing validation/test splits carved off train by seed."""
+    train, known = read_split(task.source, task, task.train_split)
+    splits, sources = {"train": train}, {"train": task.source}
+    held_out = (("validation", task.validation_source, task.validation_fraction),
+                ("test", task.test_source, task.test_fraction))
+    for offset, (name, given, fraction) in enumerate(held_out, start=1):
+        if given:
+            splits[name], _ = read_split(given, task, given)
+            sources[name] = given
+        elif fraction > 0:
+            splits["train"], splits[name] = carve(splits["train"], fraction, task.seed + offset)
+            sources[name] = f"{fraction:g} of {task.source}"
+            if not len(splits[name]):
+                raise NlpsslError(
+                    f"{task.source}: too few rows to hold out a {name} split (got {len(train)} rows, "
+                    f"task.{name}_fraction={fraction}). Raise task.{name}_fraction or set task.{name}_source."
+                )
+    return splits, known, sources
+
+
+def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Hold out ``fraction`` of each class (stratified, seeded); a class of one row stays in train.
+
+    >>> keep, held = carve(Split(list("abcdefghij"), ["x"] * 5 + ["y"] * 5), 0.2, seed=0)
+    >>> len(keep), sorted(held.labels)
+    (8, ['x', 'y'])
+    """
+    rng = random.Random(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(split.labels):
+        by_label.setdefault(label, []).append(i)
+    held: set[int] = set()
+    for label in sorted(by_label):  # sorted: the same rows for the same seed, whatever the file order
+        rows = by_label[label]
+        rng.shuffle(rows)
+        held.update(rows[: int(fraction * len(rows) + 0.5)])  # half up: 5 rows at 0.1 hold out 1
+    keep = [i for i in range(len(split)) if i not in held]
+    return split.subset(keep), split.subset(sorted(held))
+
+
+def read_split(spec: str, task: FinetuneSection, hub_split: str) -> tuple[Split, list[str] | None]:
+    """One split from a file, or from the task's Hub dataset (``spec`` is then a split name)."""
+    if spec.startswith("hub:"):
+        return _read_hub(spec, task, hub_split)
+    path = Path(spec)
+    if not path.exists() and task.source.startswith("hub:") and path.suffix.lower() not in LABELLED_EXTENSIONS:
+        return _read_hub(task.source, task, spec)  # e.g. validation_source: validation
+    columns = _read_columns(path)
+    return _split_from_columns(columns, list(columns), str(path), task), None
+
+
+def _read_columns(path: Path) -> dict[str, list]:
+    """All columns of a labelled .csv/.tsv/.jsonl/.parquet file as lists."""
+    if not path.is_file():
+        raise NlpsslError(
+            f"{path}: file not found (got {str(path.absolute())!r}). Check task.source, "
+            "task.validation_source and task.test_source, or use 'builtin' for the built-in labelled set."
+        )
+    suffix = path.suffix.lower()
+    if suffix not in LABELLED_EXTENSIONS:
+        raise NlpsslError(
+            f"{path}: unsupported file type for labelled data (got {suffix or path.name!r}). "
+            f"Use one of {', '.join(LABELLED_EXTENSIONS)}."
+        )
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            columns = pq.read_table(path).to_pydict()
+        elif suffix == ".jsonl":
+            columns = _read_jsonl_columns(path)
+        else:
+            columns = _read_delimited_columns(path, "\t" if suffix == ".tsv" else ",")
+    except UnicodeDecodeError as err:
+        raise NlpsslError(
+            f"{path}: not valid UTF-8 at byte offset {err.start} (got bytes {err.object[err.start:err.start + 4]!r}). "
+            "Re-encode the file to UTF-8."
+        ) from err
+    return columns
+
+
+def _read_delimited_columns(path: Path, delimiter: str) -> dict[str, list]:
+    # GLUE-style TSVs (SST-2) hold bare quote characters inside sentences: no quoting for .tsv.
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        rows = csv.reader(handle, delimiter=delimiter, quoting=quoting)
+        header = next(rows, None) or []
+        columns: dict[str, list] = {name: [] for name in header}
+        for lineno, row in enumerate(rows, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise NlpsslError(
+                    f"{path}:{lineno}: expected {len(header)} fields like the header {header} (got {len(row)}). "
+                    "Fix that line; in a .csv, quote fields that hold commas."
+                )
+            for name, value in zip(header, row):
+                columns[name].append(value)
+    return columns
+
+
+def _read_jsonl_columns(path: Path) -> dict[str, list]:
+    records = []
+    with path.open(encoding="utf-8-sig") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise NlpsslError(
+                    f"{path}:{lineno}: line is not valid JSON ({err.msg}; got {line.strip()[:60]!r}). "
+                    "Fix or delete that line: each line of a .jsonl file must be one JSON object."
+                ) from err
+            if not isinstance(record, dict):
+                raise NlpsslError(
+                    f"{path}:{lineno}: line is not a JSON object (got {type(record).__name__}). "
+                    'Write one object per line, e.g. {"text": "...", "label": "positive"}.'
+                )
+            records.append(record)
+    names = list(dict.fromkeys(key for record in records for key in record))
+    return {name: [record.get(name) for record in records] for name in names}
+
+
+def _read_hub(source: str, task: FinetuneSection, split: str) -> tuple[Split, list[str] | None]:
+    """A Hub split; ClassLabel ids become their names, which also fix the label order."""
+    from nlpssl.sources import _hub_dataset  # translates offline / not-found / bad-split errors
+
+    dataset = _hub_dataset(source, task.hub_config, split, streaming=False)
+    feature = dataset.features.get(task.label_column)
+    names = list(feature.names) if hasattr(feature, "names") else None
+    columns = {c: list(dataset[c]) for c in (task.text_column, task.text_pair_column, task.label_column)
+               if c and c in dataset.column_names}
+    if names and task.label_column in columns:
+        columns[task.label_column] = [names[i] if i is not None and i >= 0 else None for i in columns[task.label_column]]
+    where = f"{source} ({split})"
+    return _split_from_columns(columns, list(dataset.column_names), where, task), names
+
+
+def _split_from_columns(columns: dict[str, list], available: list[str], where: str, task: FinetuneSection) -> Split:
+    texts = _column(columns, available, task.text_column, "text_column", where)
+    labels = _column(columns, available, task.label_column, "label_column", where)
+    pairs = _column(columns, available, task.text_pair_column, "text_pair_column", where) if task.text_pair_column else None
+    keys = [_label_key(value, where, row) for row, value in enumerate(labels, start=1)]
+    as_text = lambda xs: ["" if x is None else str(x) for x in xs]  # noqa: E731
+    if not texts:
+        raise NlpsslError(f"{where}: the data holds no rows (got 0). Check the file, split and columns.")
+    return Split(as_text(texts), keys, as_text(pairs) if pairs is not None else None)
+
+
+def _column(columns: dict[str, list], available: list[str], name: str, key: str, where: str) -> list:
+    if name in columns:
+        return columns[name]
+    close = difflib.get_close_matches(name, available, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    what = {"text_column": "text", "label_column": "labels", "text_pair_column": "second texts"}[key]
+    raise NlpsslError(
+        f"{where}: no {key.replace('_column', '')} column {name!r} (got columns {available}).{hint} "
+        f"Set task.{key}=NAME to the column that holds the {what}."
+    )
+
+
+def _label_key(value: Any, where: str, row: int) -> str:
+    """A label as a string key: "positive", 1 and 1.0 (and "1") all become a stable string."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool):
+        value = int(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise NlpsslError(
+            f"{where}: row {row} has no label (got {value!r}). Fill in or drop the rows without a label."
+        )
+    if isinstance(value, float):
+        raise NlpsslError(
+            f"{where}: row {row} has a fractional label (got {value!r}). Classification needs class labels "
+            "(strings or integers); check task.label_column."
+        )
+    return str(value).strip()
+
+
+def resolve_labels(splits: dict[str, Split], known: list[str] | None, task: FinetuneSection,
+                   sources: dict[str, str]) -> list[str]:
+    """Label names in class-id order; checks for one class and for labels the training split lacks."""
+    names = [str(n) for n in task.label_names] if task.label_names else known
+    if names:
+        for split_name, split in splits.items():
+            split.labels = [_named(key, names, sources[split_name]) for key in split.labels]
+    train = splits["train"].labels
+    seen = set(train)
+    if len(seen) < 2:
+        raise NlpsslError(
+            f"{sources['train']}: the training data holds a single class (got only {train[0]!r} in "
+            f"{len(train)} rows). A classifier needs two or more classes: check task.label_column and the data."
+        )
+    for split_name in ("validation", "test"):
+        unseen = sorted(set(splits[split_name].labels) - seen) if split_name in splits else []
+        if unseen:
+            raise NlpsslError(
+                f"{sources[split_name]}: {split_name} labels absent from the training split (got {unseen}; "
+                f"train has {sorted(seen)}). Add training examples of those classes, or drop them from the "
+                f"{split_name} data."
+            )
+    if names:
+        return list(names)
+    numeric = all(key.lstrip("-").isdigit() for key in seen)
+    return sorted(seen, key=int if numeric else str)
+
+
+def _named(key: str, names: list[str], where: str) -> str:
+    """Map an integer label to its name (``1`` -> names[1]); names stay names."""
+    if key in names:
+        return key
+    if key.isdigit() and int(key) < len(names):
+        return names[int(key)]
+    raise NlpsslError(
+        f"{where}: label {key!r} is neither one of the label names nor an index into them (got names {names}). "
+        "Fix task.label_names, or leave it unset to use the labels as found."
+    )
+
+
+def encode_splits(data: TaskData, tokenizer, max_length: int) -> dict[str, Any]:
+    """Tokenized `datasets.Dataset` per split (unpadded; the collator pads each batch)."""
+    import datasets
+
+    label2id = {name: i for i, name in enumerate(data.label_names)}
+    limit = min(max_length, tokenizer.model_max_length or max_length)
+    out = {}
+    for name, split in data.splits.items():
+        encoded = tokenizer(split.texts, split.pairs, truncation=True, max_length=limit)
+        columns = {k: encoded[k] for k in tokenizer.model_input_names if k in encoded}
+        out[name] = datasets.Dataset.from_dict({**columns, "labels": [label2id[x] for x in split.labels]})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Trainer
+
+
+def finetune_arguments(recipe: Recipe):
+    """TrainingArguments with fine-tuning defaults: evaluate and save each epoch, keep the best.
+
+    Returns:
+        (TrainingArguments, whether the best checkpoint is tracked, which early stopping needs).
+    """
+    from nlpssl.pretrain import training_arguments
+
+    t, task = recipe.training, recipe.task
+    if recipe.resume:
+        raise NlpsslError(
+            f"training.resume: fine-tuning runs do not resume (got {t.get('resume')!r}); they take minutes and "
+            "save model-only checkpoints. Delete training.output_dir or choose another one, and rerun."
+        )
+    eval_strategy = str(t.get("eval_strategy", "epoch"))
+    save_strategy = str(t.get("save_strategy", eval_strategy))
+    best = eval_strategy != "no" and save_strategy == eval_strategy
+    defaults: dict[str, Any] = {
+        "eval_strategy": eval_strategy, "save_strategy": save_strategy,
+        # Weights only: a checkpoint is a candidate for the best model, never a point to resume from.
+        "save_total_limit": 1, "save_only_model": True,
+    }
+    if best:
+        defaults.update(load_best_model_at_end=True, metric_for_best_model=task.metric_for_best_model,
+                        greater_is_better=True)
+        if eval_strategy == "steps":
+            defaults["save_steps"] = t.get("eval_steps") or t.get("logging_steps", 500)
+    elif task.early_stopping_patience:
+        from nlpssl.pretrain import log
+
+        log(f"task.early_stopping_patience={task.early_stopping_patience} is ignored: it needs "
+            f"training.eval_strategy == save_strategy != 'no' (got {eval_strategy!r}, {save_strategy!r}).")
+    extra = {k: v for k, v in defaults.items() if k not in t}
+    try:
+        args = training_arguments(recipe, prediction_loss_only=False, label_names=["labels"], **extra)
+    except ValueError as err:
+        raise NlpsslError(
+            f"training: transformers.TrainingArguments rejected the fine-tuning settings (got "
+            f"{str(err).strip().splitlines()[0]}). Make save_strategy/save_steps match eval_strategy/eval_steps."
+        ) from err
+    return args, best
+
+
+def make_trainer(recipe: Recipe, model, tokenizer, encoded: dict[str, Any], num_labels: int):
+    """A stock Trainer with dynamic padding, offline metrics and (optionally) early stopping."""
+    import functools
+
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
+
+    args, best = finetune_arguments(recipe)
+    patience = recipe.task.early_stopping_patience
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=patience)] if best and patience else []
+    return Trainer(
+        model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
+        processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=functools.partial(compute_metrics, num_labels=num_labels), callbacks=callbacks,
+    )
+
+
+def compute_metrics(eval_pred, num_labels: int) -> dict[str, float]:
+    """Accuracy and macro-F1 (through `evaluate`, offline) from logits of shape (rows, num_labels)."""
+    from nlpssl.metrics import headline_scores
+
+    return headline_scores(_argmax(eval_pred.predictions), eval_pred.label_ids.tolist(), num_labels)
+
+
+def _argmax(logits) -> list[int]:
+    import numpy as np
+
+    if isinstance(logits, tuple):  # models that also return hidden states: logits come first
+        logits = logits[0]
+    return np.asarray(logits).argmax(-1).tolist()
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics, outputs, export
+
+
+def summarise(recipe: Recipe, model_dir: Path, trainer, result, encoded: dict[str, Any], data: TaskData) -> dict[str, Any]:
+    """The run's figures: headline scores per split, then the per-class report (metrics.json)."""
+    from nlpssl.metrics import classification_scores
+
+    state = trainer.state
+    m: dict[str, Any] = {
+        "model": str(model_dir), "init": recipe.init, "labels": data.label_names,
+        **{f"{name}_examples": len(split) for name, split in data.splits.items()},
+        "steps": state.global_step, "epochs": round(float(state.epoch or 0), 3),
+        "train_runtime_s": float(result.metrics.get("train_runtime", float("nan"))),
+        "train_loss": result.metrics.get("train_loss"),
+        "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
+    }
+    report = {}
+    for name, prefix in (("validation", "eval"), ("test", "test")):
+        if name not in encoded:
+            continue
+        out = trainer.predict(encoded[name], metric_key_prefix=prefix)
+        scores = classification_scores(_argmax(out.predictions), out.label_ids.tolist(), data.label_names)
+        m[f"{prefix}_loss"] = out.metrics.get(f"{prefix}_loss")
+        m[f"{prefix}_accuracy"], m[f"{prefix}_macro_f1"] = scores.accuracy, scores.macro_f1
+        report[name] = {"source": data.sources[name], "per_class": scores.per_class,
+                        "confusion_matrix": scores.confusion_matrix}
+    m["report"] = report
+    return m
+
+
+def write_outputs(out: Path, metrics: dict[str, Any], history: list[dict], label_names: list[str]) -> None:
+    """metrics.json, log_history.json, loss_curve.png and confusion_matrix.png (test split if any)."""
+    from nlpssl.metrics import plot_confusion_matrix
+    from nlpssl.pretrain import write_metrics
+
+    write_metrics(out, metrics, history)
+    split, prefix = ("test", "test") if "test" in metrics["report"] else ("validation", "eval")
+    title = f"{split}: accuracy {metrics[f'{prefix}_accuracy']:.3f}, macro-F1 {metrics[f'{prefix}_macro_f1']:.3f}"
+    plot_confusion_matrix(metrics["report"][split]["confusion_matrix"], label_names, out / "confusion_matrix.png", title)
+
+
+def export_classifier(trainer, tokenizer, recipe: Recipe, metrics: dict[str, Any]) -> Path:
+    """Write the (best) model, tokenizer, recipe, plots and a model card; replace the export atomically."""
+    from nlpssl.export import replace_dir
+
+    out = recipe.output_dir / "export"
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))  # after load_best_model_at_end these are the best weights
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the export holds recipe.yaml instead
+    for name in ("recipe.yaml", "metrics.json", "confusion_matrix.png", "loss_curve.png"):
+        if (recipe.output_dir / name).is_file():
+            shutil.copy2(recipe.output_dir / name, tmp / name)
+    (tmp / "README.md").write_text(model_card(recipe, metrics, trainer.model.config.model_type))
+    replace_dir(tmp, out)
+    return out
+
+
+def model_card(recipe: Recipe, metrics: dict[str, Any], model_type: str) -> str:
+    """A model card with Hub metadata (YAML front matter), labels and scores."""
+    import yaml
+
+    task = recipe.task
+    source = task.source
+    dataset = ("nlpssl-builtin-labelled" if source == "builtin" else
+               source.removeprefix("hub:") if source.startswith("hub:") else Path(source).name)
+    meta = {"library_name": "transformers", "pipeline_tag": "text-classification",
+            "tags": ["nlpssl", model_type, "text-classification", f"init-{recipe.init}"],
+            "datasets": [dataset], "metrics": ["accuracy", "f1"]}
+    rows = "\n".join(
+        f"| {split} | {metrics[f'{p}_accuracy']:.4f} | {metrics[f'{p}_macro_f1']:.4f} |"
+        for split, p in (("validation", "eval"), ("test", "test")) if f"{p}_accuracy" in metrics
+    )
+    start = "random weights (control run)" if recipe.init == "scratch" else f"`{metrics['model']}`"
+    return f"""---
+{yaml.safe_dump(meta, sort_keys=False).strip()}
+---
+
+# {recipe.name}
+
+A {model_type} text classifier fine-tuned with [nlpssl](https://pypi.org/project/nlpssl/) from {start}
+on `{source}` ({metrics['train_examples']} training examples, {metrics['steps']} steps,
+{metrics['train_runtime_s']:.0f} s). Labels: {', '.join(f'`{n}`' for n in metrics['labels'])}.
+It is a stock transformers model: no `trust_remote_code`, no nlpssl needed to load it.
+
+## Use
+
+```python
+from transformers import pipeline
+pipe = pipeline("text-classification", model="PATH")
+pipe("some text", top_k=None)
+```
+
+## Results
+
+| split | accuracy | macro-F1 |
+|---|---|---|
+{rows}
+
+Per-class precision and recall are in `metrics.json` (`report`).
+
+![confusion matrix](confusion_matrix.png)
+
+## Training recipe
+
+The full resolved recipe is in `recipe.yaml` beside this card.
+"""
+
+
+# ------------------------------------------------------------------------------------------------
+# Inference
+
+
+def classify(model_dir: str | Path, text: str, top_k: int | None = None) -> list[LabelScore]:
+    """Label probabilities for ``text`` from ``pipeline("text-classification")``, best first.
+
+    Args:
+        model_dir: a fine-tuned export (or a fine-tuning run folder that holds one).
+        text: the text to classify.
+        top_k: how many labels to return (None: all).
+    """
+    from transformers import AutoConfig, pipeline
+
+    from nlpssl.demo import check_model_dir
+
+    path = check_model_dir(model_dir, "classify")
+    architectures = AutoConfig.from_pretrained(str(path)).architectures or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise NlpsslError(
+            f"classify: {str(path)!r} is not a text classifier (got architectures {architectures}). "
+            f"Fine-tune it first (`nlpssl finetune recipes/finetune-tiny.yaml model={path}`) and pass that "
+            "run's export folder."
+        )
+    if not text.strip():
+        raise NlpsslError(f"classify: the text is empty (got {text!r}). Pass the text to classify.")
+    if top_k is not None and top_k < 1:
+        raise NlpsslError(f"classify: --top-k must be 1 or more (got {top_k}). Leave it out for all labels.")
+    pipe = pipeline("text-classification", model=str(path), tokenizer=str(path))
+    preds = pipe(text, top_k=top_k, truncation=True)
+    if preds and isinstance(preds[0], list):
+        preds = preds[0]
+    return [LabelScore(label=p["label"], score=float(p["score"])) for p in preds]
