@@ -124,22 +124,24 @@ class ExportSection:
 class FinetuneSection:
     """A text-classification task for `nlpssl finetune`."""
 
-    source: str = "builtin"  # "builtin" (labelled companion set), a file, or "hub:NAME"
+    source: str = "builtin"  # "builtin" (labelled companion set), a .csv/.tsv/.jsonl/.parquet file, or "hub:NAME"
     hub_config: str | None = None
-    train_split: str = "train"
-    validation_source: str | None = None  # file or hub split; else carved off train
-    test_source: str | None = None
+    train_split: str = "train"  # Hub split read as training data
+    validation_source: str | None = None  # a file, or a Hub split name; else carved off train
+    test_source: str | None = None  # a file, or a Hub split name; else carved off train (test_fraction)
     text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.0
-    builtin_train_size: int = 400
-    builtin_eval_size: int = 1000
-    max_length: int = 128
-    seed: int = 0
-    metric_for_best_model: Literal["accuracy", "macro_f1"] = "accuracy"
-    early_stopping_patience: int | None = 3
+    text_pair_column: str | None = None  # second text of sentence-pair tasks (NLI, paraphrase)
+    label_column: str = "label"  # string or integer labels
+    label_names: list[str] | None = None  # names for integer labels 0..N-1 (default: the labels as found)
+    validation_fraction: float = 0.1  # share of train held out when there is no validation_source
+    test_fraction: float = 0.0  # share of train held out as test when there is no test_source
+    max_train_examples: int | None = None  # seeded subsample of the training split
+    builtin_train_size: int = 400  # source=builtin: training examples
+    builtin_eval_size: int = 1000  # source=builtin: validation and test examples each
+    max_length: int = 128  # tokens per input (longer texts are truncated)
+    seed: int = 0  # data seed: built-in set, carving and subsampling
+    metric_for_best_model: Literal["accuracy", "macro_f1"] = "accuracy"  # picks the checkpoint kept
+    early_stopping_patience: int | None = 3  # evaluations without improvement before stopping (null: off)
 
 
 # nlpssl's own switches that live in the `training:` section beside TrainingArguments' fields.
