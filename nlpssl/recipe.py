@@ -252,6 +252,9 @@ def coerce(value: Any, tp: Any) -> Any:
         raise ValueError(f"expected {_type_name(tp)}")
     if typing.get_origin(tp) is Literal:
         choices = typing.get_args(tp)
+        if isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no as booleans
+            spelled = ("on", "true", "yes") if value else ("off", "false", "no")
+            value = next((c for c in choices if c in spelled), value)
         for choice in choices:
             if value == choice or (isinstance(value, (bool, int, float)) and str(value).lower() == str(choice)):
                 return choice

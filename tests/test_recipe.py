@@ -112,3 +112,9 @@ def test_cli_recipe_commands(capsys):
     assert "ok      bert-tiny" in out and "invalid no-such-recipe" in out
     assert main(["recipe", "show", "bert-tiny", "collator.rat=1"]) == 2
     assert "Did you mean 'rate'" in capsys.readouterr().err
+
+
+def test_yaml_booleans_read_as_on_off_choices():
+    # YAML 1.1 reads `off` as False; a Literal["auto", "on", "off"] field must still accept it.
+    assert load_recipe("bert-tiny", ["speed.bf16=off"]).speed.bf16 == "off"
+    assert load_recipe("bert-tiny", ["speed.bf16=on"]).speed.bf16 == "on"
