@@ -82,7 +82,10 @@ def build_config(section: ModelSection, tokenizer, attn: str = "sdpa"):
             d = 0.1 if drop is None else drop
             config = GPT2Config(
                 n_embd=s.hidden, n_layer=s.layers, n_head=s.heads, n_inner=s.intermediate,
-                n_positions=positions, resid_pdrop=d, embd_pdrop=d, attn_pdrop=d, **ids,
+                n_positions=positions, resid_pdrop=d, embd_pdrop=d, attn_pdrop=d,
+                # The same tanh GELU as GPT-2's default "gelu_new", as one fused kernel instead of
+                # six elementwise passes (5-10% of a CPU training step for the tiny preset).
+                activation_function="gelu_pytorch_tanh", **ids,
             )
         case "llama":
             config = LlamaConfig(

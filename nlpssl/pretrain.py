@@ -48,7 +48,7 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = ()) -> Pret
         data = prepare_data(recipe, tokenizer)
     log(f"data: {data.stats['train_blocks']} train / {data.stats['eval_blocks']} eval blocks of "
         f"{recipe.data.block_size} tokens ({'cache hit' if data.from_cache else 'built'}: {data.cache_path})")
-    model = build_model(recipe.model, tokenizer, attn="sdpa" if recipe.speed.sdpa else "eager")
+    model = build_model(recipe.model, tokenizer, attn=attention_implementation(recipe, args))
     objective = objective_of(recipe)
     collator = build_collator(recipe, tokenizer)
     from nlpssl.training import GracefulStop
@@ -208,6 +208,19 @@ def bf16_supported() -> bool:
     except OSError:
         return False
     return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
+
+
+def attention_implementation(recipe: Recipe, args) -> str:
+    """``sdpa`` where it is the fast path; ``eager`` for bf16 on CPU or with ``speed.sdpa=false``.
+
+    On CPU in bf16 (torch 2.13) eager attention measured 10-35% faster per training step than
+    SDPA for BERT and GPT-2 at 128 and 512 tokens: SDPA's CPU flash kernel has a slow bf16 backward,
+    and with attention dropout it falls back to an unfused path anyway. In fp32 on CPU SDPA is as
+    fast or faster (20% at 512 tokens); on CUDA it selects flash / memory-efficient kernels.
+    """
+    if not recipe.speed.sdpa:
+        return "eager"
+    return "eager" if args.device.type == "cpu" and args.bf16 else "sdpa"
 
 
 def training_arguments(recipe: Recipe, **extra: Any):
