@@ -178,7 +178,7 @@ def nlpssl_recipe(objective: str, args, tokenizer_dir: Path, run_dir: Path, cach
     overrides = [
         f"tokenizer.path={tokenizer_dir}", f"data.source={args.data}", f"data.builtin_stories={args.builtin_stories}",
         f"data.block_size={args.block_size}", "data.eval_fraction=0.02", "data.seed=0", f"data.cache_dir={cache_dir}",
-        f"model.size={args.size}",
+        f"model.size={args.size}", f"model.arch={ARCH[objective]}",  # same architecture as the baseline
         *[f"training.{k}={json.dumps(v)}" for k, v in common_training(args, run_dir).items()],  # "no" stays a string
         *args.nlpssl,
     ]

@@ -28,7 +28,9 @@ PRESETS: dict[str, Shape] = {
     "base": Shape(hidden=768, layers=12, heads=12, intermediate=3072),
 }
 MAX_POSITIONS = 512
-OBJECTIVE = {"bert": "mlm", "roberta": "mlm", "gpt2": "causal", "llama": "causal", "t5": "t5"}
+OBJECTIVE = {
+    "bert": "mlm", "roberta": "mlm", "modernbert": "mlm", "gpt2": "causal", "llama": "causal", "t5": "t5",
+}
 
 
 def resolve_shape(section: ModelSection) -> Shape:
@@ -77,6 +79,21 @@ def build_config(section: ModelSection, tokenizer, attn: str = "sdpa"):
                 hidden_dropout_prob=0.1 if drop is None else drop,
                 attention_probs_dropout_prob=0.1 if drop is None else drop,
                 **ids,
+            )
+        case "modernbert":
+            # Pre-LN encoder with rotary positions (Warner et al. 2024). On tiny budgets it leaves
+            # the unigram plateau that post-LN BERT with learned positions sits on for thousands
+            # of steps (BENCHMARKS.md). All layers global: blocks here are short.
+            from transformers import ModernBertConfig
+
+            config = ModernBertConfig(
+                hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
+                # GeGLU has three matrices: 2/3 of the preset width keeps the parameter count.
+                intermediate_size=(s.intermediate * 2 // 3 + 63) // 64 * 64,
+                max_position_embeddings=positions, layer_types=["full_attention"] * s.layers,
+                cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
+                attention_dropout=0.0 if drop is None else drop, mlp_dropout=0.0 if drop is None else drop,
+                embedding_dropout=0.0 if drop is None else drop, **ids,
             )
         case "gpt2":
             d = 0.1 if drop is None else drop

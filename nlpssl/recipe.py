@@ -90,7 +90,7 @@ class CollatorSection:
 class ModelSection:
     """A stock transformers architecture built from a size preset."""
 
-    arch: Literal["bert", "roberta", "gpt2", "llama", "t5"] = "bert"
+    arch: Literal["bert", "roberta", "modernbert", "gpt2", "llama", "t5"] = "bert"
     size: Literal["tiny", "small", "base"] = "tiny"
     hidden_size: int | None = None  # override the preset
     num_layers: int | None = None
@@ -423,7 +423,7 @@ def _check_values(recipe: Recipe, where: str, problems: list[str]) -> None:
         bad("collator.noise_density", c.noise_density, "Use a share between 0 and 1, e.g. 0.15")
     if c.mean_span_length < 1.0:
         bad("collator.mean_span_length", c.mean_span_length, "Use 1.0 or more, e.g. 3.0")
-    objective = {"bert": "mlm", "roberta": "mlm", "gpt2": "causal", "llama": "causal", "t5": "t5"}
+    from nlpssl.models import OBJECTIVE as objective
     wanted = {"mlm": ("token", "word", "span"), "causal": ("causal",), "t5": ("t5",)}
     ok = wanted[objective[recipe.model.arch]]
     if recipe.kind == "pretrain" and c.kind not in ok:

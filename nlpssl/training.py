@@ -15,8 +15,12 @@ from transformers import Trainer, TrainerCallback
 
 
 def mlm_head(model) -> torch.nn.Module:
-    """The vocabulary head of a stock masked-LM (BERT: ``cls``, RoBERTa: ``lm_head``)."""
-    for name in ("cls", "lm_head"):
+    """The first module of a stock masked-LM's head (BERT ``cls``, RoBERTa ``lm_head``, ModernBERT ``head``).
+
+    Selecting positions at its input is enough: whatever follows (ModernBERT's ``decoder``) acts
+    on the last dimension only.
+    """
+    for name in ("cls", "lm_head", "head"):
         if hasattr(model, name):
             return getattr(model, name)
     raise TypeError(f"{type(model).__name__} has no masked-LM head named cls or lm_head")
