@@ -109,7 +109,8 @@ def test_masked_lm_export_from_tsv_with_integer_labels(tmp_path, bert_export, ca
     export = result.export_dir
     assert not list(export.parent.glob(".export.tmp-*")), "the export is written atomically"
     config = AutoConfig.from_pretrained(export)
-    assert config.id2label == {0: "negative", 1: "positive"} and config.architectures == ["BertForSequenceClassification"]
+    assert config.id2label == {0: "negative", 1: "positive"}
+    assert config.architectures[0].endswith("ForSequenceClassification")  # whatever encoder bert-tiny names
     card = (export / "README.md").read_text()
     assert card.startswith("---\n") and "pipeline_tag: text-classification" in card
     preds = pipeline("text-classification", model=str(export))("it was great", top_k=None)
@@ -271,7 +272,7 @@ def test_model_folder_errors(tmp_path, bert_export):
 def test_other_errors(tmp_path, bert_export):
     from nlpssl.finetune import classify, finetune
 
-    raises(lambda: classify(bert_export, "hello"), r"not a text classifier \(got architectures \['BertForMaskedLM'\]\)")
+    raises(lambda: classify(bert_export, "hello"), r"not a text classifier \(got architectures \['\w+ForMaskedLM'\]\)")
     raises(lambda: finetune(ft_recipe(bert_export, tmp_path / "a", {"source": "hub:nobody/nothing"})),
            r"cannot reach the Hugging Face Hub|not found on the Hub")
     raises(lambda: finetune(ft_recipe(bert_export, tmp_path / "b", {"source": str(tmp_path / "x.txt")})),
