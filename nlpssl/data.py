@@ -63,6 +63,19 @@ def row_length(recipe: Recipe) -> int:
     return recipe.data.block_size
 
 
+def needs_words(recipe: Recipe) -> bool:
+    """Word starts are computed only for the collators that mask whole words."""
+    return recipe.collator.kind in ("word", "span")
+
+
+def utf8_bytes(texts) -> int:
+    """UTF-8 size of a text column, computed by Arrow (a Python loop costs seconds on 15 MB)."""
+    import pyarrow.compute as pc
+
+    table = texts.with_format("arrow")[:]  # respects an indices mapping (after a split)
+    return int(pc.sum(pc.binary_length(table.column("text"))).as_py() or 0)
+
+
 def cache_key(recipe: Recipe, tokenizer) -> str:
     """Hash of everything that changes the processed data (not of num_proc or cache_dir)."""
     data = asdict(recipe.data)
@@ -73,37 +86,42 @@ def cache_key(recipe: Recipe, tokenizer) -> str:
         "data": data,
         "objective": objective_of(recipe),
         "row_length": row_length(recipe),
+        "words": needs_words(recipe),
         "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _encode_batch(batch: dict, tokenizer) -> dict:
-    """ids and word starts for a batch of documents, through the Rust tokenizer directly."""
+def _encode_batch(batch: dict, tokenizer, words: bool) -> dict:
+    """ids (and word starts, when a collator needs words) through the Rust tokenizer directly."""
     encodings = tokenizer.backend_tokenizer.encode_batch(batch["text"], add_special_tokens=False)
-    ids, starts = [], []
-    for enc in encodings:
-        ids.append(np.asarray(enc.ids, dtype=np.int32))
-        words = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
-        start = np.ones(len(words), dtype=np.int8)
-        start[1:] = words[1:] != words[:-1]
-        starts.append(start)
-    return {"ids": ids, "starts": starts}
+    out = {"ids": [enc.ids for enc in encodings]}  # Arrow converts the lists to int32 in C
+    if words:
+        starts = []
+        for enc in encodings:
+            ids = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
+            start = np.ones(len(ids), dtype=np.int8)
+            start[1:] = ids[1:] != ids[:-1]
+            starts.append(start)
+        out["starts"] = starts
+    return out
 
 
-def tokenize(texts, tokenizer, num_proc: int = 1):
-    """Token ids (int32) and word starts (int8) per document via batched ``datasets.map``."""
+def tokenize(texts, tokenizer, num_proc: int = 1, words: bool = False):
+    """Token ids (int32), and word starts (int8) if ``words``, per document via batched ``datasets.map``."""
     from datasets import Features, List, Value
 
-    features = Features({"ids": List(Value("int32")), "starts": List(Value("int8"))})
+    columns = {"ids": List(Value("int32"))}
+    if words:
+        columns["starts"] = List(Value("int8"))
     return texts.map(
         _encode_batch,
         batched=True,
         batch_size=2000,
         num_proc=num_proc if num_proc > 1 else None,
         remove_columns=texts.column_names,
-        features=features,
-        fn_kwargs={"tokenizer": tokenizer},
+        features=Features(columns),
+        fn_kwargs={"tokenizer": tokenizer, "words": words},
         desc="Tokenizing",
     )
 
@@ -122,7 +140,8 @@ def pack(tokenized, row_len: int, objective: str, special: dict[str, int]) -> tu
     """Pack every document into rows of ``row_len`` tokens; returns (ids, word_starts) 2-D arrays."""
     table = tokenized.data.table
     ids, offsets = _flat(table.column("ids"))
-    starts, _ = _flat(table.column("starts"))
+    # Without a word-level collator every token counts as its own word (the column stays unused).
+    starts = _flat(table.column("starts"))[0] if "starts" in table.column_names else np.ones(len(ids), np.int8)
     n_docs = len(offsets) - 1
     sep = special["sep"] if objective == "mlm" else special["eos"]
     # Insert one separator after each document: token j of document d moves to j + d.
@@ -195,8 +214,8 @@ def build_packed(recipe: Recipe, tokenizer) -> tuple:
     special = _special_ids(tokenizer)
     out, stats = [], {}
     for name, part in (("train", train_texts), ("eval", eval_texts)):
-        n_bytes = int(sum(len(t.encode("utf-8")) for t in part["text"]))
-        tok = tokenize(part, tokenizer, d.num_proc)
+        n_bytes = utf8_bytes(part)
+        tok = tokenize(part, tokenizer, d.num_proc, words=needs_words(recipe))
         rows, starts = pack(tok, row_len, objective, special)
         ids_flat, _ = _flat(tok.data.table.column("ids"))
         n_tokens = int(len(ids_flat))
