@@ -8,9 +8,9 @@ Three numbers on the GLUE dev set (872 sentences), each with its budget:
 
 1. bag of words: TF-IDF unigrams+bigrams and logistic regression (scikit-learn), on the same
    training subsample as the neural models and on all 67,349 sentences;
-2. a tiny BERT (4 layers, 256 wide) that nlpssl pretrains with masked-LM on the Gutenberg books
-   (lower-cased WordPiece tokenizer, since SST-2 is lower-cased), then fine-tunes with
-   recipes/finetune-sst2.yaml;
+2. the masked-LM encoder of recipes/bert-tiny.yaml (~5M parameters), pretrained by nlpssl on the
+   Gutenberg books for --pretrain-steps steps (lower-cased WordPiece tokenizer, since SST-2 is
+   lower-cased), then fine-tuned with recipes/finetune-sst2.yaml;
 3. the same fine-tune from random weights (`init=scratch`).
 
 The data is read where it lies; nothing is copied into the repository. Runs go to --out (replaced).
@@ -126,9 +126,9 @@ def main() -> None:
     bow = results["bag_of_words"]
     print(f"  bag of words, {bow['subsample']['train_rows']} rows: {bow['subsample']['dev_accuracy']:.3f}")
     print(f"  bag of words, all {bow['full']['train_rows']} rows: {bow['full']['dev_accuracy']:.3f}")
-    print(f"  tiny BERT pretrained ({args.pretrain_steps} steps, {seconds / 60:.1f} min): "
+    print(f"  bert-tiny encoder pretrained ({args.pretrain_steps} steps, {seconds / 60:.1f} min): "
           f"{results['pretrained']['dev_accuracy']:.3f}")
-    print(f"  tiny BERT from scratch: {results['scratch']['dev_accuracy']:.3f}")
+    print(f"  bert-tiny encoder from scratch: {results['scratch']['dev_accuracy']:.3f}")
 
 
 if __name__ == "__main__":
