@@ -10,6 +10,9 @@ The Python API mirrors the command line::
 Names are imported on first use, so `import nlpssl` stays instant.
 """
 
+import sys
+import types
+
 __version__ = "0.1.0"
 
 _API = {
@@ -40,3 +43,19 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'nlpssl' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """Keeps ``nlpssl.pretrain`` (and the like) the function, not the submodule of that name.
+
+    Importing a submodule binds it on its package; for the API names that share a submodule's
+    name (pretrain, finetune) that would shadow the function after its first use.
+    """
+
+    def __setattr__(self, name, value):
+        if name in _API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -94,7 +94,10 @@ def cache_key(recipe: Recipe, tokenizer) -> str:
 
 def _encode_batch(batch: dict, tokenizer, words: bool) -> dict:
     """ids (and word starts, when a collator needs words) through the Rust tokenizer directly."""
-    encodings = tokenizer.backend_tokenizer.encode_batch(batch["text"], add_special_tokens=False)
+    backend = tokenizer.backend_tokenizer
+    # encode_batch_fast skips offsets (~20% faster); word ids need them.
+    encode = backend.encode_batch if words else backend.encode_batch_fast
+    encodings = encode(batch["text"], add_special_tokens=False)
     out = {"ids": [enc.ids for enc in encodings]}  # Arrow converts the lists to int32 in C
     if words:
         starts = []

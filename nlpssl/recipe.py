@@ -106,7 +106,7 @@ class SpeedSection:
 
     bf16: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA with bf16, CPUs with AVX512-BF16/AMX
     sparse_mlm_head: bool = True  # masked-LM: run the vocabulary head on masked positions only
-    sdpa: bool = True  # scaled-dot-product attention kernels
+    sdpa: bool = True  # SDPA kernels (GPU, fp32 CPU); bf16 on CPU uses eager, measured faster there
     compile: bool = False  # torch.compile the model (long warm-up; pays off on long GPU runs)
     tf32: bool = True  # CUDA only: TF32 matmuls for fp32 work
 

@@ -60,7 +60,7 @@ def test_ranges_and_cross_field_checks():
         load_recipe("bert-tiny", ["collator.rate=1.5", "collator.kind=causal", "data.eval_fraction=0"])
     msg = str(info.value)
     assert "collator.rate is out of range (got 1.5)" in msg
-    assert "collator.kind does not fit model.arch='bert' (got 'causal')" in msg
+    assert "collator.kind does not fit model.arch='modernbert' (got 'causal')" in msg
     assert "data.eval_fraction is out of range (got 0.0)" in msg
 
 
@@ -118,3 +118,12 @@ def test_yaml_booleans_read_as_on_off_choices():
     # YAML 1.1 reads `off` as False; a Literal["auto", "on", "off"] field must still accept it.
     assert load_recipe("bert-tiny", ["speed.bf16=off"]).speed.bf16 == "off"
     assert load_recipe("bert-tiny", ["speed.bf16=on"]).speed.bf16 == "on"
+
+
+def test_api_names_stay_functions_after_first_use():
+    import nlpssl
+    import nlpssl.finetune  # noqa: F401 - binding the submodule must not shadow the function
+    import nlpssl.pretrain  # noqa: F401
+
+    assert callable(nlpssl.pretrain) and callable(nlpssl.finetune)
+    assert nlpssl.pretrain.__module__ == "nlpssl.pretrain"
