@@ -235,6 +235,10 @@ def build_classifier(model_dir: Path, recipe: Recipe, label_names: list[str], to
     config.pad_token_id = tokenizer.pad_token_id
     if getattr(config, "use_cache", None):
         config.use_cache = False  # no generation here; past_key_values would only cost memory
+    if hasattr(config, "classifier_pooling"):
+        # ModernBERT: our pretraining has no sentence-level objective, so its [CLS] state is not
+        # trained; the mean of the token states is what carries the pretrained knowledge.
+        config.classifier_pooling = "mean"
     set_seed(int(recipe.training.get("seed", 42)))  # the new head (and, for scratch, everything)
     try:
         if recipe.init == "scratch":
