@@ -139,10 +139,15 @@ def _flat(column) -> tuple[np.ndarray, np.ndarray]:
     return values[offsets[0] : offsets[-1]], offsets - offsets[0]
 
 
-def pack(tokenized, row_len: int, objective: str, special: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Pack every document into rows of ``row_len`` tokens; returns (ids, word_starts) 2-D arrays."""
+def pack(
+    tokenized, row_len: int, objective: str, special: dict[str, int], flat: tuple | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pack every document into rows of ``row_len`` tokens; returns (ids, word_starts) 2-D arrays.
+
+    ``flat`` is ``_flat`` of the ids column when the caller already has it.
+    """
     table = tokenized.data.table
-    ids, offsets = _flat(table.column("ids"))
+    ids, offsets = flat or _flat(table.column("ids"))
     # Without a word-level collator every token counts as its own word (the column stays unused).
     starts = _flat(table.column("starts"))[0] if "starts" in table.column_names else np.ones(len(ids), np.int8)
     n_docs = len(offsets) - 1
@@ -219,8 +224,9 @@ def build_packed(recipe: Recipe, tokenizer) -> tuple:
     for name, part in (("train", train_texts), ("eval", eval_texts)):
         n_bytes = utf8_bytes(part)
         tok = tokenize(part, tokenizer, d.num_proc, words=needs_words(recipe))
-        rows, starts = pack(tok, row_len, objective, special)
-        ids_flat, _ = _flat(tok.data.table.column("ids"))
+        flat = _flat(tok.data.table.column("ids"))
+        rows, starts = pack(tok, row_len, objective, special, flat)
+        ids_flat = flat[0]
         n_tokens = int(len(ids_flat))
         if n_tokens + len(part) < row_len:
             raise NlpsslError(

@@ -109,8 +109,6 @@ def model_card(recipe, objective: str, metrics: dict, weights: Path) -> str:
     """A model card with Hub metadata (YAML front matter) and the run's figures."""
     import yaml
 
-    from nlpssl.models import OBJECTIVE  # noqa: F401 - keeps the mapping in one place
-
     metric_names = ["accuracy"] if objective == "mlm" else ["perplexity"]
     source = recipe.data.source
     meta = {
