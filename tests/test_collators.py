@@ -16,7 +16,7 @@ from nlpssl.collators import (
     sentinel_ids_from_tokenizer,
     t5_input_target_lengths,
 )
-from nlpssl.collators.batching import stack_column
+from nlpssl.collators.batching import fixed_copy, stack_column
 from nlpssl.collators.causal import document_positions
 from nlpssl.collators.masking import (
     replace_selected,
@@ -421,6 +421,40 @@ def test_dataloader_workers_draw_different_masks_and_main_process_sees_no_stats(
     # workers 0 and 1 each collate their first batch from the same row with their own stream
     assert not torch.equal(labels[0], labels[1])
     assert c.pop_stats() == {}
+
+
+@pytest.mark.parametrize("unit", ["token", "span"])
+def test_fixed_copy_repeats_its_masks_and_leaves_the_training_stream_alone(unit):
+    rows = packed_rows(8, seed=21)
+    train, untouched = masker(unit=unit, seed=3), masker(unit=unit, seed=3)
+    first = fixed_copy(train)(rows)
+    second = fixed_copy(train)(rows)  # a new pass: the same questions again
+    assert torch.equal(first["labels"], second["labels"])
+    assert torch.equal(first["input_ids"], second["input_ids"])
+    # evaluation drew nothing from the training generator, and its stats stay its own
+    assert torch.equal(train(rows)["labels"], untouched(rows)["labels"])
+    assert not torch.equal(first["labels"], masker(unit=unit, seed=3)(rows)["labels"])
+    t5 = T5SpanCorruptionCollator(sentinel_ids=SENTINELS, eos_id=EOS, pad_id=PAD, seed=1)
+    blocks = [r["input_ids"] for r in rows]
+    assert torch.equal(fixed_copy(t5)(blocks)["labels"], fixed_copy(t5)(blocks)["labels"])
+    causal = CausalCollator(pad_id=PAD)
+    assert fixed_copy(causal) is causal
+
+
+def test_fixed_copy_is_the_same_in_dataloader_workers_on_every_pass():
+    rows = packed_rows(8, seed=5)
+    train = masker(unit="span")
+
+    def one_pass():
+        loader = torch.utils.data.DataLoader(
+            rows, batch_size=2, num_workers=2, collate_fn=fixed_copy(train), multiprocessing_context="fork"
+        )
+        return torch.cat([b["labels"] for b in loader])
+
+    torch.manual_seed(0)
+    first = one_pass()
+    torch.manual_seed(1)  # a new epoch gives workers a new base seed; the eval masks must not move
+    assert torch.equal(first, one_pass())
 
 
 # --- tokenizer helpers ----------------------------------------------------------------------------
