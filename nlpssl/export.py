@@ -17,7 +17,6 @@ from pathlib import Path
 from nlpssl.errors import NlpsslError
 
 PIPELINE_TAG = {"mlm": "fill-mask", "causal": "text-generation", "t5": "text2text-generation"}
-MODEL_FILES = ("config.json", "model.safetensors")
 
 
 def find_weights(run_dir: Path) -> Path:
@@ -57,8 +56,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in MODEL_FILES:
-        shutil.copy2(weights / name, tmp / name)
+    shutil.copy2(weights / "config.json", tmp / "config.json")
+    write_stock_weights(weights / "model.safetensors", tmp / "model.safetensors")
     write_tokenizer(recipe, run_dir, tmp, objective)
     if objective != "mlm":
         write_generation_config(tmp, weights)
@@ -71,6 +70,23 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     (tmp / "README.md").write_text(model_card(recipe, objective, metrics, weights))
     replace_dir(tmp, out_dir)
     return out_dir
+
+
+def write_stock_weights(src: Path, dst: Path) -> None:
+    """Copy the weights, leaving out training-only heads (the span boundary head) if present."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from nlpssl.training import SPAN_BOUNDARY_HEAD
+
+    prefix = f"{SPAN_BOUNDARY_HEAD}."
+    with safe_open(str(src), framework="pt") as f:
+        names, metadata = list(f.keys()), f.metadata()
+        if not any(n.startswith(prefix) for n in names):
+            shutil.copy2(src, dst)
+            return
+        kept = {n: f.get_tensor(n) for n in names if not n.startswith(prefix)}
+    save_file(kept, str(dst), metadata=metadata or {"format": "pt"})
 
 
 def replace_dir(tmp: Path, out_dir: Path) -> None:

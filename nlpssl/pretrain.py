@@ -49,6 +49,7 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = ()) -> Pret
     log(f"data: {data.stats['train_blocks']} train / {data.stats['eval_blocks']} eval blocks of "
         f"{recipe.data.block_size} tokens ({'cache hit' if data.from_cache else 'built'}: {data.cache_path})")
     model = build_model(recipe.model, tokenizer, attn=attention_implementation(recipe, args))
+    params = count_parameters(model)  # the exported model's (training-only heads come later)
     objective = objective_of(recipe)
     collator = build_collator(recipe, tokenizer)
     from nlpssl.training import GracefulStop
@@ -61,7 +62,7 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = ()) -> Pret
             "training.resume=true to continue.")
         return PretrainResult(recipe.output_dir, None, {}, interrupted=True)
     metrics = trainer.evaluate()
-    metrics = summarise(recipe, trainer, result, metrics, data.stats, count_parameters(model), objective)
+    metrics = summarise(recipe, trainer, result, metrics, data.stats, params, objective)
     trainer.save_model(str(recipe.output_dir / "final"))
     export_dir = None
     if trainer.is_world_process_zero():
@@ -257,6 +258,7 @@ def make_trainer(recipe: Recipe, args, model, data, collator, callbacks: list):
         train_dataset=data.train.select_columns(columns), eval_dataset=data.eval.select_columns(columns),
         callbacks=callbacks, objective=objective,
         sparse_mlm_head=recipe.speed.sparse_mlm_head and objective == "mlm",
+        span_boundary=recipe.collator.span_boundary,
     )
     if objective == "mlm" and args.dataloader_num_workers == 0:
         # First in the list, so the stats reach log_history and the progress bar.

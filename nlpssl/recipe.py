@@ -84,6 +84,7 @@ class CollatorSection:
     noise_density: float = 0.15  # T5 span corruption (Raffel et al. 2020)
     mean_span_length: float = 3.0  # T5 mean noise span length
     reset_positions: bool = False  # causal: restart positions after [EOS] (no cross-document attention)
+    span_boundary: bool = False  # span: SpanBERT's span boundary objective, a training-only head dropped at export
 
 
 @dataclass(frozen=True)
@@ -423,6 +424,11 @@ def _check_values(recipe: Recipe, where: str, problems: list[str]) -> None:
         bad("collator.noise_density", c.noise_density, "Use a share between 0 and 1, e.g. 0.15")
     if c.mean_span_length < 1.0:
         bad("collator.mean_span_length", c.mean_span_length, "Use 1.0 or more, e.g. 3.0")
+    if c.span_boundary and c.kind != "span":
+        problems.append(
+            f"{where}: collator.span_boundary=true needs collator.kind='span' (got {c.kind!r}). "
+            "Set collator.kind=span, or collator.span_boundary=false."
+        )
     from nlpssl.models import OBJECTIVE as objective
     wanted = {"mlm": ("token", "word", "span"), "causal": ("causal",), "t5": ("t5",)}
     ok = wanted[objective[recipe.model.arch]]

@@ -38,17 +38,27 @@ class PretrainTrainer(Trainer):
     Evaluation also counts masked-token accuracy, reported as ``eval_mlm_accuracy``.
     """
 
-    def __init__(self, *args, objective: str = "mlm", sparse_mlm_head: bool = True, **kwargs):
+    def __init__(self, *args, objective: str = "mlm", sparse_mlm_head: bool = True,
+                 span_boundary: bool = False, **kwargs):
+        if span_boundary:
+            model = kwargs["model"]
+            # A submodule, so the optimizer, checkpoints, resume and DDP all see it; the export
+            # drops its weights (nlpssl.export.SPAN_BOUNDARY_PREFIX).
+            model.add_module(SPAN_BOUNDARY_HEAD, SpanBoundaryHead(model.config.hidden_size))
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
         self._correct = torch.zeros(2, dtype=torch.float64)  # [correct, total] on eval batches
+        self._boundary_loss = torch.zeros(2, dtype=torch.float64)  # [sum, steps] since the last log
         self._selected: torch.Tensor | None = None
-        if objective == "mlm" and sparse_mlm_head:
-            self._make_head_sparse(mlm_head(self.model))
+        self._hidden: torch.Tensor | None = None
+        self._sparse = objective == "mlm" and sparse_mlm_head
+        self._span_boundary = span_boundary
+        if objective == "mlm" and (sparse_mlm_head or span_boundary):
+            self._wrap_head(mlm_head(self.model))
 
-    def _make_head_sparse(self, head: torch.nn.Module) -> None:
-        """Run ``head`` only on the selected positions while ``self._selected`` is set.
+    def _wrap_head(self, head: torch.nn.Module) -> None:
+        """Let ``head`` see only the selected positions, and keep its input for the boundary loss.
 
         The forward is swapped on the instance (not the module tree), so parameter names,
         checkpoints, DDP wrapping and the export stay exactly those of the stock model, and the
@@ -58,7 +68,10 @@ class PretrainTrainer(Trainer):
 
         def forward(hidden):
             if self._selected is not None:
-                hidden = hidden[self._selected]  # [B, L, H] -> [N, H]
+                if self._span_boundary:
+                    self._hidden = hidden  # [B, L, H] encoder output
+                if self._sparse:
+                    hidden = hidden[self._selected]  # [B, L, H] -> [N, H]
             return dense_forward(hidden)
 
         head.forward = forward
@@ -74,11 +87,18 @@ class PretrainTrainer(Trainer):
         self._selected = selected
         try:
             logits = model(**inputs).logits  # [N, V] with the sparse head, else [B, L, V]
+            hidden, self._hidden = self._hidden, None
         finally:
             self._selected = None
         if logits.dim() == 3:
             logits = logits[selected]
         loss = F.cross_entropy(logits.float(), target)
+        if self._span_boundary and model.training and target.numel():
+            unwrapped = self.accelerator.unwrap_model(model)
+            z = getattr(unwrapped, SPAN_BOUNDARY_HEAD)(hidden, selected)
+            boundary = F.cross_entropy(unwrapped.get_output_embeddings()(z).float(), target)
+            self._boundary_loss += torch.tensor([boundary.item(), 1.0], dtype=torch.float64)
+            loss = loss + boundary
         if not model.training:
             with torch.no_grad():
                 hits = (logits.argmax(-1) == target).sum().item()
@@ -89,7 +109,26 @@ class PretrainTrainer(Trainer):
         self._correct.zero_()
         return super().evaluate(*args, **kwargs)
 
+    def get_eval_dataloader(self, eval_dataset=None):
+        """The stock eval loader, collated by a fixed-seed copy of the collator.
+
+        Every evaluation pass (and every run with the same seed and data) then scores the model on
+        the same masked positions, and evaluating never advances the training masks.
+        """
+        from nlpssl.collators.batching import fixed_copy
+
+        train_collator = self.data_collator
+        self.data_collator = fixed_copy(train_collator)
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
     def log(self, logs, *args, **kwargs):
+        if "loss" in logs and self._boundary_loss[1] > 0:
+            # "loss" is masked-LM + boundary loss; this is the boundary part alone
+            logs["span_boundary_loss"] = round(float(self._boundary_loss[0] / self._boundary_loss[1]), 4)
+            self._boundary_loss.zero_()
         if "eval_loss" in logs:
             if self.objective == "mlm" and self._correct[1] > 0:
                 counts = self._correct.clone()
@@ -100,6 +139,55 @@ class PretrainTrainer(Trainer):
             elif self.objective != "mlm" and logs["eval_loss"] < 50:
                 logs["eval_perplexity"] = round(math.exp(logs["eval_loss"]), 3)
         super().log(logs, *args, **kwargs)
+
+
+SPAN_BOUNDARY_HEAD = "span_boundary_head"  # the training-only submodule's name
+
+
+class SpanBoundaryHead(torch.nn.Module):
+    """SpanBERT's span boundary objective (Joshi et al. 2020, section 3.2), a training-only head.
+
+    Each masked token is predicted again, this time from the encoder states of the two unmasked
+    tokens just outside its masked run and from its position inside the run, through a two-layer
+    GELU + LayerNorm network and the model's own output embeddings. It pushes span information
+    into the boundary states; the exported model is the stock masked-LM without it.
+
+    Boundaries are the nearest unmasked positions (two masked spans that touch share them), found
+    from the label mask with cumulative max/min, so any masking unit works. Offsets inside a run
+    are clipped at ``max_offset - 1``.
+    """
+
+    def __init__(self, hidden_size: int, max_offset: int = 32, eps: float = 1e-12):
+        super().__init__()
+        self.max_offset = max_offset
+        self.positions = torch.nn.Embedding(max_offset, hidden_size)
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(3 * hidden_size, hidden_size), torch.nn.GELU(), torch.nn.LayerNorm(hidden_size, eps=eps),
+            torch.nn.Linear(hidden_size, hidden_size), torch.nn.GELU(), torch.nn.LayerNorm(hidden_size, eps=eps),
+        )
+
+    def forward(self, hidden: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+        """[N, H] states for the N selected positions of ``hidden`` [B, L, H], in row-major order."""
+        left, right, offset = span_boundaries(selected, self.max_offset)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None].expand_as(selected)[selected]
+        pair = torch.cat([hidden[rows, left], hidden[rows, right], self.positions(offset).to(hidden.dtype)], dim=-1)
+        return self.mlp(pair)
+
+
+def span_boundaries(selected: torch.Tensor, max_offset: int) -> tuple[torch.Tensor, ...]:
+    """For each selected position (row-major): its left and right unmasked neighbours and its
+    0-based offset from the left one's successor, clipped at ``max_offset - 1``.
+
+    Example: ``selected [[0, 1, 1, 0, 1]]`` -> left ``[0, 0, 3]``, right ``[3, 3, 4]`` (a run that
+    reaches the row's end uses the last position), offset ``[0, 1, 0]``.
+    """
+    length = selected.shape[1]
+    positions = torch.arange(length, device=selected.device).expand_as(selected)
+    left = torch.where(selected, -1, positions).cummax(dim=1).values
+    right = torch.where(selected, length, positions).flip(1).cummin(dim=1).values.flip(1)
+    left, right, at = left[selected], right[selected], positions[selected]
+    offset = (at - left - 1).clamp(max=max_offset - 1)
+    return left.clamp(min=0), right.clamp(max=length - 1), offset
 
 
 class GracefulStop(TrainerCallback):

@@ -215,6 +215,62 @@ def test_word_and_span_recipes_train(tmp_path, name):
     assert any("mask/whole_word_share" in h and h["mask/whole_word_share"] == 1.0 for h in history)
 
 
+def test_span_boundary_objective_trains_and_is_dropped_at_export(tmp_path):
+    from safetensors import safe_open
+    from transformers import AutoModelForMaskedLM
+
+    result = run_pretrain("bert-tiny-span", tmp_path, **{
+        "collator.span_boundary": "true", "training.max_steps": 16, "training.learning_rate": 5e-3})
+    history = json.loads((result.output_dir / "log_history.json").read_text())
+    boundary = [h["span_boundary_loss"] for h in history if "span_boundary_loss" in h]
+    assert len(boundary) >= 4 and sum(boundary[-2:]) < sum(boundary[:2]), boundary
+    with safe_open(str(result.output_dir / "final" / "model.safetensors"), framework="pt") as f:
+        assert any(k.startswith("span_boundary_head.") for k in f.keys())  # trained and checkpointed
+    with safe_open(str(result.export_dir / "model.safetensors"), framework="pt") as f:
+        exported = set(f.keys())
+    assert exported and not any(k.startswith("span_boundary_head.") for k in exported)
+    model = AutoModelForMaskedLM.from_pretrained(result.export_dir)
+    assert set(model.state_dict()) >= exported  # stock: every exported tensor is the stock model's
+
+
+def test_span_boundaries_are_the_nearest_unmasked_neighbours():
+    import torch
+
+    from nlpssl.training import span_boundaries
+
+    selected = torch.tensor([[0, 1, 1, 1, 0, 1, 0], [0, 0, 1, 0, 1, 1, 0]], dtype=torch.bool)
+    left, right, offset = span_boundaries(selected, max_offset=3)
+    assert left.tolist() == [0, 0, 0, 4, 1, 3, 3]
+    assert right.tolist() == [4, 4, 4, 6, 3, 6, 6]
+    assert offset.tolist() == [0, 1, 2, 0, 0, 0, 1]
+    assert span_boundaries(selected, max_offset=2)[2].tolist() == [0, 1, 1, 0, 0, 0, 1]  # clipped
+
+
+def test_span_boundary_needs_span_masking(tmp_path):
+    from nlpssl.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"collator.span_boundary=true needs collator.kind='span' \(got 'token'\)"):
+        load_recipe("bert-tiny", tiny_overrides(tmp_path, **{"collator.span_boundary": "true"}))
+
+
+def test_every_evaluation_pass_asks_the_same_questions(tmp_path):
+    from nlpssl.data import prepare_data
+    from nlpssl.models import build_model
+    from nlpssl.pretrain import build_collator, get_tokenizer, make_trainer, training_arguments
+
+    r = load_recipe("bert-tiny-span", tiny_overrides(tmp_path))
+    tok = get_tokenizer(r)
+    collator = build_collator(r, tok)
+    trainer = make_trainer(r, training_arguments(r), build_model(r.model, tok, attn="eager"),
+                           prepare_data(r, tok), collator, [])
+    first, second = trainer.evaluate(), trainer.evaluate()
+    assert 0 < first["eval_mlm_accuracy"] < 1
+    assert (first["eval_loss"], first["eval_mlm_accuracy"]) == (second["eval_loss"], second["eval_mlm_accuracy"])
+    # and evaluating drew nothing from the training masks' generator
+    rows = [prepare_data(r, tok).train[i] for i in range(4)]
+    assert (collator(rows)["labels"] == build_collator(r, tok)(rows)["labels"]).all()
+
+
 def test_t5_pretrains_exports_and_fills_sentinels(tmp_path):
     from transformers import AutoModelForSeq2SeqLM
 
