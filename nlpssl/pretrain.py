@@ -138,9 +138,28 @@ def write_run_recipe(recipe: Recipe) -> None:
 
 
 def last_checkpoint(recipe: Recipe) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint of the run, or None.
 
-    return get_last_checkpoint(str(recipe.output_dir)) if recipe.output_dir.is_dir() else None
+    A process killed while saving can leave a checkpoint folder whose ``trainer_state.json`` (the
+    Trainer writes it last) is missing or half-written; resuming from it would crash, so such a
+    folder is skipped with a note and the one before it is used.
+    """
+    out = recipe.output_dir
+    if not out.is_dir():
+        return None
+    steps = sorted(
+        (int(p.name.removeprefix("checkpoint-")), p) for p in out.glob("checkpoint-*")
+        if p.name.removeprefix("checkpoint-").isdigit()
+    )
+    for _, folder in reversed(steps):
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+            if (folder / "model.safetensors").is_file():
+                return str(folder)
+        except (OSError, ValueError):
+            pass
+        log(f"resume: skipping {folder.name}, which was not completely saved")
+    return None
 
 
 # ------------------------------------------------------------------------------------------------
