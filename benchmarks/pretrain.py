@@ -345,6 +345,20 @@ def run_nlpssl(objective: str, args, tokenizer_dir: Path, batches, run_dir: Path
                      head_share=collator.rate if sparse else 1.0)
 
 
+def tokenizer_alone(texts_split, tokenizer) -> float:
+    """Seconds the Rust tokenizer alone needs for every document (ids only, batches of 2,000).
+
+    Both sides pay this: it is the floor under either side's data preparation.
+    """
+    backend = tokenizer.backend_tokenizer
+    t = time.perf_counter()
+    for part in texts_split:
+        texts = part["text"]
+        for begin in range(0, len(texts), 2000):
+            backend.encode_batch_fast(texts[begin : begin + 2000], add_special_tokens=False)
+    return time.perf_counter() - t
+
+
 def nlpssl_prepare(objective: str, args, tokenizer_dir: Path, work: Path, i: int) -> float:
     """Cold nlpssl data preparation (load, split, tokenize, pack, write the cache) in seconds."""
     from nlpssl.data import prepare_data
@@ -367,9 +381,10 @@ def bench_objective(objective: str, args, texts_split, work: Path, peaks: dict) 
     res: dict = {"objective": objective, "arch": ARCH[objective]}
 
     # Data preparation, alternating; the nlpssl side is cold (fresh cache folder) every time.
-    prep = {"baseline": [], "nlpssl": []}
+    prep = {"baseline": [], "nlpssl": [], "tokenizer": []}
     baseline_data = None
     for i in range(args.prep_repeats if args.only == "both" else 1):
+        prep["tokenizer"].append(tokenizer_alone(texts_split, baseline_tok))
         for side in (("baseline", "nlpssl") if i % 2 == 0 else ("nlpssl", "baseline")):
             if side == "baseline":
                 t = time.perf_counter()
@@ -440,6 +455,7 @@ def print_table(results: list[dict], peaks: dict, args) -> None:
             print(f"{r['objective']:<9} {'ratio':<9} {n['tokens_per_s'] / b['tokens_per_s']:>9.2f}x "
                   f"{n['eval_loss'] - b['eval_loss']:>+10.4f} {n['eval_loss_at_equal_time'] - b['eval_loss_at_equal_time']:>+10.4f} "
                   f"{r['prep_s']['baseline'] / r['prep_s']['nlpssl']:>7.2f}x   (loss columns: nlpssl - baseline; "
+                  f"prep: Rust tokenizer alone {r['prep_s']['tokenizer']:.2f} s of it; "
                   f"equal time = {r['equal_time_s']:.1f} s)")
     print()
 

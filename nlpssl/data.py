@@ -3,8 +3,9 @@
 Data flow::
 
     texts (datasets.Dataset, column "text")
+      -> token ids (+ word starts) per document, batches straight to the Rust tokenizer
+         (datasets.map with data.num_proc > 1), kept as flat numpy arrays
       -> held-out split by *document* (evaluation text is never seen in training)
-      -> datasets.map: token ids (+ word starts) per document, in parallel
       -> pack the whole token stream at once (no remainder dropped per map batch, unlike
          transformers' ``group_texts``), documents separated by [SEP] (masked-LM) or [EOS]
          (causal-LM, T5), masked-LM blocks framed by [CLS] ... [SEP]
@@ -68,14 +69,6 @@ def needs_words(recipe: Recipe) -> bool:
     return recipe.collator.kind in ("word", "span")
 
 
-def utf8_bytes(texts) -> int:
-    """UTF-8 size of a text column, computed by Arrow (a Python loop costs seconds on 15 MB)."""
-    import pyarrow.compute as pc
-
-    table = texts.with_format("arrow")[:]  # respects an indices mapping (after a split)
-    return int(pc.sum(pc.binary_length(table.column("text"))).as_py() or 0)
-
-
 def cache_key(recipe: Recipe, tokenizer) -> str:
     """Hash of everything that changes the processed data (not of num_proc or cache_dir)."""
     data = asdict(recipe.data)
@@ -110,23 +103,72 @@ def _encode_batch(batch: dict, tokenizer, words: bool) -> dict:
     return out
 
 
-def tokenize(texts, tokenizer, num_proc: int = 1, words: bool = False):
-    """Token ids (int32), and word starts (int8) if ``words``, per document via batched ``datasets.map``."""
+@dataclass(frozen=True)
+class Tokens:
+    """Documents as flat arrays: document ``d`` is ``ids[offsets[d]:offsets[d + 1]]``."""
+
+    ids: np.ndarray  # int32
+    offsets: np.ndarray  # int64, one more than there are documents
+    starts: np.ndarray | None = None  # int8, 1 where a token begins a word (word-level collators)
+
+    def take(self, docs: np.ndarray) -> Tokens:
+        """The documents ``docs``, in that order (a numpy gather, no Python loop)."""
+        lengths = np.diff(self.offsets)[docs]
+        offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        gather = np.repeat(self.offsets[docs] - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return Tokens(self.ids[gather], offsets, None if self.starts is None else self.starts[gather])
+
+
+def tokenize(texts, tokenizer, num_proc: int = 1, words: bool = False, batch_size: int = 2000) -> Tokens:
+    """Token ids (and word starts if ``words``) of every document, as flat arrays in corpus order.
+
+    With ``num_proc=1`` the batches go straight to the Rust tokenizer, which already uses every
+    core; no ``datasets.map`` bookkeeping (fingerprints, Arrow writer) sits in between. With
+    ``num_proc > 1`` (useful for word starts, whose per-token Python step is single-threaded) it is
+    a batched ``datasets.map`` over ``num_proc`` processes.
+    """
+    if num_proc > 1:
+        return _tokenize_map(texts, tokenizer, num_proc, words, batch_size)
+    from datasets.utils.logging import is_progress_bar_enabled
+    from tqdm.auto import tqdm
+
+    arrow = texts.with_format("arrow")
+    ids, lengths, starts = [], [], []
+    with tqdm(total=len(texts), desc="Tokenizing", unit=" documents", disable=not is_progress_bar_enabled()) as bar:
+        for begin in range(0, len(texts), batch_size):
+            batch = {"text": arrow[begin : begin + batch_size].column("text").to_pylist()}
+            out = _encode_batch(batch, tokenizer, words)
+            ids.extend(out["ids"])
+            lengths.extend(map(len, out["ids"]))
+            starts.extend(out.get("starts", ()))
+            bar.update(len(batch["text"]))
+    import pyarrow as pa
+
+    flat = pa.array(ids, type=pa.list_(pa.int32())).values.to_numpy()  # list-of-lists -> int32 in C
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return Tokens(flat, offsets, np.concatenate(starts) if words and starts else None)
+
+
+def _tokenize_map(texts, tokenizer, num_proc: int, words: bool, batch_size: int) -> Tokens:
     from datasets import Features, List, Value
 
     columns = {"ids": List(Value("int32"))}
     if words:
         columns["starts"] = List(Value("int8"))
-    return texts.map(
+    table = texts.map(
         _encode_batch,
         batched=True,
-        batch_size=2000,
-        num_proc=num_proc if num_proc > 1 else None,
+        batch_size=batch_size,
+        num_proc=num_proc,
         remove_columns=texts.column_names,
         features=Features(columns),
         fn_kwargs={"tokenizer": tokenizer, "words": words},
         desc="Tokenizing",
-    )
+    ).data.table
+    ids, offsets = _flat(table.column("ids"))
+    return Tokens(ids, offsets, _flat(table.column("starts"))[0] if words else None)
 
 
 def _flat(column) -> tuple[np.ndarray, np.ndarray]:
@@ -139,33 +181,24 @@ def _flat(column) -> tuple[np.ndarray, np.ndarray]:
     return values[offsets[0] : offsets[-1]], offsets - offsets[0]
 
 
-def pack(
-    tokenized, row_len: int, objective: str, special: dict[str, int], flat: tuple | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pack every document into rows of ``row_len`` tokens; returns (ids, word_starts) 2-D arrays.
-
-    ``flat`` is ``_flat`` of the ids column when the caller already has it.
-    """
-    table = tokenized.data.table
-    ids, offsets = flat or _flat(table.column("ids"))
-    # Without a word-level collator every token counts as its own word (the column stays unused).
-    starts = _flat(table.column("starts"))[0] if "starts" in table.column_names else np.ones(len(ids), np.int8)
+def pack(tokens: Tokens, row_len: int, objective: str, special: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pack every document into rows of ``row_len`` tokens; returns (ids, word_starts) 2-D arrays."""
+    ids, offsets = tokens.ids, tokens.offsets
     n_docs = len(offsets) - 1
     sep = special["sep"] if objective == "mlm" else special["eos"]
-    # Insert one separator after each document: token j of document d moves to j + d.
-    stream = np.empty(len(ids) + n_docs, dtype=np.int32)
-    stream_starts = np.ones(len(stream), dtype=np.int8)
-    sep_pos = offsets[1:] + np.arange(n_docs)
-    keep = np.ones(len(stream), dtype=bool)
-    keep[sep_pos] = False
-    stream[keep], stream_starts[keep] = ids, starts
-    stream[sep_pos] = sep
     content = row_len - 2 if objective == "mlm" else row_len
-    n_rows = -(-len(stream) // content)
+    # One separator after each document: token j of document d moves to j + d.
+    n_stream = len(ids) + n_docs
+    n_rows = -(-n_stream // content)
     padded = np.full(n_rows * content, special["pad"], dtype=np.int32)
-    padded[: len(stream)] = stream
+    sep_pos = offsets[1:] + np.arange(n_docs)
+    moved = np.arange(len(ids)) + np.repeat(np.arange(n_docs), np.diff(offsets))
+    padded[moved] = ids
+    padded[sep_pos] = sep
+    # Without a word-level collator every token counts as its own word (the column stays unused).
     padded_starts = np.ones(n_rows * content, dtype=np.int8)
-    padded_starts[: len(stream)] = stream_starts
+    if tokens.starts is not None:
+        padded_starts[moved] = tokens.starts
     rows, row_starts = padded.reshape(n_rows, content), padded_starts.reshape(n_rows, content)
     if objective == "mlm":
         rows = np.concatenate(
@@ -196,20 +229,32 @@ def _special_ids(tokenizer) -> dict[str, int]:
     }
 
 
-def _split_documents(texts, fraction: float, seed: int):
-    """Hold out a seeded share of documents (at least one) for evaluation."""
-    n_eval = max(1, int(round(len(texts) * fraction)))
-    if len(texts) < 2:
+def split_indices(n_docs: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) document indices: a seeded share of documents (at least one) held out.
+
+    The same permutation as ``Dataset.train_test_split(test_size=n_eval, seed=seed)`` (a test
+    checks it), so :func:`_split_documents` hands a baseline the very same documents.
+    """
+    if n_docs < 2:
         raise NlpsslError(
-            f"data: the corpus has {len(texts)} document(s); at least 2 are needed to hold one out "
+            f"data: the corpus has {n_docs} document(s); at least 2 are needed to hold one out "
             "for evaluation. Add text or point data.source at a larger corpus."
         )
-    split = texts.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
-    return split["train"], split["test"]
+    n_eval = max(1, int(round(n_docs * fraction)))
+    permutation = np.random.default_rng(seed).permutation(n_docs)
+    return permutation[n_eval:], permutation[:n_eval]
+
+
+def _split_documents(texts, fraction: float, seed: int):
+    """The held-out split as two ``datasets.Dataset`` views (for code that maps over texts)."""
+    train, held_out = split_indices(len(texts), fraction, seed)
+    return texts.select(train), texts.select(held_out)
 
 
 def build_packed(recipe: Recipe, tokenizer) -> tuple:
-    """Load texts, split, tokenize and pack: returns (train_ds, eval_ds, stats)."""
+    """Load texts, tokenize, split by document and pack: returns (train_ds, eval_ds, stats)."""
+    import pyarrow.compute as pc
+
     from nlpssl.sources import load_texts
 
     d = recipe.data
@@ -217,31 +262,31 @@ def build_packed(recipe: Recipe, tokenizer) -> tuple:
         d.source, text_column=d.text_column, hub_config=d.hub_config, split=d.split,
         txt_unit=d.txt_unit, max_texts=d.max_texts, builtin_stories=d.builtin_stories, seed=d.seed,
     )
-    train_texts, eval_texts = _split_documents(texts, d.eval_fraction, d.seed)
+    split = split_indices(len(texts), d.eval_fraction, d.seed)
     objective, row_len = objective_of(recipe), row_length(recipe)
     special = _special_ids(tokenizer)
+    # Tokenized once in corpus order (contiguous reads), then split with a numpy gather.
+    tokens = tokenize(texts, tokenizer, d.num_proc, words=needs_words(recipe))
+    doc_bytes = pc.binary_length(texts.with_format("arrow")[:].column("text")).to_numpy(zero_copy_only=False)
     out, stats = [], {}
-    for name, part in (("train", train_texts), ("eval", eval_texts)):
-        n_bytes = utf8_bytes(part)
-        tok = tokenize(part, tokenizer, d.num_proc, words=needs_words(recipe))
-        flat = _flat(tok.data.table.column("ids"))
-        rows, starts = pack(tok, row_len, objective, special, flat)
-        ids_flat = flat[0]
-        n_tokens = int(len(ids_flat))
-        if n_tokens + len(part) < row_len:
+    for name, docs in zip(("train", "eval"), split):
+        part = tokens.take(docs)
+        n_tokens = int(len(part.ids))
+        if n_tokens + len(docs) < row_len:
             raise NlpsslError(
                 f"data: the {name} split holds {n_tokens} tokens, fewer than one block of "
                 f"data.block_size={row_len} (source {d.source!r}). Use more text, a smaller "
                 + ("data.block_size." if name == "train" else "data.block_size or a larger data.eval_fraction.")
             )
+        rows, starts = pack(part, row_len, objective, special)
         if name == "eval":
             rows, starts = rows[: d.eval_max_blocks], starts[: d.eval_max_blocks]
         else:
-            counts = np.bincount(ids_flat, minlength=len(tokenizer)).astype(np.int64)
+            counts = np.bincount(part.ids, minlength=len(tokenizer)).astype(np.int64)
             stats["train_unigram_counts"] = counts.tolist()
-        stats[f"{name}_documents"] = len(part)
+        stats[f"{name}_documents"] = len(docs)
         stats[f"{name}_tokens"] = n_tokens
-        stats[f"{name}_bytes"] = n_bytes
+        stats[f"{name}_bytes"] = int(doc_bytes[docs].sum())
         stats[f"{name}_blocks"] = int(rows.shape[0])
         out.append(_to_dataset(rows, starts))
     return out[0], out[1], stats

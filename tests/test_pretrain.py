@@ -99,6 +99,45 @@ def test_packing_keeps_every_token_and_frames_blocks(tmp_path, tiny_tokenizer):
     assert (content == tiny_tokenizer.sep_token_id).sum() == data.stats["train_documents"]
 
 
+def test_held_out_split_matches_datasets_train_test_split(story_texts):
+    import datasets
+
+    from nlpssl.data import split_indices
+
+    texts = datasets.Dataset.from_dict({"text": story_texts})
+    train, held_out = split_indices(len(texts), 0.05, seed=3)
+    reference = texts.train_test_split(test_size=len(held_out), seed=3, shuffle=True)
+    assert texts.select(train)["text"] == reference["train"]["text"]
+    assert texts.select(held_out)["text"] == reference["test"]["text"]
+    assert len(held_out) == 20 and not set(train) & set(held_out)
+
+
+def test_tokens_take_gathers_documents_in_the_given_order():
+    import numpy as np
+
+    from nlpssl.data import Tokens
+
+    docs = Tokens(np.arange(10, 16, dtype=np.int32), np.array([0, 2, 3, 6]), np.array([1, 0, 1, 1, 0, 1], np.int8))
+    part = docs.take(np.array([2, 0]))
+    assert part.ids.tolist() == [13, 14, 15, 10, 11] and part.offsets.tolist() == [0, 3, 5]
+    assert part.starts.tolist() == [1, 0, 1, 1, 0]
+
+
+def test_tokenize_with_processes_matches_the_direct_path(tmp_path, tiny_tokenizer, story_texts):
+    import datasets
+    import numpy as np
+
+    from nlpssl.data import tokenize
+
+    texts = datasets.Dataset.from_dict({"text": story_texts[:60]})
+    direct = tokenize(texts, tiny_tokenizer, words=True, batch_size=16)
+    mapped = tokenize(texts, tiny_tokenizer, num_proc=2, words=True, batch_size=16)
+    for a, b in ((direct.ids, mapped.ids), (direct.offsets, mapped.offsets), (direct.starts, mapped.starts)):
+        assert np.array_equal(a, b)
+    first = tiny_tokenizer(story_texts[0], add_special_tokens=False).input_ids
+    assert direct.ids[: direct.offsets[1]].tolist() == first
+
+
 def test_causal_blocks_separate_documents_with_eos(tmp_path, tiny_tokenizer):
     import numpy as np
 
@@ -174,6 +213,19 @@ def test_resume_after_interrupt_reaches_the_same_step(tmp_path, sig):
     state = json.loads((tmp_path / "run" / "checkpoint-40" / "trainer_state.json").read_text())
     assert state["global_step"] == 40
     assert (tmp_path / "run" / "export" / "model.safetensors").is_file()
+
+
+def test_resume_skips_a_checkpoint_killed_while_saving(tmp_path, capsys):
+    from nlpssl.pretrain import last_checkpoint
+
+    recipe = load_recipe("bert-tiny", tiny_overrides(tmp_path))
+    for step, state in ((10, '{"global_step": 10}'), (20, '{"global_st'), (9, '{"global_step": 9}')):
+        folder = recipe.output_dir / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(state)
+        (folder / "model.safetensors").write_bytes(b"")
+    assert last_checkpoint(recipe) == str(recipe.output_dir / "checkpoint-10")
+    assert "skipping checkpoint-20" in capsys.readouterr().out
 
 
 LAUNCHERS = {
