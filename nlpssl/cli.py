@@ -39,7 +39,11 @@ def cmd_recipe_validate(a) -> None:
     failed = 0
     for name in a.recipes:
         try:
-            load_recipe(name)
+            recipe = load_recipe(name)
+            if recipe.kind == "finetune":  # the task section's range checks, as finetune() runs them
+                from nlpssl.finetune import check_task
+
+                check_task(recipe)
             print(f"ok      {name}")
         except NlpsslError as err:
             failed += 1

@@ -1,8 +1,10 @@
 """Recipe loading: type conversion, unknown keys, overrides, all errors at once, every shipped recipe."""
 
+from pathlib import Path
+
 import pytest
 
-from nlpssl.recipe import RecipeError, list_recipes, load_recipe, recipe_from_dict
+from nlpssl.recipe import RecipeError, find_recipe, list_recipes, load_recipe, recipe_from_dict
 
 SHIPPED = [p.stem for p in list_recipes()]
 
@@ -112,6 +114,18 @@ def test_cli_recipe_commands(capsys):
     assert "ok      bert-tiny" in out and "invalid no-such-recipe" in out
     assert main(["recipe", "show", "bert-tiny", "collator.rat=1"]) == 2
     assert "Did you mean 'rate'" in capsys.readouterr().err
+
+
+def test_recipe_validate_runs_the_finetune_task_checks(tmp_path, capsys):
+    from nlpssl.cli import main
+
+    bad = tmp_path / "ft.yaml"
+    bad.write_text(Path(find_recipe("finetune-tiny")).read_text().replace("max_length: 128", "max_length: 4"))
+    with pytest.raises(SystemExit):
+        main(["recipe", "validate", "finetune-tiny", str(bad)])
+    out = capsys.readouterr().out
+    assert "ok      finetune-tiny" in out
+    assert "task.max_length is out of range (got 4)" in out
 
 
 def test_yaml_booleans_read_as_on_off_choices():
