@@ -386,33 +386,18 @@ def _read_delimited_columns(path: Path, delimiter: str) -> dict[str, list]:
 
 
 def _read_jsonl_columns(path: Path) -> dict[str, list]:
-    records = []
-    with path.open(encoding="utf-8-sig") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise NlpsslError(
-                    f"{path}:{lineno}: line is not valid JSON ({err.msg}; got {line.strip()[:60]!r}). "
-                    "Fix or delete that line: each line of a .jsonl file must be one JSON object."
-                ) from err
-            if not isinstance(record, dict):
-                raise NlpsslError(
-                    f"{path}:{lineno}: line is not a JSON object (got {type(record).__name__}). "
-                    'Write one object per line, e.g. {"text": "...", "label": "positive"}.'
-                )
-            records.append(record)
+    from nlpssl.sources import jsonl_records
+
+    records = [r for _, r in jsonl_records(path, '{"text": "...", "label": "positive"}')]
     names = list(dict.fromkeys(key for record in records for key in record))
     return {name: [record.get(name) for record in records] for name in names}
 
 
 def _read_hub(source: str, task: FinetuneSection, split: str) -> tuple[Split, list[str] | None]:
     """A Hub split; ClassLabel ids become their names, which also fix the label order."""
-    from nlpssl.sources import _hub_dataset  # translates offline / not-found / bad-split errors
+    from nlpssl.sources import hub_dataset  # translates offline / not-found / bad-split errors
 
-    dataset = _hub_dataset(source, task.hub_config, split, streaming=False)
+    dataset = hub_dataset(source, task.hub_config, split, streaming=False)
     feature = dataset.features.get(task.label_column)
     names = list(feature.names) if hasattr(feature, "names") else None
     columns = {c: list(dataset[c]) for c in (task.text_column, task.text_pair_column, task.label_column)

@@ -277,7 +277,13 @@ def _read_txt(path: Path, txt_unit: str) -> Iterator[str]:
             yield "".join(line for _, line in _decoded_lines(path)).strip()
 
 
-def _read_jsonl(path: Path, text_column: str) -> Iterator[str]:
+def jsonl_records(path: Path, example: str = '{"text": "..."}') -> Iterator[tuple[str, dict]]:
+    """(``path:line``, object) for each non-blank line of a .jsonl file, decoded strictly as UTF-8.
+
+    Raises:
+        NlpsslError: A line that is not JSON or not an object (``example`` shows the fix), or bytes
+            that are not UTF-8.
+    """
     for lineno, line in _decoded_lines(path):
         if not line.strip():
             continue
@@ -291,11 +297,16 @@ def _read_jsonl(path: Path, text_column: str) -> Iterator[str]:
         if not isinstance(record, dict):
             raise NlpsslError(
                 f"{path}:{lineno}: line is not a JSON object (got {type(record).__name__}). "
-                f'Write one object per line, e.g. {{"{text_column}": "..."}}.'
+                f"Write one object per line, e.g. {example}."
             )
+        yield f"{path}:{lineno}", record
+
+
+def _read_jsonl(path: Path, text_column: str) -> Iterator[str]:
+    for where, record in jsonl_records(path, f'{{"{text_column}": "..."}}'):
         if text_column not in record:
-            raise _column_error(f"{path}:{lineno}", text_column, list(record))
-        yield _as_text(record[text_column], f"{path}:{lineno}", text_column)
+            raise _column_error(where, text_column, list(record))
+        yield _as_text(record[text_column], where, text_column)
 
 
 def _read_delimited(path: Path, text_column: str) -> Iterator[str]:
@@ -361,7 +372,7 @@ def _column_error(where: str, text_column: str, available: list[str]) -> NlpsslE
 # ----------------------------------------------------------------------------- Hub datasets
 
 
-def _hub_dataset(source: str, hub_config: str | None, split: str, streaming: bool):
+def hub_dataset(source: str, hub_config: str | None, split: str, streaming: bool):
     """Call `datasets.load_dataset`, turning its errors into ones that say what to do."""
     import datasets
 
@@ -392,7 +403,7 @@ def _hub_dataset(source: str, hub_config: str | None, split: str, streaming: boo
 
 
 def _iter_hub(source: str, text_column: str, hub_config: str | None, split: str) -> Iterator[str]:
-    dataset = _hub_dataset(source, hub_config, split, streaming=True)
+    dataset = hub_dataset(source, hub_config, split, streaming=True)
     columns = list(dataset.column_names or [])
     if columns and text_column not in columns:
         raise _column_error(source, text_column, columns)
@@ -403,7 +414,7 @@ def _iter_hub(source: str, text_column: str, hub_config: str | None, split: str)
 def _load_hub(
     source: str, text_column: str, hub_config: str | None, split: str, max_texts: int | None
 ) -> datasets.Dataset:
-    dataset = _hub_dataset(source, hub_config, split, streaming=False)
+    dataset = hub_dataset(source, hub_config, split, streaming=False)
     if text_column not in dataset.column_names:
         raise _column_error(source, text_column, dataset.column_names)
     feature = dataset.features[text_column]
