@@ -48,6 +48,8 @@ def score(model, blocks, collator, batch_size: int) -> tuple[float, float, int]:
         correct += int((logits.argmax(-1) == target).sum())
         total += int(target.numel())
         loss_sum += float(torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum"))
+    if total == 0:
+        raise SystemExit("masking_eval: no token was masked in the held-out blocks; is the eval split empty?")
     return correct / total, loss_sum / total, total
 
 

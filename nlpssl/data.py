@@ -130,24 +130,26 @@ def tokenize(texts, tokenizer, num_proc: int = 1, words: bool = False, batch_siz
     """
     if num_proc > 1:
         return _tokenize_map(texts, tokenizer, num_proc, words, batch_size)
+    import pyarrow as pa
     from datasets.utils.logging import is_progress_bar_enabled
     from tqdm.auto import tqdm
 
     arrow = texts.with_format("arrow")
-    ids, lengths, starts = [], [], []
+    ids, lengths, starts = [], [], []  # numpy chunks: Python int lists never outlive their batch
     with tqdm(total=len(texts), desc="Tokenizing", unit=" documents", disable=not is_progress_bar_enabled()) as bar:
         for begin in range(0, len(texts), batch_size):
             batch = {"text": arrow[begin : begin + batch_size].column("text").to_pylist()}
             out = _encode_batch(batch, tokenizer, words)
-            ids.extend(out["ids"])
-            lengths.extend(map(len, out["ids"]))
-            starts.extend(out.get("starts", ()))
+            column = pa.array(out["ids"], type=pa.list_(pa.int32()))  # list-of-lists -> int32 in C
+            ids.append(column.flatten().to_numpy())
+            lengths.append(column.value_lengths().to_numpy(zero_copy_only=False))
+            if words:
+                starts.append(np.concatenate(out["starts"]) if out["starts"] else np.zeros(0, np.int8))
             bar.update(len(batch["text"]))
-    import pyarrow as pa
-
-    flat = pa.array(ids, type=pa.list_(pa.int32())).values.to_numpy()  # list-of-lists -> int32 in C
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
+    flat = np.concatenate(ids) if ids else np.zeros(0, np.int32)
     return Tokens(flat, offsets, np.concatenate(starts) if words and starts else None)
 
 
@@ -192,7 +194,8 @@ def pack(tokens: Tokens, row_len: int, objective: str, special: dict[str, int]) 
     n_rows = -(-n_stream // content)
     padded = np.full(n_rows * content, special["pad"], dtype=np.int32)
     sep_pos = offsets[1:] + np.arange(n_docs)
-    moved = np.arange(len(ids)) + np.repeat(np.arange(n_docs), np.diff(offsets))
+    moved = np.repeat(np.arange(n_docs), np.diff(offsets))  # document of each token ...
+    moved += np.arange(len(ids))  # ... plus its own position (in place: one int64 array)
     padded[moved] = ids
     padded[sep_pos] = sep
     # Without a word-level collator every token counts as its own word (the column stays unused).

@@ -19,19 +19,22 @@ from nlpssl.errors import NlpsslError
 PIPELINE_TAG = {"mlm": "fill-mask", "causal": "text-generation", "t5": "text2text-generation"}
 
 
+SPAN_BOUNDARY_HEAD = "span_boundary_head"  # training-only submodule (nlpssl.training), never exported
+
+
 def find_weights(run_dir: Path) -> Path:
-    """The run's final model folder, else its latest checkpoint."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The run's final model folder, else its newest completely saved checkpoint."""
+    from nlpssl.pretrain import has_weights, newest_complete_checkpoint
 
     final = run_dir / "final"
-    if (final / "model.safetensors").is_file():
+    if has_weights(final):
         return final
-    last = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
-    if last and (Path(last) / "model.safetensors").is_file():
-        return Path(last)
+    last = newest_complete_checkpoint(run_dir)
+    if last is not None:
+        return last
     raise NlpsslError(
         f"export: {str(run_dir)!r} holds no trained weights (no final/model.safetensors and no "
-        "checkpoint-*/). Point it at a pretraining run folder (training.output_dir) that saved a checkpoint."
+        "complete checkpoint-*/). Point it at a pretraining run folder (training.output_dir) that saved a checkpoint."
     )
 
 
@@ -57,7 +60,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copy2(weights / "config.json", tmp / "config.json")
-    write_stock_weights(weights / "model.safetensors", tmp / "model.safetensors")
+    write_stock_weights(weights, tmp)
     write_tokenizer(recipe, run_dir, tmp, objective)
     if objective != "mlm":
         write_generation_config(tmp, weights)
@@ -72,14 +75,24 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     return out_dir
 
 
-def write_stock_weights(src: Path, dst: Path) -> None:
+def write_stock_weights(weights: Path, out: Path) -> None:
     """Copy the weights, leaving out training-only heads (the span boundary head) if present."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from nlpssl.training import SPAN_BOUNDARY_HEAD
-
     prefix = f"{SPAN_BOUNDARY_HEAD}."
+    index = weights / "model.safetensors.index.json"
+    if index.is_file():  # sharded (large models): copied as they are
+        if any(n.startswith(prefix) for n in json.loads(index.read_text()).get("weight_map", {})):
+            raise NlpsslError(
+                f"export: {str(weights)!r} holds sharded weights with the training-only span boundary "
+                "head (got a model.safetensors.index.json). Re-save the model unsharded (a larger "
+                "max_shard_size) before exporting, or train without collator.span_boundary."
+            )
+        for name in [index.name, *sorted(set(json.loads(index.read_text())["weight_map"].values()))]:
+            shutil.copy2(weights / name, out / name)
+        return
+    src, dst = weights / "model.safetensors", out / "model.safetensors"
     with safe_open(str(src), framework="pt") as f:
         names, metadata = list(f.keys()), f.metadata()
         if not any(n.startswith(prefix) for n in names):

@@ -138,28 +138,38 @@ def write_run_recipe(recipe: Recipe) -> None:
 
 
 def last_checkpoint(recipe: Recipe) -> str | None:
-    """The newest complete checkpoint of the run, or None.
+    """The newest complete checkpoint of the run (see :func:`newest_complete_checkpoint`), or None."""
+    found = newest_complete_checkpoint(recipe.output_dir)
+    return None if found is None else str(found)
+
+
+def newest_complete_checkpoint(run_dir: Path) -> Path | None:
+    """The newest ``checkpoint-N`` folder that was saved completely, or None.
 
     A process killed while saving can leave a checkpoint folder whose ``trainer_state.json`` (the
     Trainer writes it last) is missing or half-written; resuming from it would crash, so such a
     folder is skipped with a note and the one before it is used.
     """
-    out = recipe.output_dir
-    if not out.is_dir():
+    if not run_dir.is_dir():
         return None
     steps = sorted(
-        (int(p.name.removeprefix("checkpoint-")), p) for p in out.glob("checkpoint-*")
+        (int(p.name.removeprefix("checkpoint-")), p) for p in run_dir.glob("checkpoint-*")
         if p.name.removeprefix("checkpoint-").isdigit()
     )
     for _, folder in reversed(steps):
         try:
             json.loads((folder / "trainer_state.json").read_text())
-            if (folder / "model.safetensors").is_file():
-                return str(folder)
+            if has_weights(folder):
+                return folder
         except (OSError, ValueError):
             pass
-        log(f"resume: skipping {folder.name}, which was not completely saved")
+        log(f"skipping {folder}, which was not completely saved")
     return None
+
+
+def has_weights(folder: Path) -> bool:
+    """True if ``folder`` holds safetensors weights, single-file or sharded."""
+    return (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -257,6 +267,11 @@ def training_arguments(recipe: Recipe, **extra: Any):
         kw["tf32"] = s.tf32
     if s.compile and "torch_compile" not in t:
         kw["torch_compile"] = True
+    if recipe.collator.span_boundary and "ddp_find_unused_parameters" not in t:
+        # The boundary logits are not among the model's outputs, so DDP's search for unused
+        # parameters would miss the head's and then see their gradients arrive ("marked ready
+        # twice"). Every parameter is used on every step here, so no search is needed.
+        kw["ddp_find_unused_parameters"] = False
     kw.update(extra)
     return recipe.training_arguments(**kw)
 

@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
+from nlpssl.errors import NlpsslError
+from nlpssl.export import SPAN_BOUNDARY_HEAD
+
 
 def mlm_head(model) -> torch.nn.Module:
     """The first module of a stock masked-LM's head (BERT ``cls``, RoBERTa ``lm_head``, ModernBERT ``head``).
@@ -41,35 +44,43 @@ class PretrainTrainer(Trainer):
     def __init__(self, *args, objective: str = "mlm", sparse_mlm_head: bool = True,
                  span_boundary: bool = False, **kwargs):
         if span_boundary:
-            model = kwargs["model"]
+            model = kwargs.get("model")
+            if model is None:
+                raise NlpsslError("PretrainTrainer: span_boundary=True needs the model passed as model=...")
             # A submodule, so the optimizer, checkpoints, resume and DDP all see it; the export
-            # drops its weights (nlpssl.export.SPAN_BOUNDARY_PREFIX).
-            model.add_module(SPAN_BOUNDARY_HEAD, SpanBoundaryHead(model.config.hidden_size))
+            # drops its tensors (nlpssl.export.write_stock_weights).
+            std = getattr(model.config, "initializer_range", 0.02)
+            model.add_module(SPAN_BOUNDARY_HEAD, SpanBoundaryHead(model.config.hidden_size, init_std=std))
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
         self._correct = torch.zeros(2, dtype=torch.float64)  # [correct, total] on eval batches
-        self._boundary_loss = torch.zeros(2, dtype=torch.float64)  # [sum, steps] since the last log
+        self._boundary_sum: torch.Tensor | float = 0.0  # boundary loss summed since the last log
+        self._boundary_steps = 0
         self._selected: torch.Tensor | None = None
-        self._hidden: torch.Tensor | None = None
+        self._boundary_logits: torch.Tensor | None = None
         self._sparse = objective == "mlm" and sparse_mlm_head
         self._span_boundary = span_boundary
         if objective == "mlm" and (sparse_mlm_head or span_boundary):
             self._wrap_head(mlm_head(self.model))
 
     def _wrap_head(self, head: torch.nn.Module) -> None:
-        """Let ``head`` see only the selected positions, and keep its input for the boundary loss.
+        """Let ``head`` see only the selected positions, and run the span boundary head beside it.
 
         The forward is swapped on the instance (not the module tree), so parameter names,
         checkpoints, DDP wrapping and the export stay exactly those of the stock model, and the
-        call still goes through the (possibly DDP-wrapped) model's own forward.
+        call still goes through the (possibly DDP-wrapped) model's own forward. The boundary head
+        runs here too, inside that forward, so mixed-precision autocast covers it (under DDP it
+        needs ``ddp_find_unused_parameters=False``, which ``training_arguments`` sets).
         """
         dense_forward = head.forward
+        model = self.model
 
         def forward(hidden):
             if self._selected is not None:
-                if self._span_boundary:
-                    self._hidden = hidden  # [B, L, H] encoder output
+                if self._span_boundary and head.training:
+                    z = getattr(model, SPAN_BOUNDARY_HEAD)(hidden, self._selected)  # [N, H]
+                    self._boundary_logits = model.get_output_embeddings()(z)  # [N, V]
                 if self._sparse:
                     hidden = hidden[self._selected]  # [B, L, H] -> [N, H]
             return dense_forward(hidden)
@@ -87,17 +98,16 @@ class PretrainTrainer(Trainer):
         self._selected = selected
         try:
             logits = model(**inputs).logits  # [N, V] with the sparse head, else [B, L, V]
-            hidden, self._hidden = self._hidden, None
+            boundary_logits = self._boundary_logits
         finally:
-            self._selected = None
+            self._selected = self._boundary_logits = None
         if logits.dim() == 3:
             logits = logits[selected]
         loss = F.cross_entropy(logits.float(), target)
-        if self._span_boundary and model.training and target.numel():
-            unwrapped = self.accelerator.unwrap_model(model)
-            z = getattr(unwrapped, SPAN_BOUNDARY_HEAD)(hidden, selected)
-            boundary = F.cross_entropy(unwrapped.get_output_embeddings()(z).float(), target)
-            self._boundary_loss += torch.tensor([boundary.item(), 1.0], dtype=torch.float64)
+        if boundary_logits is not None:
+            boundary = F.cross_entropy(boundary_logits.float(), target)
+            self._boundary_sum = self._boundary_sum + boundary.detach()  # no host sync per step
+            self._boundary_steps += 1
             loss = loss + boundary
         if not model.training:
             with torch.no_grad():
@@ -125,10 +135,10 @@ class PretrainTrainer(Trainer):
             self.data_collator = train_collator
 
     def log(self, logs, *args, **kwargs):
-        if "loss" in logs and self._boundary_loss[1] > 0:
-            # "loss" is masked-LM + boundary loss; this is the boundary part alone
-            logs["span_boundary_loss"] = round(float(self._boundary_loss[0] / self._boundary_loss[1]), 4)
-            self._boundary_loss.zero_()
+        if "loss" in logs and self._boundary_steps:
+            # "loss" is masked-LM + boundary loss; this is the boundary part alone (this rank's)
+            logs["span_boundary_loss"] = round(float(self._boundary_sum) / self._boundary_steps, 4)
+            self._boundary_sum, self._boundary_steps = 0.0, 0
         if "eval_loss" in logs:
             if self.objective == "mlm" and self._correct[1] > 0:
                 counts = self._correct.clone()
@@ -141,7 +151,6 @@ class PretrainTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-SPAN_BOUNDARY_HEAD = "span_boundary_head"  # the training-only submodule's name
 
 
 class SpanBoundaryHead(torch.nn.Module):
@@ -157,7 +166,7 @@ class SpanBoundaryHead(torch.nn.Module):
     are clipped at ``max_offset - 1``.
     """
 
-    def __init__(self, hidden_size: int, max_offset: int = 32, eps: float = 1e-12):
+    def __init__(self, hidden_size: int, max_offset: int = 32, eps: float = 1e-12, init_std: float = 0.02):
         super().__init__()
         self.max_offset = max_offset
         self.positions = torch.nn.Embedding(max_offset, hidden_size)
@@ -165,6 +174,11 @@ class SpanBoundaryHead(torch.nn.Module):
             torch.nn.Linear(3 * hidden_size, hidden_size), torch.nn.GELU(), torch.nn.LayerNorm(hidden_size, eps=eps),
             torch.nn.Linear(hidden_size, hidden_size), torch.nn.GELU(), torch.nn.LayerNorm(hidden_size, eps=eps),
         )
+        for module in self.modules():  # as the host model initialises its own (BERT-style normal)
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                torch.nn.init.normal_(module.weight, std=init_std)
+            if isinstance(module, torch.nn.Linear):
+                torch.nn.init.zeros_(module.bias)
 
     def forward(self, hidden: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
         """[N, H] states for the N selected positions of ``hidden`` [B, L, H], in row-major order."""

@@ -431,30 +431,31 @@ def test_fixed_copy_repeats_its_masks_and_leaves_the_training_stream_alone(unit)
     second = fixed_copy(train)(rows)  # a new pass: the same questions again
     assert torch.equal(first["labels"], second["labels"])
     assert torch.equal(first["input_ids"], second["input_ids"])
-    # evaluation drew nothing from the training generator, and its stats stay its own
+    assert (first["labels"] != -100).any()
+    # any batching gives each row the same masks
+    halves = [fixed_copy(train)(rows[:3]), fixed_copy(train)(rows[3:])]
+    assert torch.equal(torch.cat([h["labels"] for h in halves]), first["labels"])
+    # evaluation drew nothing from the training generator
     assert torch.equal(train(rows)["labels"], untouched(rows)["labels"])
-    assert not torch.equal(first["labels"], masker(unit=unit, seed=3)(rows)["labels"])
+    assert not torch.equal(first["labels"], fixed_copy(masker(unit=unit, seed=4))(rows)["labels"])
     t5 = T5SpanCorruptionCollator(sentinel_ids=SENTINELS, eos_id=EOS, pad_id=PAD, seed=1)
     blocks = [r["input_ids"] for r in rows]
-    assert torch.equal(fixed_copy(t5)(blocks)["labels"], fixed_copy(t5)(blocks)["labels"])
+    assert torch.equal(fixed_copy(t5)(blocks)["labels"][:5], fixed_copy(t5)(blocks[:5])["labels"])
     causal = CausalCollator(pad_id=PAD)
     assert fixed_copy(causal) is causal
 
 
-def test_fixed_copy_is_the_same_in_dataloader_workers_on_every_pass():
+@pytest.mark.parametrize("persistent", [False, True])
+def test_fixed_copy_is_the_same_in_dataloader_workers_on_every_pass(persistent):
     rows = packed_rows(8, seed=5)
-    train = masker(unit="span")
-
-    def one_pass():
-        loader = torch.utils.data.DataLoader(
-            rows, batch_size=2, num_workers=2, collate_fn=fixed_copy(train), multiprocessing_context="fork"
-        )
-        return torch.cat([b["labels"] for b in loader])
-
-    torch.manual_seed(0)
-    first = one_pass()
-    torch.manual_seed(1)  # a new epoch gives workers a new base seed; the eval masks must not move
-    assert torch.equal(first, one_pass())
+    expected = fixed_copy(masker(unit="span"))(rows)["labels"]
+    loader = torch.utils.data.DataLoader(
+        rows, batch_size=3, num_workers=2, collate_fn=fixed_copy(masker(unit="span")),
+        multiprocessing_context="fork", persistent_workers=persistent,
+    )
+    for seed in (0, 1):  # a new epoch gives workers a new base seed; the eval masks must not move
+        torch.manual_seed(seed)
+        assert torch.equal(torch.cat([b["labels"] for b in loader]), expected)
 
 
 # --- tokenizer helpers ----------------------------------------------------------------------------

@@ -74,14 +74,10 @@ class WorkerGenerator:
     DataLoader's per-epoch base seed is mixed in too: non-persistent workers are re-created every
     epoch, and without it every epoch would repeat the first epoch's masks. That base seed follows
     the global torch seed (``transformers.set_seed``), so runs stay reproducible.
-
-    ``stream="eval"`` leaves the per-epoch seed out, so every evaluation pass draws the same masks
-    (see :func:`fixed_copy`).
     """
 
-    def __init__(self, seed: int, stream: str = "train") -> None:
+    def __init__(self, seed: int) -> None:
         self.seed = seed
-        self.stream = stream
         self._generator: torch.Generator | None = None
         self._owner: tuple[int, int | None] | None = None
 
@@ -91,11 +87,8 @@ class WorkerGenerator:
         owner = (os.getpid(), None if info is None else info.id)
         if self._generator is None or self._owner != owner:
             rank = int(os.environ.get("RANK", "0"))
-            if self.stream == "train":
-                key = f"{self.seed}/{rank}/{'main' if info is None else f'{info.id}/{info.seed}'}"
-            else:
-                key = f"{self.seed}/{self.stream}/{rank}/{'main' if info is None else info.id}"
-            digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+            worker = "main" if info is None else f"{info.id}/{info.seed}"
+            digest = hashlib.blake2b(f"{self.seed}/{rank}/{worker}".encode(), digest_size=8).digest()
             self._generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
             self._owner = owner
         return self._generator
@@ -107,20 +100,57 @@ class WorkerGenerator:
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers must build their own generator (and generators do not pickle on every torch).
-        return {"seed": self.seed, "stream": self.stream, "_generator": None, "_owner": None}
+        return {"seed": self.seed, "_generator": None, "_owner": None}
 
 
 def fixed_copy(collator: Any) -> Any:
-    """A fresh copy of a random collator that draws the same masks on every evaluation pass.
+    """A collator that corrupts each row as a function of (seed, the row's ids) only.
 
     Evaluating with the training collator re-draws the masks each time, so the same model scores
     differently from pass to pass (0.723 vs 0.711 masked-token accuracy for one span model) and two
-    runs are not compared on the same questions. Call this once per evaluation: the copy starts its
-    own seeded ``"eval"`` stream, so evaluation neither varies nor moves the training stream.
-    Collators without a random generator come back unchanged.
+    runs are not compared on the same questions. The copy draws every row's masks from a generator
+    seeded by a hash of the collator's seed and that row's ids: the same questions on every pass,
+    whatever the batch size, DataLoader workers (persistent or not) or number of processes, and
+    the training stream is never touched. Collators without a random generator come back unchanged.
     """
     if not (dataclasses.is_dataclass(collator) and isinstance(getattr(collator, "_rng", None), WorkerGenerator)):
         return collator
-    copy = dataclasses.replace(collator)  # re-runs __post_init__: new generator, empty stats
-    copy._rng = WorkerGenerator(collator.seed, stream="eval")
-    return copy
+    return RowSeeded(dataclasses.replace(collator))  # re-runs __post_init__: its own stats
+
+
+class _Fixed:
+    """Stands in for a WorkerGenerator: hands out one pre-seeded generator."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def get(self) -> torch.Generator:
+        return self.generator
+
+
+class RowSeeded:
+    """Collates one row at a time with a generator seeded from (seed, row ids); see :func:`fixed_copy`."""
+
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator
+
+    def __call__(self, features: Sequence[Any]) -> dict[str, torch.Tensor]:
+        ids, lengths = stack_column(features, "input_ids", 0, "fixed_copy")
+        own = self.collator._rng
+        try:
+            if int(lengths.min()) != ids.shape[1]:  # ragged rows: collate together, seeded by the batch
+                self.collator._rng = _Fixed(self._generator(ids))
+                return self.collator(features)
+            parts = []
+            for i, row in enumerate(features):
+                self.collator._rng = _Fixed(self._generator(ids[i]))
+                parts.append(self.collator([row]))
+            return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+        finally:
+            self.collator._rng = own  # a WorkerGenerator: pickles into DataLoader workers
+
+    def _generator(self, ids: torch.Tensor) -> torch.Generator:
+        digest = hashlib.blake2b(
+            f"{self.collator.seed}/eval/".encode() + ids.numpy().tobytes(), digest_size=8
+        ).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
