@@ -57,6 +57,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="finished masked-LM run folders")
     p.add_argument("--units", nargs="+", choices=UNITS, default=["token", "span"])
+    p.add_argument("--mask-seeds", type=int, default=1,
+                   help="average over this many mask seeds (the recipe's seed, then seed+1, ...), to see past "
+                        "the luck of one draw of masks; prints mean and standard deviation")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args()
@@ -73,19 +76,27 @@ def main() -> None:
         if not (run / "export" / "config.json").is_file() or not (run / "recipe.yaml").is_file():
             raise NlpsslError(f"{run}: not a finished nlpssl run (needs recipe.yaml and export/). "
                               "Pass the training.output_dir of a completed masked-LM run.")
-    print(f"{'run':<28} {'trained with':<13}" + "".join(f"{u + ' masks':>22}" for u in args.units))
+    print(f"{'run':<28} {'trained with':<13}" + "".join(f"{u + ' masks':>28}" for u in args.units))
     for run in args.runs:
         recipe, tokenizer, blocks = held_out(run)
         trained = load_recipe(run / "recipe.yaml").collator.kind
         model = AutoModelForMaskedLM.from_pretrained(run / "export").eval()
         cells = []
         for unit in args.units:
-            masked = load_recipe(run / "recipe.yaml", [f"collator.kind={unit}", "collator.span_boundary=false"])
-            acc, loss, n = score(model, blocks, fixed_copy(build_collator(masked, tokenizer)), args.batch_size)
-            cells.append(f"acc {acc:.3f} loss {loss:.3f}")
-        print(f"{str(run):<28} {trained:<13}" + "".join(f"{c:>22}" for c in cells), flush=True)
-    print(f"(held-out blocks: {len(blocks)} of {recipe.data.block_size} tokens in the last run; "
-          "masks fixed per unit and seed, as in training's evaluation)")
+            base = load_recipe(run / "recipe.yaml", [f"collator.kind={unit}", "collator.span_boundary=false"])
+            seed = int(base.training.get("seed", 42))
+            results = []
+            for k in range(args.mask_seeds):
+                masked = load_recipe(run / "recipe.yaml", [f"collator.kind={unit}", "collator.span_boundary=false",
+                                                           f"training.seed={seed + k}"])
+                results.append(score(model, blocks, fixed_copy(build_collator(masked, tokenizer)), args.batch_size))
+            accs = torch.tensor([r[0] for r in results], dtype=torch.float64)
+            loss = sum(r[1] for r in results) / len(results)
+            spread = f"±{accs.std().item():.3f}" if len(results) > 1 else ""
+            cells.append(f"acc {accs.mean().item():.3f}{spread} loss {loss:.3f}")
+        print(f"{str(run):<28} {trained:<13}" + "".join(f"{c:>28}" for c in cells), flush=True)
+    print(f"(held-out blocks: {len(blocks)} of {recipe.data.block_size} tokens in the last run; masks fixed per "
+          f"unit, seed and row, as in training's evaluation; {args.mask_seeds} mask seed(s))")
 
 
 if __name__ == "__main__":
