@@ -5,6 +5,7 @@ Usage:
     python benchmarks/pretrain.py --data ../shared/data/gutenberg_books --steps 300 --repeats 2
     python benchmarks/pretrain.py --only nlpssl --size small --objectives mlm causal --steps 40  # MFU
     python benchmarks/pretrain.py --device cuda --steps 300 --peak-bf16 989   # GPU; peak also measured
+    python benchmarks/pretrain.py --data ../shared/data/gutenberg_books --prep-only --prep-repeats 3
 
 Per objective (masked-LM on BERT, causal-LM on GPT-2) it prints training tokens/s (warm-up steps
 excluded), eval loss at equal steps and at equal wall time, data-preparation time, and model FLOP
@@ -65,6 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-blocks", type=int, default=64)
     p.add_argument("--repeats", type=int, default=1, help="training runs per side, alternating")
     p.add_argument("--prep-repeats", type=int, default=2, help="data preparations per side, alternating")
+    p.add_argument("--prep-only", action="store_true", help="measure data preparation only (no training)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -393,6 +395,13 @@ def bench_objective(objective: str, args, texts_split, work: Path, peaks: dict) 
             else:
                 prep["nlpssl"].append(nlpssl_prepare(objective, args, tok_dir, work / objective, i))
     res["prep_s"] = {k: min(v) for k, v in prep.items() if v}
+    if args.prep_only:
+        p = res["prep_s"]
+        print(f"{objective}: data preparation baseline {p['baseline']:.2f} s, nlpssl {p['nlpssl']:.2f} s "
+              f"({p['baseline'] / p['nlpssl']:.2f}x), Rust tokenizer alone {p['tokenizer']:.2f} s "
+              f"(min of {args.prep_repeats}; all: { {k: [round(x, 2) for x in v] for k, v in prep.items()} })",
+              flush=True)
+        return res
     train_ds, held_out = baseline_data
     batches = eval_batches(held_out, objective, baseline_tok, args)
 
@@ -480,6 +489,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="nlpssl-bench-") as tmp:
         for objective in args.objectives:
             results.append(bench_objective(objective, args, split, Path(tmp), peaks))
+    if args.prep_only:
+        return
     after = {"bf16": matmul_peak(args.device, torch.bfloat16), "fp32": matmul_peak(args.device, torch.float32)}
     for k in after:  # the best of the two measurements: load from other jobs only lowers it
         if not (k == "bf16" and args.peak_bf16):
