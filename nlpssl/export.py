@@ -17,8 +17,6 @@ from pathlib import Path
 from nlpssl.errors import NlpsslError
 
 PIPELINE_TAG = {"mlm": "fill-mask", "causal": "text-generation", "t5": "text2text-generation"}
-
-
 SPAN_BOUNDARY_HEAD = "span_boundary_head"  # training-only submodule (nlpssl.training), never exported
 
 
@@ -83,13 +81,14 @@ def write_stock_weights(weights: Path, out: Path) -> None:
     prefix = f"{SPAN_BOUNDARY_HEAD}."
     index = weights / "model.safetensors.index.json"
     if index.is_file():  # sharded (large models): copied as they are
-        if any(n.startswith(prefix) for n in json.loads(index.read_text()).get("weight_map", {})):
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        if any(n.startswith(prefix) for n in weight_map):
             raise NlpsslError(
                 f"export: {str(weights)!r} holds sharded weights with the training-only span boundary "
                 "head (got a model.safetensors.index.json). Re-save the model unsharded (a larger "
                 "max_shard_size) before exporting, or train without collator.span_boundary."
             )
-        for name in [index.name, *sorted(set(json.loads(index.read_text())["weight_map"].values()))]:
+        for name in [index.name, *sorted(set(weight_map.values()))]:
             shutil.copy2(weights / name, out / name)
         return
     src, dst = weights / "model.safetensors", out / "model.safetensors"

@@ -120,7 +120,7 @@ class PretrainTrainer(Trainer):
         return super().evaluate(*args, **kwargs)
 
     def get_eval_dataloader(self, eval_dataset=None):
-        """The stock eval loader, collated by a fixed-seed copy of the collator.
+        """The stock eval loader, collated by :func:`~nlpssl.collators.batching.fixed_copy`.
 
         Every evaluation pass (and every run with the same seed and data) then scores the model on
         the same masked positions, and evaluating never advances the training masks.
@@ -149,8 +149,6 @@ class PretrainTrainer(Trainer):
             elif self.objective != "mlm" and logs["eval_loss"] < 50:
                 logs["eval_perplexity"] = round(math.exp(logs["eval_loss"]), 3)
         super().log(logs, *args, **kwargs)
-
-
 
 
 class SpanBoundaryHead(torch.nn.Module):
@@ -183,7 +181,7 @@ class SpanBoundaryHead(torch.nn.Module):
     def forward(self, hidden: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
         """[N, H] states for the N selected positions of ``hidden`` [B, L, H], in row-major order."""
         left, right, offset = span_boundaries(selected, self.max_offset)
-        rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None].expand_as(selected)[selected]
+        rows = selected.nonzero(as_tuple=True)[0]  # row of each selected position, row-major
         pair = torch.cat([hidden[rows, left], hidden[rows, right], self.positions(offset).to(hidden.dtype)], dim=-1)
         return self.mlp(pair)
 
