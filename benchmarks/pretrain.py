@@ -106,6 +106,35 @@ def matmul_peak(device: str, dtype: torch.dtype, seconds: float = 2.0) -> float:
     return best
 
 
+def cpu_description() -> str:
+    """The CPU the figures come from: model name, the vector and bf16 flags, and the kernels torch uses."""
+    from pathlib import Path
+
+    from nlpssl.pretrain import bf16_supported
+
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    forced = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+                                         "NLPSSL_CPU_BF16") if k in os.environ}
+    return (f"{model}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none of avx2/avx512/amx'}; torch kernels "
+            f"{torch.backends.cpu.get_cpu_capability()}; bf16 supported: {bf16_supported()}"
+            + (f"; forced: {forced}" if forced else ""))
+
+
+def measure_peaks(args) -> dict:
+    """bf16 and fp32 matmul peaks; bf16 only where it has hardware support (on an AVX2-only CPU a
+    2048^3 bf16 matmul is emulated at well under 1 GFLOP/s and takes minutes)."""
+    from nlpssl.pretrain import bf16_supported
+
+    bf16 = matmul_peak(args.device, torch.bfloat16) if bf16_supported() else float("nan")
+    return {"bf16": bf16, "fp32": matmul_peak(args.device, torch.float32)}
+
+
 def train_flops_per_token(config, objective: str, block: int, head_share: float) -> float:
     """Matmul FLOPs per training token (forward + backward = 3x forward, 2 FLOPs per MAC).
 
@@ -442,7 +471,8 @@ def bench_objective(objective: str, args, texts_split, work: Path, peaks: dict) 
 
 
 def print_table(results: list[dict], peaks: dict, args) -> None:
-    print(f"\npeak matmul ({args.device}, {torch.get_num_threads()} threads): bf16 {peaks['bf16']:.3f} TFLOP/s, "
+    print(f"\ncpu: {cpu_description()}")
+    print(f"peak matmul ({args.device}, {torch.get_num_threads()} threads): bf16 {peaks['bf16']:.3f} TFLOP/s, "
           f"fp32 {peaks['fp32']:.3f} TFLOP/s" + (f" (bf16 given: {args.peak_bf16})" if args.peak_bf16 else ""))
     print(f"data={args.data} size={args.size} block={args.block_size} batch={args.batch_size} steps={args.steps} "
           f"(tokens/s after {args.warmup_steps} warm-up steps) repeats={args.repeats}\n")
@@ -479,10 +509,10 @@ def main(argv=None) -> None:
     import datasets
 
     datasets.disable_progress_bars()
-    peaks = {"bf16": matmul_peak(args.device, torch.bfloat16), "fp32": matmul_peak(args.device, torch.float32)}
+    peaks = measure_peaks(args)
     if args.peak_bf16:
         peaks["bf16_measured"], peaks["bf16"] = peaks["bf16"], args.peak_bf16
-    print(f"peaks: {peaks}", flush=True)
+    print(f"cpu: {cpu_description()}\npeaks: {peaks}", flush=True)
     texts, split = load_corpus(args)
     print(f"corpus {args.data}: {len(texts)} documents, {len(split[0])} train / {len(split[1])} held out", flush=True)
     results = []
@@ -491,9 +521,9 @@ def main(argv=None) -> None:
             results.append(bench_objective(objective, args, split, Path(tmp), peaks))
     if args.prep_only:
         return
-    after = {"bf16": matmul_peak(args.device, torch.bfloat16), "fp32": matmul_peak(args.device, torch.float32)}
+    after = measure_peaks(args)
     for k in after:  # the best of the two measurements: load from other jobs only lowers it
-        if not (k == "bf16" and args.peak_bf16):
+        if not (k == "bf16" and args.peak_bf16) and after[k] == after[k]:
             peaks[k] = max(peaks[k], after[k])
     for r in results:  # recompute MFU with the final peaks
         for side in ("baseline", "nlpssl"):

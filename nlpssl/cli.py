@@ -52,38 +52,58 @@ def cmd_recipe_validate(a) -> None:
         raise SystemExit(1)
 
 
+def _recipe_paths(recipe) -> dict:
+    """The folders a run writes, for file-system error messages."""
+    from pathlib import Path
+
+    paths = {"training.output_dir": recipe.output_dir}
+    if recipe.kind == "pretrain":
+        paths["data.cache_dir"] = Path(recipe.data.cache_dir).expanduser()
+    return paths
+
+
 def cmd_tokenizer_train(a) -> None:
     from pathlib import Path
 
+    from nlpssl.errors import storage_errors
     from nlpssl.models import max_positions
     from nlpssl.pretrain import train_recipe_tokenizer
     from nlpssl.recipe import load_recipe
 
-    recipe = load_recipe(a.recipe, a.overrides)
+    recipe = load_recipe(a.recipe, a.overrides, kind="pretrain")
     out = Path(a.out) if a.out else recipe.output_dir / "tokenizer"
-    tok = train_recipe_tokenizer(recipe, out, max_positions(recipe.model))
+    with storage_errors({"--out": out}):
+        tok = train_recipe_tokenizer(recipe, out, max_positions(recipe.model))
     print(f"tokenizer: {len(tok)} tokens ({recipe.tokenizer.algorithm}) saved to {out}")
 
 
 def cmd_pretrain(a) -> None:
-    from nlpssl.pretrain import pretrain
-
     import os
 
-    result = pretrain(a.recipe, a.overrides)
+    from nlpssl.errors import storage_errors
+    from nlpssl.pretrain import pretrain
+    from nlpssl.recipe import load_recipe
+
+    recipe = load_recipe(a.recipe, a.overrides, kind="pretrain")
+    with storage_errors(_recipe_paths(recipe)):
+        result = pretrain(recipe)
     if result.interrupted:
         raise SystemExit(130)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return  # rank 0 reports for the whole job
+    if int(os.environ.get("RANK", "0")) != 0 or result.already_finished:
+        return  # rank 0 reports for the whole job; a finished run said so already
     print(json.dumps(result.metrics, indent=2))
     if result.export_dir:
         print(f"export: {result.export_dir}")
 
 
 def cmd_export(a) -> None:
+    from pathlib import Path
+
+    from nlpssl.errors import storage_errors
     from nlpssl.export import export_run
 
-    print(f"export: {export_run(a.run_dir, a.out_dir)}")
+    with storage_errors({"OUT_DIR": Path(a.out_dir)}):
+        print(f"export: {export_run(a.run_dir, a.out_dir)}")
 
 
 def cmd_fill_mask(a) -> None:
@@ -110,9 +130,13 @@ def cmd_generate(a) -> None:
 
 
 def cmd_finetune(a) -> None:
+    from nlpssl.errors import storage_errors
     from nlpssl.finetune import finetune
+    from nlpssl.recipe import load_recipe
 
-    result = finetune(a.recipe, a.overrides)
+    recipe = load_recipe(a.recipe, a.overrides, kind="finetune")
+    with storage_errors(_recipe_paths(recipe)):
+        result = finetune(recipe)
     print(json.dumps(result.metrics, indent=2))
     print(f"export: {result.export_dir}")
 
@@ -202,6 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nlpssl: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # a file-system fault no command turned into an NlpsslError
+        from nlpssl.errors import storage_message
+
+        where = f" ({err.filename!r})" if getattr(err, "filename", None) else ""
+        print(f"nlpssl: error: {storage_message(err, {}) or f'{err.strerror or err}{where}'}", file=sys.stderr)
+        return 1
     return 0
 
 

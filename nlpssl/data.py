@@ -308,21 +308,34 @@ def prepare_data(recipe: Recipe, tokenizer) -> PackedData:
     train, eval_, stats = build_packed(recipe, tokenizer)
     tmp = path.with_name(f".{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    train.save_to_disk(str(tmp / "train"))
-    eval_.save_to_disk(str(tmp / "eval"))
-    (tmp / "stats.json").write_text(json.dumps(stats))
-    if path.exists():  # another process finished first: keep theirs
+    try:
+        train.save_to_disk(str(tmp / "train"))
+        eval_.save_to_disk(str(tmp / "eval"))
+        (tmp / "stats.json").write_text(json.dumps(stats))
+        if path.exists():  # another process finished first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:  # a full disk, Ctrl-C: leave no half-written cache entry behind
         shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
+        raise
     return _load_cached(path, from_cache=False)
 
 
 def _load_cached(path: Path, from_cache: bool) -> PackedData:
     import datasets
 
-    stats = json.loads((path / "stats.json").read_text())
-    return PackedData(
-        datasets.load_from_disk(str(path / "train")), datasets.load_from_disk(str(path / "eval")),
-        stats, path, from_cache=from_cache,
-    )
+    try:
+        stats = json.loads((path / "stats.json").read_text())
+        train, eval_ = datasets.load_from_disk(str(path / "train")), datasets.load_from_disk(str(path / "eval"))
+        if (len(train), len(eval_)) != (stats["train_blocks"], stats["eval_blocks"]):
+            raise ValueError(f"{len(train)}/{len(eval_)} blocks where stats.json says "
+                             f"{stats['train_blocks']}/{stats['eval_blocks']}")
+        train[len(train) - 1], eval_[len(eval_) - 1]  # the last rows read back: the files are whole
+    except Exception as err:  # noqa: BLE001 - any failure here means the entry is damaged
+        raise NlpsslError(
+            f"data.cache_dir: the cached data {str(path)!r} is damaged and cannot be read "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}). Delete that folder "
+            f"(`rm -r {path}`) and rerun: it is rebuilt from the text."
+        ) from err
+    return PackedData(train, eval_, stats, path, from_cache=from_cache)

@@ -20,23 +20,67 @@ class Prediction:
 
 
 def check_model_dir(model_dir: str | Path, where: str) -> Path:
-    """A folder with a config.json (an export), with an error that says what to pass otherwise."""
+    """A folder with a config.json and weights (an export), with an error that says what to pass otherwise."""
     path = Path(model_dir)
     if (path / "export" / "config.json").is_file() and not (path / "config.json").is_file():
-        return path / "export"  # a run folder: use its export
+        path = path / "export"  # a run folder: use its export
     if not (path / "config.json").is_file():
         raise NlpsslError(
             f"{where}: {str(model_dir)!r} is not a model folder (no config.json). Pass an export folder, "
             "e.g. runs/bert-tiny/export, or a run folder that holds one."
         )
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise NlpsslError(
+            f"{where}: {str(path)!r} has a config.json but no weights (no {' or '.join(WEIGHT_FILES)}): the export is "
+            "incomplete. Write it again with `nlpssl export RUN_DIR OUT_DIR`."
+        )
     return path
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def model_family(path: Path, where: str) -> tuple[str, dict]:
+    """("mlm" | "causal" | "t5" | "other", config) from ``config.json`` alone (nothing heavy loaded)."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise NlpsslError(
+            f"{where}: {str(path / 'config.json')!r} is not readable JSON ({err}). Write the export again with "
+            "`nlpssl export RUN_DIR OUT_DIR`."
+        ) from None
+    names = " ".join(config.get("architectures") or [])
+    if config.get("is_encoder_decoder") or "ConditionalGeneration" in names:
+        return "t5", config
+    if "MaskedLM" in names:
+        return "mlm", config
+    if "CausalLM" in names or "LMHeadModel" in names:
+        return "causal", config
+    return "other", config
+
+
+def _wrong_family(where: str, path: Path, family: str, config: dict, wanted: str) -> NlpsslError:
+    arch = ", ".join(config.get("architectures") or [config.get("model_type", "?")])
+    other = {"mlm": "`nlpssl fill-mask`", "causal": "`nlpssl generate`", "t5": "`nlpssl generate` (fills <extra_id_N>)"}
+    fix = f"Use {other[family]} for this model" if family in other else "Pass a pretrained export"
+    return NlpsslError(f"{where}: {str(path)!r} holds a {arch} model, and {where} needs {wanted}. {fix}.")
 
 
 def fill_mask(model_dir: str | Path, text: str, top_k: int = 5) -> list[Prediction]:
     """Top-k fillers for the mask token in ``text``, from ``pipeline("fill-mask")``."""
+    path = check_model_dir(model_dir, "fill-mask")
+    family, config = model_family(path, "fill-mask")
+    if family != "mlm":
+        raise _wrong_family("fill-mask", path, family, config, "a masked-LM (BERT, RoBERTa, ModernBERT)")
+    vocab = int(config.get("vocab_size") or 0)
+    if top_k < 1 or (vocab and top_k > vocab):
+        raise NlpsslError(
+            f"fill-mask: --top-k must be between 1 and the vocabulary size {vocab} (got {top_k}). Use e.g. --top-k 5."
+        )
     from transformers import pipeline
 
-    path = check_model_dir(model_dir, "fill-mask")
     pipe = pipeline("fill-mask", model=str(path), tokenizer=str(path))
     mask = pipe.tokenizer.mask_token
     if text.count(mask) != 1:
@@ -61,22 +105,43 @@ def generate(
     greedy: bool = False,
 ) -> str:
     """A continuation of ``prompt`` from ``pipeline("text-generation")`` (seeded sampling)."""
-    from transformers import AutoConfig, pipeline, set_seed
-
     path = check_model_dir(model_dir, "generate")
-    if temperature <= 0 and not greedy:
-        raise NlpsslError(
-            f"generate: --temperature must be above 0 (got {temperature}). Use --greedy for argmax decoding."
-        )
+    family, config = model_family(path, "generate")
+    if family not in ("causal", "t5"):
+        raise _wrong_family("generate", path, family, config, "a causal-LM (GPT-2, Llama) or a T5 model")
+    positions = config.get("n_positions") or config.get("max_position_embeddings")
+    vocab = int(config.get("vocab_size") or 0)
+    problems = []
+    limit = int(positions) - 1 if family == "causal" and positions else None
+    if max_new_tokens < 1 or (limit and max_new_tokens > limit):
+        within = f" and at most {limit} (the model has {positions} positions)" if limit else ""
+        problems.append(f"--max-new-tokens must be 1 or more{within} (got {max_new_tokens})")
+    if not greedy:
+        if not temperature > 0:
+            problems.append(f"--temperature must be above 0 (got {temperature}); use --greedy for argmax decoding")
+        if top_k < 0 or (vocab and top_k > vocab):
+            problems.append(f"--top-k must be between 0 (off) and the vocabulary size {vocab} (got {top_k})")
+        if not 0 < top_p <= 1:
+            problems.append(f"--top-p must be in (0, 1] (got {top_p}); 1 turns it off")
+    if problems:
+        raise NlpsslError("generate: " + "; ".join(problems) + ".")
+    from transformers import pipeline, set_seed
+
     set_seed(seed)
     kwargs = dict(max_new_tokens=max_new_tokens)
     if greedy:
         kwargs["do_sample"] = False
     else:
         kwargs.update(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p)
-    if AutoConfig.from_pretrained(str(path)).is_encoder_decoder:
+    if family == "t5":
         return fill_sentinels(path, prompt, **kwargs)
     pipe = pipeline("text-generation", model=str(path), tokenizer=str(path))
+    n_prompt = len(pipe.tokenizer(prompt).input_ids)
+    if positions and n_prompt + max_new_tokens > positions:
+        raise NlpsslError(
+            f"generate: the prompt ({n_prompt} tokens) plus --max-new-tokens {max_new_tokens} exceed the model's "
+            f"{positions} positions. Shorten the prompt or lower --max-new-tokens to {max(1, positions - n_prompt)}."
+        )
     return pipe(prompt, return_full_text=True, **kwargs)[0]["generated_text"]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -36,8 +37,48 @@ def find_weights(run_dir: Path) -> Path:
     )
 
 
+# Every file an export folder can hold; a folder with anything else is not (only) an export.
+EXPORT_FILES = frozenset({
+    "config.json", "model.safetensors", "model.safetensors.index.json", "generation_config.json",
+    "recipe.yaml", "README.md", "loss_curve.png", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "chat_template.jinja",
+})
+_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+
+
+def is_export(folder: Path) -> bool:
+    """True if ``folder`` is an export that nlpssl wrote: its files and nothing else."""
+    if not ((folder / "config.json").is_file() and (folder / "recipe.yaml").is_file()):
+        return False
+    return all(p.is_file() and (p.name in EXPORT_FILES or _SHARD.fullmatch(p.name)) for p in folder.iterdir())
+
+
+def check_export_target(run_dir: Path, out_dir: Path) -> None:
+    """Refuse an ``out_dir`` whose replacement would delete what the export did not create."""
+    run, out = run_dir.resolve(), out_dir.resolve()
+    if out == run or out in run.parents:
+        raise NlpsslError(
+            f"export: the output folder {str(out_dir)!r} is the run folder {str(run_dir)!r} or holds it, and "
+            f"writing the export there would delete the run. Choose a new folder, e.g. {str(run_dir / 'export')!r}."
+        )
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise NlpsslError(
+            f"export: {str(out_dir)!r} exists and is not a folder. Choose a new folder for the export."
+        )
+    if out_dir.exists() and any(out_dir.iterdir()) and not is_export(out_dir):
+        raise NlpsslError(
+            f"export: {str(out_dir)!r} exists and is not an earlier nlpssl export (it holds "
+            f"{', '.join(sorted(p.name for p in out_dir.iterdir())[:5])}...), so nlpssl will not replace it. "
+            "Choose a new folder, or move that folder away yourself."
+        )
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Export the pretraining run in ``run_dir`` to ``out_dir`` (replaced atomically)."""
+    """Export the pretraining run in ``run_dir`` to ``out_dir``.
+
+    ``out_dir`` must be new, empty or an earlier export (which is replaced atomically); the export is
+    built in a hidden temporary folder beside it, removed if anything fails.
+    """
     import yaml
 
     from nlpssl.recipe import recipe_from_dict
@@ -48,29 +89,68 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
             f"export: {str(run_dir)!r} is not an nlpssl run folder (no recipe.yaml). "
             "Pass the training.output_dir of a `nlpssl pretrain` run."
         )
+    check_export_target(run_dir, out_dir)
     raw = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     recipe = recipe_from_dict(raw, name=run_dir.name, where=str(run_dir / "recipe.yaml"))
     weights = find_weights(run_dir)
     from nlpssl.models import OBJECTIVE
 
     objective = OBJECTIVE[recipe.model.arch]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copy2(weights / "config.json", tmp / "config.json")
-    write_stock_weights(weights, tmp)
-    write_tokenizer(recipe, run_dir, tmp, objective)
-    if objective != "mlm":
-        write_generation_config(tmp, weights)
-    (tmp / "recipe.yaml").write_text((run_dir / "recipe.yaml").read_text())
-    metrics = {}
-    if (run_dir / "metrics.json").is_file():
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    if (run_dir / "loss_curve.png").is_file():
-        shutil.copy2(run_dir / "loss_curve.png", tmp / "loss_curve.png")
-    (tmp / "README.md").write_text(model_card(recipe, objective, metrics, weights))
-    replace_dir(tmp, out_dir)
+    tmp.mkdir()
+    try:
+        shutil.copy2(weights / "config.json", tmp / "config.json")
+        write_stock_weights(weights, tmp)
+        write_tokenizer(recipe, run_dir, tmp, objective)
+        if objective != "mlm":
+            write_generation_config(tmp, weights)
+        (tmp / "recipe.yaml").write_text((run_dir / "recipe.yaml").read_text())
+        metrics = {}
+        if (run_dir / "metrics.json").is_file():
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        if (run_dir / "loss_curve.png").is_file():
+            shutil.copy2(run_dir / "loss_curve.png", tmp / "loss_curve.png")
+        (tmp / "README.md").write_text(model_card(recipe, objective, metrics, weights))
+        follow_umask(tmp)
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out_dir
+
+
+def sweep_stale(out_dir: Path) -> None:
+    """Remove temporary folders that an export to ``out_dir`` left behind when it was killed.
+
+    Only nlpssl's own names (``.NAME.tmp-PID`` / ``.NAME.old-PID``) whose process is gone are removed.
+    """
+    for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):
+        kind, _, pid = leftover.name.removeprefix(f".{out_dir.name}.").partition("-")
+        if kind in ("tmp", "old") and pid.isdigit() and leftover.is_dir() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftover from an earlier export in this process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def follow_umask(folder: Path) -> None:
+    """Give every file the mode the user's umask asks for (safetensors writes weights 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~mask)
 
 
 def write_stock_weights(weights: Path, out: Path) -> None:

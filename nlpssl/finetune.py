@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nlpssl.errors import NlpsslError
-from nlpssl.recipe import FinetuneSection, Recipe, RecipeError, load_recipe
+from nlpssl.recipe import FinetuneSection, Recipe, RecipeError, check_kind, load_recipe
 
 LABELLED_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".parquet")
 # Files a Hub-format folder may hold its tokenizer in (fast tokenizer, WordPiece, BPE, SentencePiece).
@@ -87,12 +87,19 @@ def finetune(recipe: Recipe | str | Path, overrides: Sequence[str] = ()) -> Fine
         NlpsslError: a bad recipe, model folder or data set, with where, what and how to fix.
     """
     if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe, overrides)
-    from nlpssl.pretrain import check_output_dir, log, write_run_recipe
+        recipe = load_recipe(recipe, overrides, kind="finetune")
+    from nlpssl.pretrain import check_output_dir, run_lock
 
     check_task(recipe)
     model_dir = check_model_folder(recipe.finetune_model)
     check_output_dir(recipe)
+    with run_lock(recipe.output_dir):
+        return _finetune(recipe, model_dir)
+
+
+def _finetune(recipe: Recipe, model_dir: Path) -> FinetuneResult:
+    from nlpssl.pretrain import log, write_run_recipe
+
     tokenizer = load_classifier_tokenizer(model_dir)
     data = load_task_data(recipe.task)
     log(f"finetune: {', '.join(f'{len(s)} {n}' for n, s in data.splits.items())} examples, "
@@ -116,11 +123,7 @@ def finetune(recipe: Recipe | str | Path, overrides: Sequence[str] = ()) -> Fine
 def check_task(recipe: Recipe) -> None:
     """Range and cross-field checks of the ``task`` section, all reported together."""
     where = recipe.source_path or recipe.name
-    if recipe.kind != "finetune":
-        raise NlpsslError(
-            f"{where}: not a fine-tuning recipe (got kind={recipe.kind!r}). "
-            "Pass a recipe with `kind: finetune`, e.g. recipes/finetune-tiny.yaml."
-        )
+    check_kind(recipe.kind, "finetune", where)
     t, problems = recipe.task, []
 
     def bad(key: str, value: Any, fix: str) -> None:

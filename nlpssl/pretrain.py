@@ -5,15 +5,18 @@ Read :func:`pretrain` top to bottom; each step is one function below it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from nlpssl.errors import NlpsslError
-from nlpssl.recipe import Recipe, load_recipe
+from nlpssl.recipe import Recipe, check_kind, load_recipe
 
 
 @dataclass(frozen=True)
@@ -24,54 +27,65 @@ class PretrainResult:
     export_dir: Path | None
     metrics: dict[str, Any]
     interrupted: bool = False
+    already_finished: bool = False  # resumed a run that had finished: nothing was trained
 
 
-def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = ()) -> PretrainResult:
+def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbacks: Sequence[Any] = ()) -> PretrainResult:
     """Pretrain a model as the recipe says and export it to ``<output_dir>/export``.
 
     Args:
         recipe: a loaded :class:`Recipe`, a recipe path, or a shipped recipe's name.
         overrides: ``section.key=value`` strings applied on top of the file.
+        callbacks: extra ``transformers.TrainerCallback`` objects for the Trainer.
     """
     if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe, overrides)
+        recipe = load_recipe(recipe, overrides, kind="pretrain")
+    check_kind(recipe.kind, "pretrain", recipe.source_path or recipe.name)
     from nlpssl.data import objective_of, prepare_data
     from nlpssl.models import build_model, count_parameters, max_positions
 
-    check_block_size(recipe)
     check_output_dir(recipe)
+    done = finished_run(recipe)
+    if done is not None:
+        return done
     args = training_arguments(recipe)
-    with args.main_process_first(desc="tokenizer and data", local=False):
-        if args.process_index == 0:
-            write_run_recipe(recipe)
-        tokenizer = get_tokenizer(recipe, model_max_length=max_positions(recipe.model))
-        data = prepare_data(recipe, tokenizer)
-    log(f"data: {data.stats['train_blocks']} train / {data.stats['eval_blocks']} eval blocks of "
-        f"{recipe.data.block_size} tokens ({'cache hit' if data.from_cache else 'built'}: {data.cache_path})")
-    model = build_model(recipe.model, tokenizer, attn=attention_implementation(recipe, args))
-    params = count_parameters(model)  # the exported model's (training-only heads come later)
-    objective = objective_of(recipe)
-    collator = build_collator(recipe, tokenizer)
-    from nlpssl.training import GracefulStop
+    with run_lock(recipe.output_dir):
+        with args.main_process_first(desc="tokenizer and data", local=False):
+            if args.process_index == 0:
+                write_run_recipe(recipe)
+            tokenizer = get_tokenizer(recipe, model_max_length=max_positions(recipe.model))
+            data = prepare_data(recipe, tokenizer)
+        log(f"data: {data.stats['train_blocks']} train / {data.stats['eval_blocks']} eval blocks of "
+            f"{recipe.data.block_size} tokens ({'cache hit' if data.from_cache else 'built'}: {data.cache_path})")
+        model = build_model(recipe.model, tokenizer, attn=attention_implementation(recipe, args))
+        params = count_parameters(model)  # the exported model's (training-only heads come later)
+        objective = objective_of(recipe)
+        collator = build_collator(recipe, tokenizer)
+        from nlpssl.training import GracefulStop, TimeBudget
 
-    stopper = GracefulStop()
-    trainer = make_trainer(recipe, args, model, data, collator, [stopper])
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(recipe) if recipe.resume else None)
-    if stopper.stopped:
-        log(f"interrupted at step {trainer.state.global_step}; checkpoint saved. Rerun with "
-            "training.resume=true to continue.")
-        return PretrainResult(recipe.output_dir, None, {}, interrupted=True)
-    metrics = trainer.evaluate()
-    metrics = summarise(recipe, trainer, result, metrics, data.stats, params, objective)
-    trainer.save_model(str(recipe.output_dir / "final"))
-    export_dir = None
-    if trainer.is_world_process_zero():
-        write_metrics(recipe.output_dir, metrics, trainer.state.log_history)
-        if recipe.export.enabled:
-            from nlpssl.export import export_run
+        stopper = GracefulStop()
+        extra = [TimeBudget(recipe.budget_minutes)] if recipe.budget_minutes else []
+        trainer = make_trainer(recipe, args, model, data, collator, [stopper, *extra, *callbacks])
+        result = trainer.train(resume_from_checkpoint=last_checkpoint(recipe) if recipe.resume else None)
+        if stopper.stopped:
+            log(f"interrupted at step {trainer.state.global_step}; checkpoint saved. Rerun with "
+                "training.resume=true to continue.")
+            return PretrainResult(recipe.output_dir, None, {}, interrupted=True)
+        budget = trainer._time_budget()
+        if budget is not None:
+            log(f"time budget: {budget.elapsed_s / 60:.2f} of {budget.minutes:g} minutes used, "
+                f"{trainer.state.global_step} steps" + (" (budget reached)" if budget.stopped else ""))
+        metrics = trainer.evaluate()
+        metrics = summarise(recipe, trainer, result, metrics, data.stats, params, objective)
+        trainer.save_model(str(recipe.output_dir / "final"))
+        export_dir = None
+        if trainer.is_world_process_zero():
+            write_metrics(recipe.output_dir, metrics, trainer.state.log_history)
+            if recipe.export.enabled:
+                from nlpssl.export import export_run
 
-            export_dir = export_run(recipe.output_dir, recipe.output_dir / "export")
-            log(f"export: {export_dir}")
+                export_dir = export_run(recipe.output_dir, recipe.output_dir / "export")
+                log(f"export: {export_dir}")
     return PretrainResult(recipe.output_dir, export_dir, metrics)
 
 
@@ -84,23 +98,16 @@ def log(message: str) -> None:
 # Checks that run before any data is read
 
 
-def check_block_size(recipe: Recipe) -> None:
-    from nlpssl.models import max_positions
-
-    limit = max_positions(recipe.model)
-    if recipe.data.block_size > limit:
-        raise NlpsslError(
-            f"data.block_size: larger than the model's {limit} positions (got {recipe.data.block_size}, "
-            f"model.size={recipe.model.size!r}). Lower data.block_size or raise model.max_positions."
-        )
-
-
 def check_output_dir(recipe: Recipe) -> None:
     """Refuse to train into a folder that holds another run, unless resuming that run."""
     if int(os.environ.get("RANK", "0")) != 0:
         return  # rank 0 decides; the other ranks may see the recipe rank 0 just wrote
     out = recipe.output_dir
-    if not out.exists() or not any(out.iterdir()):
+    if out.exists() and not out.is_dir():
+        raise NlpsslError(
+            f"training.output_dir={str(out)!r}: a file is there, not a folder. Choose another training.output_dir."
+        )
+    if not out.exists() or not [p for p in out.iterdir() if p.name != LOCK_NAME]:
         return
     saved = out / "recipe.yaml"
     where = f"training.output_dir={str(out)!r}"
@@ -132,6 +139,69 @@ def check_output_dir(recipe: Recipe) -> None:
         )
 
 
+def finished_run(recipe: Recipe) -> PretrainResult | None:
+    """With ``training.resume=true`` on a run that finished (its ``final/`` model is saved): that run.
+
+    Resuming it would train past its last step and overwrite its metrics and export, so nothing is
+    trained; re-export with ``nlpssl export`` if the export is wanted again.
+    """
+    out = recipe.output_dir
+    if not recipe.resume or not has_weights(out / "final"):
+        return None
+    metrics = {}
+    try:
+        metrics = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        pass
+    export = out / "export"
+    steps = metrics.get("steps", "?")
+    log(f"{out} already finished (step {steps}); nothing to train. "
+        + (f"Its export is {export}; " if (export / "config.json").is_file() else "It has no export; ")
+        + f"write one again with `nlpssl export {out} OUT_DIR`, or start a new run in another training.output_dir.")
+    return PretrainResult(out, export if (export / "config.json").is_file() else None, metrics, already_finished=True)
+
+
+LOCK_NAME = ".nlpssl.lock"
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path):
+    """Hold an exclusive lock on a run folder for the life of the run (rank 0 only).
+
+    A second process that tries to train into the same folder is refused with the process id and
+    command of the one that holds it. The lock is an ``flock`` on ``<folder>/.nlpssl.lock``, released
+    by the system when the holder exits, however it exits; the file stays.
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, run unlocked
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise NlpsslError(
+                f"training.output_dir={str(folder)!r}: the run folder is in use by {holder}. Wait for it to "
+                "finish (or stop it; Ctrl-C saves a checkpoint), or choose another training.output_dir."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()} (`{' '.join(sys.argv)}`)\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
 def write_run_recipe(recipe: Recipe) -> None:
     recipe.output_dir.mkdir(parents=True, exist_ok=True)
     (recipe.output_dir / "recipe.yaml").write_text(recipe.to_yaml())
@@ -144,11 +214,12 @@ def last_checkpoint(recipe: Recipe) -> str | None:
 
 
 def newest_complete_checkpoint(run_dir: Path) -> Path | None:
-    """The newest ``checkpoint-N`` folder that was saved completely, or None.
+    """The newest ``checkpoint-N`` folder that was saved completely and reads back, or None.
 
-    A process killed while saving can leave a checkpoint folder whose ``trainer_state.json`` (the
-    Trainer writes it last) is missing or half-written; resuming from it would crash, so such a
-    folder is skipped with a note and the one before it is used.
+    A process killed while saving (or a disk that filled up) can leave a checkpoint whose
+    ``trainer_state.json`` (the Trainer writes it last) is missing or half-written, or whose weights
+    or optimizer files are truncated; resuming from it would crash, so such a folder is skipped with
+    a note saying why, and the one before it is used.
     """
     if not run_dir.is_dir():
         return None
@@ -157,13 +228,34 @@ def newest_complete_checkpoint(run_dir: Path) -> Path | None:
         if p.name.removeprefix("checkpoint-").isdigit()
     )
     for _, folder in reversed(steps):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        log(f"skipping {folder}, which was not completely saved ({problem}); using the one before it")
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be resumed from (None if it can): cheap header and index checks only."""
+    import zipfile
+
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError) as err:
+        return f"trainer_state.json: {type(err).__name__}"
+    if not has_weights(folder):
+        return "no model.safetensors"
+    if (folder / "model.safetensors").is_file():
+        from safetensors import safe_open
+
         try:
-            json.loads((folder / "trainer_state.json").read_text())
-            if has_weights(folder):
-                return folder
-        except (OSError, ValueError):
-            pass
-        log(f"skipping {folder}, which was not completely saved")
+            with safe_open(str(folder / "model.safetensors"), framework="pt"):
+                pass
+        except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
+            return f"model.safetensors: {str(err).splitlines()[0][:120]}"
+    for state in sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth")):
+        if not zipfile.is_zipfile(state):  # torch.save writes zip archives; a truncated one has no index
+            return f"{state.name} is truncated"
     return None
 
 
@@ -190,14 +282,24 @@ def get_tokenizer(recipe: Recipe, model_max_length: int = 512):
 
 
 def train_recipe_tokenizer(recipe: Recipe, out_dir: Path, model_max_length: int = 512):
-    """Train the shared tokenizer on the recipe's text source and save it to ``out_dir``."""
+    """Train the shared tokenizer on the recipe's text source and save it to ``out_dir``.
+
+    ``out_dir`` must be new or empty: a tokenizer is never written over files already there.
+    """
     from nlpssl.sources import iter_texts
     from nlpssl.tokenizer import train_tokenizer
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise NlpsslError(
+            f"tokenizer: {str(out_dir)!r} already exists and is not an empty folder, and a new tokenizer would "
+            "overwrite its files. Pass --out NEW_FOLDER, or reuse that tokenizer with tokenizer.path=FOLDER."
+        )
 
     d, t = recipe.data, recipe.tokenizer
     texts = iter_texts(
         d.source, text_column=d.text_column, hub_config=d.hub_config, split=d.split,
-        txt_unit=d.txt_unit, max_texts=t.max_texts or d.max_texts,
+        txt_unit=d.txt_unit, max_texts=d.max_texts if t.max_texts is None else t.max_texts,
         builtin_stories=d.builtin_stories, seed=d.seed,
     )
     return train_tokenizer(
@@ -228,16 +330,31 @@ def build_collator(recipe: Recipe, tokenizer):
 
 
 def bf16_supported() -> bool:
-    """bf16 pays off on CUDA GPUs with bf16 and on CPUs with AVX512-BF16 or AMX."""
+    """bf16 pays off on CUDA GPUs with bf16 and on CPUs with AVX512-BF16 or AMX.
+
+    ``NLPSSL_CPU_BF16=0`` (or ``1``) overrides what the CPU flags say, so the fp32 path of a CPU
+    without bf16 can be run on one that has it (the tests do this), and the other way round.
+    """
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
+    forced = os.environ.get("NLPSSL_CPU_BF16", "").strip().lower()
+    if forced in ("0", "1", "off", "on", "false", "true", "no", "yes"):
+        return forced in ("1", "on", "true", "yes")
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
     return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
+
+
+def launched_world_size() -> int:
+    """Processes started by torchrun / accelerate launch (``WORLD_SIZE``), 1 for a plain run."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 def attention_implementation(recipe: Recipe, args) -> str:
@@ -261,8 +378,11 @@ def training_arguments(recipe: Recipe, **extra: Any):
     kw: dict[str, Any] = {"remove_unused_columns": False, "prediction_loss_only": True}
     if "bf16" not in t and "fp16" not in t:
         kw["bf16"] = s.bf16 == "on" or (s.bf16 == "auto" and bf16_supported())
-    if not torch.cuda.is_available() and (kw.get("bf16") or t.get("bf16")):
-        kw["use_cpu"] = True  # TrainingArguments only accepts bf16 without a GPU when told so
+    world = launched_world_size()
+    if not torch.cuda.is_available() and (kw.get("bf16") or t.get("bf16") or world > 1):
+        # TrainingArguments only accepts bf16 without a GPU when told so, and without use_cpu a
+        # CPU-only multi-process launch is not set up as distributed: each process would train alone.
+        kw["use_cpu"] = True
     if torch.cuda.is_available() and "tf32" not in t:
         kw["tf32"] = s.tf32
     if s.compile and "torch_compile" not in t:
@@ -273,7 +393,15 @@ def training_arguments(recipe: Recipe, **extra: Any):
         # twice"). Every parameter is used on every step here, so no search is needed.
         kw["ddp_find_unused_parameters"] = False
     kw.update(extra)
-    return recipe.training_arguments(**kw)
+    args = recipe.training_arguments(**kw)
+    if world > 1 and args.world_size != world:
+        raise NlpsslError(
+            f"launch: {world} processes were started (WORLD_SIZE={world}), but the Trainer set up a run of "
+            f"world size {args.world_size} ({args.parallel_mode}), so every process would train alone on all "
+            "the data. Launch with `torchrun --nproc_per_node N -m nlpssl ...` or `accelerate launch --multi_gpu "
+            "...`, and leave training.use_cpu / training.local_rank unset."
+        )
+    return args
 
 
 # ------------------------------------------------------------------------------------------------
@@ -292,6 +420,7 @@ def make_trainer(recipe: Recipe, args, model, data, collator, callbacks: list):
         train_dataset=data.train.select_columns(columns), eval_dataset=data.eval.select_columns(columns),
         callbacks=callbacks, objective=objective,
         sparse_mlm_head=recipe.speed.sparse_mlm_head and objective == "mlm",
+        chunked_lm_loss=recipe.speed.chunked_lm_loss and objective == "causal",
         span_boundary=recipe.collator.span_boundary,
     )
     if objective == "mlm" and args.dataloader_num_workers == 0:
@@ -316,6 +445,8 @@ def summarise(recipe, trainer, result, eval_metrics, stats, params: int, objecti
     m: dict[str, Any] = {
         "params": params,
         "steps": steps,
+        "world_size": args.world_size,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "train_tokens": train_tokens,
         "train_runtime_s": runtime,
         "train_tokens_per_second": train_tokens / runtime if runtime > 0 else None,
@@ -334,6 +465,10 @@ def summarise(recipe, trainer, result, eval_metrics, stats, params: int, objecti
         if counts.size and objective == "causal":
             m["eval_unigram_perplexity"] = unigram_perplexity(counts, trainer.eval_dataset, trainer)
     m["eval_runtime_s"] = eval_metrics.get("eval_runtime")
+    budget = trainer._time_budget()
+    if budget is not None:
+        m["budget_minutes"] = budget.minutes
+        m["budget_used_minutes"] = round(budget.elapsed_s / 60, 3)
     return m
 
 

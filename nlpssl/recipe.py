@@ -15,15 +15,18 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import math
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from nlpssl.errors import NlpsslError
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+# Shipped inside the package, so a wheel install has them too (`recipes/` in the source tree links here).
+RECIPES_DIR = Path(str(resources.files("nlpssl") / "recipes"))
 
 
 class RecipeError(NlpsslError):
@@ -97,7 +100,7 @@ class ModelSection:
     num_layers: int | None = None
     num_heads: int | None = None
     intermediate_size: int | None = None
-    dropout: float | None = None
+    dropout: float | None = None  # None: 0 (pretraining does not overfit; Cramming); e.g. 0.1 for classic BERT
     max_positions: int | None = None
 
 
@@ -107,6 +110,7 @@ class SpeedSection:
 
     bf16: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA with bf16, CPUs with AVX512-BF16/AMX
     sparse_mlm_head: bool = True  # masked-LM: run the vocabulary head on masked positions only
+    chunked_lm_loss: bool = True  # causal-LM: vocabulary head + loss in row chunks, no full [B, L, V] logits
     sdpa: bool = True  # SDPA kernels (GPU, fp32 CPU); bf16 on CPU uses eager, measured faster there
     compile: bool = False  # torch.compile the model (long warm-up; pays off on long GPU runs)
     tf32: bool = True  # CUDA only: TF32 matmuls for fp32 work
@@ -146,7 +150,14 @@ class FinetuneSection:
 
 
 # nlpssl's own switches that live in the `training:` section beside TrainingArguments' fields.
-TRAINING_EXTRAS: dict[str, type] = {"resume": bool}
+TRAINING_EXTRAS: dict[str, Any] = {
+    "resume": bool,
+    # Wall-clock minutes of training (evaluations and checkpoints included; tokenizer, data, the final
+    # evaluation and export not). The learning-rate schedule follows elapsed time, so the run ends on
+    # time with a decayed rate on any machine; max_steps stays a cap.
+    "budget_minutes": float | None,
+}
+BUDGET_SCHEDULES = ("linear", "cosine", "constant_with_warmup")
 
 PRETRAIN_SECTIONS: dict[str, type] = {
     "tokenizer": TokenizerSection,
@@ -185,6 +196,10 @@ class Recipe:
     @property
     def output_dir(self) -> Path:
         return Path(self.training["output_dir"])
+
+    @property
+    def budget_minutes(self) -> float | None:
+        return self.training.get("budget_minutes")
 
     def training_arguments(self, **overrides: Any):
         """Build :class:`transformers.TrainingArguments` from the ``training`` section."""
@@ -400,7 +415,31 @@ def _check_values(recipe: Recipe, where: str, problems: list[str]) -> None:
     def bad(key: str, value: Any, fix: str) -> None:
         problems.append(f"{where}: {key} is out of range (got {value!r}). {fix}.")
 
-    t, d, c = recipe.tokenizer, recipe.data, recipe.collator
+    t, d, c, m = recipe.tokenizer, recipe.data, recipe.collator, recipe.model
+    for key, value in (("tokenizer.max_texts", t.max_texts), ("data.max_texts", d.max_texts),
+                       ("data.builtin_stories", d.builtin_stories), ("model.hidden_size", m.hidden_size),
+                       ("model.num_layers", m.num_layers), ("model.num_heads", m.num_heads),
+                       ("model.intermediate_size", m.intermediate_size), ("model.max_positions", m.max_positions)):
+        if value is not None and value < 1:
+            bad(key, value, "Use 1 or more, or null for the default")
+    if m.dropout is not None and not 0.0 <= m.dropout < 1.0:
+        bad("model.dropout", m.dropout, "Use a probability in [0, 1), e.g. 0.1, or null for the preset's")
+    if all(v is None or v >= 1 for v in (m.hidden_size, m.num_heads)):
+        from nlpssl.models import PRESETS, max_positions
+
+        hidden = m.hidden_size if m.hidden_size is not None else PRESETS[m.size].hidden
+        heads = m.num_heads if m.num_heads is not None else PRESETS[m.size].heads
+        if hidden % heads:
+            problems.append(
+                f"{where}: model.hidden_size must be divisible by model.num_heads (got {hidden} and {heads}). "
+                "Change model.hidden_size or model.num_heads."
+            )
+        if (m.max_positions is None or m.max_positions >= 1) and d.block_size > max_positions(m):
+            bad("data.block_size", d.block_size,
+                f"It is larger than the model's {max_positions(m)} positions; lower data.block_size or raise "
+                "model.max_positions")
+    if d.eval_max_blocks < 1:
+        bad("data.eval_max_blocks", d.eval_max_blocks, "Use 1 or more held-out blocks, e.g. 512")
     if t.vocab_size < 64:
         bad("tokenizer.vocab_size", t.vocab_size, "Use at least 64 (special tokens plus an alphabet)")
     if t.num_sentinels < 0:
@@ -437,6 +476,48 @@ def _check_values(recipe: Recipe, where: str, problems: list[str]) -> None:
             f"{where}: collator.kind does not fit model.arch={recipe.model.arch!r} "
             f"(got {c.kind!r}). Use one of {', '.join(map(repr, ok))}."
         )
+
+
+def _check_training_values(recipe: Recipe, where: str, problems: list[str]) -> None:
+    """Ranges of the ``training`` values that TrainingArguments accepts but torch later rejects."""
+    t = recipe.training
+
+    def bad(key: str, fix: str) -> None:
+        problems.append(f"{where}: training.{key} is out of range (got {t[key]!r}). {fix}.")
+
+    def number(key: str) -> float | None:
+        value = t.get(key)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    if not str(t.get("output_dir", "")).strip():
+        bad("output_dir", "Name a folder for the run, e.g. runs/my-run")
+    if (lr := number("learning_rate")) is not None and not (lr > 0 and math.isfinite(lr)):
+        bad("learning_rate", "Use a positive number, e.g. 1e-3")
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if (value := number(key)) is not None and value < 1:
+            bad(key, "Use 1 or more")
+    if (value := number("max_steps")) is not None and (value == 0 or value < -1):
+        bad("max_steps", "Use 1 or more steps (or -1 to train for num_train_epochs)")
+    if (value := number("num_train_epochs")) is not None and value <= 0:
+        bad("num_train_epochs", "Use a positive number of epochs")
+    for key in ("warmup_steps", "weight_decay", "max_grad_norm"):
+        if (value := number(key)) is not None and value < 0:
+            bad(key, "Use 0 or more")
+    if (value := number("budget_minutes")) is not None:
+        if not (value > 0 and math.isfinite(value)):
+            bad("budget_minutes", "Use a positive number of minutes, e.g. 7, or null for no budget")
+        elif str(t.get("lr_scheduler_type", "linear")) not in BUDGET_SCHEDULES and _known_scheduler(t):
+            problems.append(
+                f"{where}: training.budget_minutes needs a schedule that can follow elapsed time "
+                f"(got lr_scheduler_type={t.get('lr_scheduler_type')!r}). Use one of {', '.join(BUDGET_SCHEDULES)}."
+            )
+
+
+def _known_scheduler(training: dict[str, Any]) -> bool:
+    """True if lr_scheduler_type names a transformers schedule (else TrainingArguments reports it)."""
+    from transformers import SchedulerType
+
+    return str(training.get("lr_scheduler_type", "linear")) in {m.value for m in SchedulerType}
 
 
 def find_recipe(name_or_path: str | Path) -> Path:
@@ -492,8 +573,27 @@ def parse_overrides(overrides: typing.Sequence[str]) -> tuple[dict[str, dict[str
     return nested, problems
 
 
-def load_recipe(path_or_name: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
+COMMAND_FOR_KIND = {"pretrain": "nlpssl pretrain", "finetune": "nlpssl finetune"}
+
+
+def check_kind(kind: str, expected: str | None, where: str) -> None:
+    """Refuse a recipe of the wrong kind for the command, naming the command that runs it."""
+    if expected is None or kind == expected:
+        return
+    if kind not in COMMAND_FOR_KIND:
+        return  # recipe_from_dict reports the unknown kind with the other problems
+    raise NlpsslError(
+        f"{where}: this is a {kind} recipe (kind: {kind}), and `{COMMAND_FOR_KIND[expected]}` runs {expected} "
+        f"recipes. Run it with `{COMMAND_FOR_KIND[kind]} {where}`, or pass a recipe with `kind: {expected}`."
+    )
+
+
+def load_recipe(path_or_name: str | Path, overrides: typing.Sequence[str] = (), kind: str | None = None) -> Recipe:
     """Load, convert and validate a recipe file with ``key=value`` overrides.
+
+    Args:
+        kind: the kind the caller runs ("pretrain" or "finetune"); a recipe of the other kind is
+            refused before its overrides are read, with the command that runs it.
 
     Raises:
         RecipeError: listing every problem found, each with where, what and how to fix.
@@ -507,6 +607,7 @@ def load_recipe(path_or_name: str | Path, overrides: typing.Sequence[str] = ()) 
         raise RecipeError([f"{path}: not valid YAML: {err}"]) from err
     if not isinstance(raw, dict):
         raise RecipeError([f"{path}: expected a mapping of sections at the top (got {type(raw).__name__})."])
+    check_kind(raw.get("kind", "pretrain"), kind, str(path))
     over, problems = parse_overrides(overrides)
     for section, values in over.items():
         if section == "":
@@ -552,6 +653,8 @@ def recipe_from_dict(
         _check_values(recipe, where, problems)
     elif not recipe.finetune_model:
         problems.append(f"{where}: model: a finetune recipe needs the model folder to start from. Pass model=PATH.")
+    if not any("training" in p for p in problems):
+        _check_training_values(recipe, where, problems)
     if not any("training" in p for p in problems):
         _check_training_args(recipe, f"{where}: training", problems)
     if problems:

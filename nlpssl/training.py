@@ -1,4 +1,5 @@
-"""Trainer pieces: the masked-LM loss on masked positions only, accuracy, graceful stop.
+"""Trainer pieces: the masked-LM loss on masked positions only, accuracy, graceful stop, a
+wall-clock budget with a learning-rate schedule that follows elapsed time.
 
 Imported lazily (it imports torch and transformers at the top).
 """
@@ -8,10 +9,12 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from nlpssl.errors import NlpsslError
 from nlpssl.export import SPAN_BOUNDARY_HEAD
@@ -42,7 +45,7 @@ class PretrainTrainer(Trainer):
     """
 
     def __init__(self, *args, objective: str = "mlm", sparse_mlm_head: bool = True,
-                 span_boundary: bool = False, **kwargs):
+                 span_boundary: bool = False, chunked_lm_loss: bool = False, **kwargs):
         if span_boundary:
             model = kwargs.get("model")
             if model is None:
@@ -63,6 +66,23 @@ class PretrainTrainer(Trainer):
         self._span_boundary = span_boundary
         if objective == "mlm" and (sparse_mlm_head or span_boundary):
             self._wrap_head(mlm_head(self.model))
+        self._chunked = objective == "causal" and chunked_lm_loss
+        self._hidden_only = False
+        if self._chunked:
+            self._wrap_lm_head(self.model.get_output_embeddings())
+
+    def _wrap_lm_head(self, head: torch.nn.Module) -> None:
+        """Let the causal-LM head pass the final hidden states through, for :func:`chunked_lm_loss`.
+
+        Swapped on the instance, as for the masked-LM head: the call still goes through the
+        (possibly DDP-wrapped) model's forward, parameter names and the export stay stock.
+        """
+        dense_forward = head.forward
+
+        def forward(hidden):
+            return hidden if self._hidden_only else dense_forward(hidden)
+
+        head.forward = forward
 
     def _wrap_head(self, head: torch.nn.Module) -> None:
         """Let ``head`` see only the selected positions, and run the span boundary head beside it.
@@ -88,6 +108,22 @@ class PretrainTrainer(Trainer):
         head.forward = forward
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mask = inputs.get("attention_mask")
+        if self.objective != "t5" and mask is not None and mask.device.type == "cpu" and bool(mask.all()):
+            # Packed blocks have no padding: without a mask SDPA takes its fused (flash) CPU kernel
+            # instead of building and applying a [B, 1, L, L] mask. The result is the same.
+            inputs.pop("attention_mask")
+        if self._chunked:
+            inputs.pop("word_starts", None)
+            labels = inputs.pop("labels")
+            self._hidden_only = True
+            try:
+                hidden = model(**inputs).logits  # [B, L, H]: the head passed the states through
+            finally:
+                self._hidden_only = False
+            weight = self.model.get_output_embeddings().weight
+            loss = chunked_lm_loss(hidden[:, :-1].reshape(-1, hidden.shape[-1]), weight, labels[:, 1:].reshape(-1))
+            return (loss, {}) if return_outputs else loss
         if self.objective != "mlm":
             inputs.pop("word_starts", None)
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -114,6 +150,31 @@ class PretrainTrainer(Trainer):
                 hits = (logits.argmax(-1) == target).sum().item()
             self._correct += torch.tensor([hits, target.numel()], dtype=torch.float64)
         return (loss, {}) if return_outputs else loss
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The stock scheduler, or, with a :class:`TimeBudget` callback, one keyed to elapsed time.
+
+        With a budget the schedule's progress is ``max(step / max_steps, elapsed / budget)``: warm-up
+        over the first ``warmup`` share of it, then the decay of ``lr_scheduler_type``, so a slow
+        machine runs fewer steps but still ends with a fully decayed learning rate.
+        """
+        if self.lr_scheduler is not None or self._time_budget() is None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        kind = getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type)
+        total = max(1, num_training_steps)
+        warmup = self.args.get_warmup_steps(num_training_steps) / total
+
+        def factor(step: int) -> float:
+            budget = self._time_budget()  # looked up each time: resuming replaces the callback
+            progress = max(step / total, budget.progress if budget is not None else 0.0)
+            return schedule_factor(kind, min(progress, 1.0), warmup)
+
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def _time_budget(self) -> TimeBudget | None:
+        return next((cb for cb in self.callback_handler.callbacks if isinstance(cb, TimeBudget)), None)
 
     def evaluate(self, *args, **kwargs):
         self._correct.zero_()
@@ -229,3 +290,112 @@ class GracefulStop(TrainerCallback):
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"[nlpssl] signal {signum}: saving a checkpoint after this step "
                   "(send it again to stop at once)", flush=True)
+
+
+def schedule_factor(kind: str, progress: float, warmup: float) -> float:
+    """Learning-rate multiplier at ``progress`` in [0, 1] of the run (warm-up share ``warmup``).
+
+    ``linear`` and ``cosine`` decay to 0 at progress 1, ``constant_with_warmup`` stays at 1; the
+    same shapes as transformers' step-keyed schedulers.
+    """
+    if warmup > 0 and progress < warmup:
+        return progress / warmup
+    if kind == "constant_with_warmup":
+        return 1.0
+    rest = (progress - warmup) / max(1.0 - warmup, 1e-12)
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(rest, 1.0)))
+    return max(0.0, 1.0 - rest)
+
+
+class TimeBudget(TrainerCallback, ExportableState):
+    """Stops training once ``minutes`` of wall time have passed; the scheduler reads its progress.
+
+    The clock starts at the first step and counts evaluations and checkpoints made during training.
+    Under DDP rank 0's clock is broadcast at every step, so every rank uses the same learning rate
+    and stops at the same step (a rank that stopped alone would hang the others). The time used is
+    saved in each checkpoint's ``trainer_state.json`` (``stateful_callbacks``), so a resumed run
+    continues the same budget: time between the last checkpoint and a kill is not counted.
+    """
+
+    def __init__(self, minutes: float, used_s: float = 0.0):
+        self.minutes = float(minutes)
+        self.used_s = float(used_s)  # seconds of training before this process started
+        self.elapsed_s = float(used_s)
+        self.stopped = False
+        self._started: float | None = None
+
+    @property
+    def progress(self) -> float:
+        return self.elapsed_s / (60.0 * self.minutes)
+
+    def state(self) -> dict:
+        return {"args": {"minutes": self.minutes, "used_s": self.elapsed_s}, "attributes": {}}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._started is None:
+            self._started = time.perf_counter()
+        self.elapsed_s = _rank0_value(self.used_s + time.perf_counter() - self._started, args.device)
+        if self.elapsed_s >= 60.0 * self.minutes:
+            self.stopped = True
+            control.should_training_stop = True
+        return control
+
+
+def _rank0_value(value: float, device) -> float:
+    """``value`` as rank 0 has it (itself outside a multi-process run)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    shared = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(shared, src=0)
+    return float(shared.item())
+
+
+def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int = 512) -> torch.Tensor:
+    """Mean cross-entropy of ``hidden @ weight.T`` against ``targets`` (-100 ignored), in row chunks.
+
+    The same loss and gradients as ``F.cross_entropy(hidden @ weight.T, targets)``, with the same
+    matmul FLOPs, but the [N, V] logits never exist at once: each chunk of ``rows`` rows computes its
+    logits, its loss and its gradients (softmax - one-hot) right away, and the backward pass only
+    scales the stored gradients. For a causal-LM the full logits are the largest tensors of a step
+    (32 x 128 x 8192 fp32 = 134 MB); allocating and freeing them every step costs page faults and
+    memory traffic, which on a 2-core CPU made up most of the gap to the matmul floor.
+    """
+    return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, rows)
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, rows):
+        valid = targets != -100
+        count = valid.sum().clamp(min=1).to(torch.float32)
+        need_grad = hidden.requires_grad or weight.requires_grad
+        grad_hidden = torch.empty_like(hidden) if need_grad else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_grad else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for begin in range(0, hidden.shape[0], rows):
+            h, t, keep = hidden[begin:begin + rows], targets[begin:begin + rows], valid[begin:begin + rows]
+            logits = (h @ weight.t()).float()  # [n, V]
+            lse = torch.logsumexp(logits, dim=-1)
+            picked = logits.gather(1, t.clamp(min=0).unsqueeze(1)).squeeze(1)
+            total += torch.where(keep, lse - picked, 0.0).sum()
+            if need_grad:
+                grad = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place
+                grad[torch.arange(len(t), device=t.device), t.clamp(min=0)] -= 1.0
+                grad.mul_((keep.to(grad.dtype) / count).unsqueeze(1))
+                grad = grad.to(h.dtype)
+                grad_hidden[begin:begin + rows] = (grad @ weight).to(grad_hidden.dtype)
+                grad_weight += (grad.t() @ h).float()
+        if need_grad:
+            ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+        return total / count
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return grad_hidden * grad_output, grad_weight * grad_output, None, None

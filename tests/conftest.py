@@ -2,13 +2,26 @@
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("WANDB_DISABLED", "true")
+# Set, not defaulted: a machine with HF_HUB_OFFLINE=0 in its environment must not go online.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["WANDB_DISABLED"] = "true"
+# Every test runs the fp32 path of a CPU without bf16 (an AVX2 machine), whatever CPU it lands on;
+# the tests of the bf16 path force it with speed.bf16=on.
+os.environ["NLPSSL_CPU_BF16"] = "0"
+
+import socket  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a rendezvous; two suites on one machine cannot collide)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

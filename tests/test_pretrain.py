@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_overrides
+from conftest import free_port, tiny_overrides
 from nlpssl.errors import NlpsslError
 from nlpssl.recipe import load_recipe
 
@@ -154,7 +154,7 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 
     with pytest.raises(RecipeError, match=r"model.size: expected one of 'tiny', 'small', 'base'; did you mean 'small'"):
         run_pretrain("bert-tiny", tmp_path, **{"model.size": "smal"})
-    with pytest.raises(NlpsslError, match=r"data.block_size: larger than the model's 512 positions \(got 1024"):
+    with pytest.raises(RecipeError, match=r"data.block_size is out of range \(got 1024\). It is larger than the model's 512"):
         run_pretrain("bert-tiny", tmp_path, **{"data.block_size": 1024})
     tiny_file = tmp_path / "tiny.txt"
     tiny_file.write_text("one short line.\n\nanother short line.\n")
@@ -218,14 +218,17 @@ def test_resume_after_interrupt_reaches_the_same_step(tmp_path, sig):
 def test_resume_skips_a_checkpoint_killed_while_saving(tmp_path, capsys):
     from nlpssl.pretrain import last_checkpoint
 
+    import torch
+    from safetensors.torch import save_file
+
     recipe = load_recipe("bert-tiny", tiny_overrides(tmp_path))
     for step, state in ((10, '{"global_step": 10}'), (20, '{"global_st'), (9, '{"global_step": 9}')):
         folder = recipe.output_dir / f"checkpoint-{step}"
         folder.mkdir(parents=True)
         (folder / "trainer_state.json").write_text(state)
-        (folder / "model.safetensors").write_bytes(b"")
+        save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
     assert last_checkpoint(recipe) == str(recipe.output_dir / "checkpoint-10")
-    assert "checkpoint-20, which was not completely saved" in capsys.readouterr().out
+    assert "checkpoint-20, which was not completely saved (trainer_state.json" in capsys.readouterr().out
     # export falls back the same way when there is no final/ model
     from nlpssl.export import find_weights
 
@@ -237,22 +240,27 @@ def test_resume_skips_a_checkpoint_killed_while_saving(tmp_path, capsys):
     assert last_checkpoint(recipe) == str(shard)  # sharded weights count as saved
 
 
-LAUNCHERS = {
-    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"],
-    "accelerate": [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "--main_process_port", "29518"],
-}
+def launcher(name: str) -> list[str]:
+    """A two-process launch on free ports (two suites on one machine cannot collide)."""
+    if name == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    return [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(free_port())]
 
 
-@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
-def test_two_process_run(tmp_path, launcher):
+@pytest.mark.parametrize("bf16", ["off", "on"])
+@pytest.mark.parametrize("name", ["torchrun", "accelerate"])
+def test_two_process_run_is_distributed_on_any_cpu(tmp_path, name, bf16):
+    """A real DDP run (gloo) whether or not the CPU has bf16: world size 2, disjoint rows per rank."""
     # torchrun also carries the span boundary head, a submodule DDP must see used in the forward
-    recipe, extra = ("bert-tiny-span", {"collator.span_boundary": "true"}) if launcher == "torchrun" else ("bert-tiny", {})
-    over = tiny_overrides(tmp_path, **{"training.max_steps": 8, **extra})
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    recipe, extra = ("bert-tiny-span", {"collator.span_boundary": "true"}) if name == "torchrun" else ("bert-tiny", {})
+    over = tiny_overrides(tmp_path, **{"training.max_steps": 8, "speed.bf16": bf16, **extra})
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "NLPSSL_PROBE_DIR": str(probe)}
     proc = subprocess.run(
-        [*LAUNCHERS[launcher], "-m", "nlpssl", "pretrain", recipe, *over],
+        [*launcher(name), str(ROOT / "tests" / "ddp_probe.py"), "pretrain", recipe, *over],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     out = proc.stdout + proc.stderr
@@ -263,8 +271,13 @@ def test_two_process_run(tmp_path, launcher):
     from transformers import AutoModelForMaskedLM
 
     assert AutoModelForMaskedLM.from_pretrained(export).config.model_type == "modernbert"
-    state = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert state["steps"] == 8 and state["train_tokens"] == 8 * 8 * 2 * 32
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["precision"] == ("bf16" if bf16 == "on" else "fp32")
+    assert metrics["steps"] == 8 and metrics["train_tokens"] == 8 * 8 * 2 * 32
+    seen = [(probe / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+    assert [len(rows) for rows in seen] == [8 * 8, 8 * 8]  # 8 steps of 8 rows on each rank
+    assert all(len(set(rows)) == len(rows) for rows in seen), "a rank saw a row twice within an epoch"
+    assert not set(seen[0]) & set(seen[1]), "the ranks must see disjoint rows"
     if extra:
         history = json.loads((tmp_path / "run" / "log_history.json").read_text())
         assert any("span_boundary_loss" in h for h in history)

@@ -9,10 +9,17 @@ from nlpssl.recipe import RecipeError, find_recipe, list_recipes, load_recipe, r
 SHIPPED = [p.stem for p in list_recipes()]
 
 
+PACKAGED = Path(__file__).resolve().parent.parent / "nlpssl" / "recipes"
+EXPECTED = {
+    "bert-small", "bert-tiny", "bert-tiny-span", "bert-tiny-wwm", "finetune-sst2", "finetune-tiny",
+    "gpt-small", "gpt-tiny", "llama-small", "roberta-small", "t5-tiny",
+}
+
+
 def test_shipped_recipes_found():
-    # A glob bug must not make the parametrised test below pass on nothing.
-    assert {"bert-tiny", "gpt-tiny"} <= set(SHIPPED)
-    assert len(SHIPPED) >= 2
+    # A glob bug must not make the parametrised test below pass on nothing: the exact set shipped.
+    assert set(SHIPPED) == EXPECTED == {p.stem for p in PACKAGED.glob("*.yaml")}
+    assert len(SHIPPED) == len(EXPECTED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -1,0 +1,104 @@
+"""training.budget_minutes: a run ends on time, with a learning rate decayed over the time it had."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port, tiny_overrides
+from nlpssl.recipe import load_recipe
+from nlpssl.training import schedule_factor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_schedule_shapes_match_their_names():
+    assert schedule_factor("linear", 0.0, 0.1) == 0.0
+    assert schedule_factor("linear", 0.05, 0.1) == pytest.approx(0.5)
+    assert schedule_factor("linear", 0.1, 0.1) == pytest.approx(1.0)
+    assert schedule_factor("linear", 0.55, 0.1) == pytest.approx(0.5)
+    assert schedule_factor("linear", 1.0, 0.1) == 0.0
+    assert schedule_factor("cosine", 0.55, 0.1) == pytest.approx(0.5)
+    assert schedule_factor("cosine", 1.0, 0.1) == pytest.approx(0.0)
+    assert schedule_factor("constant_with_warmup", 0.9, 0.1) == 1.0
+    assert schedule_factor("linear", 0.3, 0.0) == pytest.approx(0.7)
+
+
+def test_schedule_that_cannot_follow_time_is_refused():
+    from nlpssl.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"budget_minutes needs a schedule that can follow elapsed time \(got "
+                                          r"lr_scheduler_type='polynomial'\)"):
+        load_recipe("bert-tiny", ["training.budget_minutes=1", "training.lr_scheduler_type=polynomial"])
+
+
+def _learning_rates(run: Path) -> list[float]:
+    history = json.loads((run / "log_history.json").read_text())
+    return [h["learning_rate"] for h in history if "learning_rate" in h]
+
+
+def test_budget_ends_the_run_on_time_with_a_decayed_rate(tmp_path):
+    from nlpssl.pretrain import pretrain
+
+    budget_s = 4.0
+    over = tiny_overrides(tmp_path, **{"training.budget_minutes": budget_s / 60, "training.max_steps": 100000,
+                                       "training.warmup_steps": 0.1, "training.logging_steps": 1,
+                                       "training.save_steps": 20, "training.eval_steps": 1000})
+    result = pretrain(load_recipe("bert-tiny", over))
+    m = result.metrics
+    assert 10 < m["steps"] < 100000, m
+    assert budget_s <= m["budget_used_minutes"] * 60 < budget_s + 2.0, m
+    assert m["train_runtime_s"] < budget_s + 3.0, m
+    rates = _learning_rates(result.output_dir)
+    peak = 3e-3  # tiny_overrides' learning rate
+    assert max(rates) > 0.8 * peak, "warm-up reached the peak rate"
+    assert rates[-1] < 0.1 * peak, f"the rate must be decayed when time is up (last {rates[-1]:.2e})"
+    assert all(a >= b for a, b in zip(rates[rates.index(max(rates)):], rates[rates.index(max(rates)) + 1:]))
+    state = json.loads(sorted((result.output_dir).glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    saved = state["stateful_callbacks"]["TimeBudget"]["args"]
+    assert saved["minutes"] == pytest.approx(budget_s / 60) and 0 < saved["used_s"] <= budget_s
+
+
+def test_a_resumed_run_continues_the_same_budget(tmp_path):
+    budget_s = 12.0
+    over = tiny_overrides(tmp_path, **{"training.budget_minutes": budget_s / 60, "training.max_steps": 100000,
+                                       "training.save_steps": 25, "training.eval_steps": 1000})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "nlpssl", "pretrain", "bert-tiny", *over], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = tmp_path / "run" / "checkpoint-25" / "trainer_state.json"
+    deadline = time.time() + 120
+    while not first.exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    newest = sorted((tmp_path / "run").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
+    used = json.loads((newest / "trainer_state.json").read_text())["stateful_callbacks"]["TimeBudget"]["args"]["used_s"]
+    assert 0 < used < budget_s
+    resumed = subprocess.run([sys.executable, "-m", "nlpssl", "pretrain", "bert-tiny", *over, "training.resume=true"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # The resumed process trained for what was left of the budget, not for a whole new one.
+    assert budget_s <= m["budget_used_minutes"] * 60 < budget_s + 2.0, m
+    assert m["train_runtime_s"] < budget_s - used + 3.0, (m, used)
+
+
+def test_two_processes_stop_at_the_same_step(tmp_path):
+    """Rank 0's clock is shared: a rank that stopped alone would leave the other hanging in DDP."""
+    over = tiny_overrides(tmp_path, **{"training.budget_minutes": 0.08, "training.max_steps": 100000,
+                                       "training.save_steps": 1000, "training.eval_steps": 1000})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(free_port()), "-m", "nlpssl", "pretrain", "bert-tiny", *over],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["world_size"] == 2 and 1 < m["steps"] < 100000 and m["budget_used_minutes"] >= 0.08
+    assert m["train_tokens"] == m["steps"] * 8 * 2 * 32

@@ -1,0 +1,330 @@
+"""The bad inputs a new user hits: each gives an error that says where, what (with the value) and
+how to fix it, before any heavy work, and leaves nothing half-written behind."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_overrides
+from nlpssl.errors import NlpsslError
+from nlpssl.recipe import RecipeError, load_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def finished_runs(tmp_path_factory):
+    """One tiny finished masked-LM run and one causal-LM run, each with its export."""
+    from nlpssl.pretrain import pretrain
+
+    base = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for name in ("bert-tiny", "gpt-tiny"):
+        over = tiny_overrides(base / name, **{"training.max_steps": 5, "training.save_steps": 5,
+                                              "training.eval_steps": 5})
+        runs[name] = pretrain(load_recipe(name, over))
+    return runs
+
+
+def _copy_run(result, tmp_path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(result.output_dir, run)
+    saved = run / "recipe.yaml"  # the copy is a run of its own folder
+    saved.write_text(saved.read_text().replace(str(result.output_dir), str(run)))
+    return run
+
+
+# ------------------------------------------------------------------------------------------------
+# export never deletes what it did not create
+
+
+def test_export_refuses_a_folder_it_did_not_write(finished_runs, tmp_path):
+    from nlpssl.export import export_run
+
+    run = finished_runs["bert-tiny"].output_dir
+    mine = tmp_path / "my-folder"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(NlpsslError, match=r"exists and is not an earlier nlpssl export \(it holds thesis.tex"):
+        export_run(run, mine)
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    plain = tmp_path / "notes.txt"
+    plain.write_text("x")
+    with pytest.raises(NlpsslError, match="exists and is not a folder"):
+        export_run(run, plain)
+    assert plain.read_text() == "x"
+
+
+def test_export_refuses_the_run_folder_and_its_parents(finished_runs, tmp_path):
+    from nlpssl.export import export_run
+
+    run = _copy_run(finished_runs["bert-tiny"], tmp_path)
+    before = sorted(p.name for p in run.iterdir())
+    for target in (run, run.parent, tmp_path / "run" / ".." / "run"):
+        with pytest.raises(NlpsslError, match="is the run folder .* or holds it"):
+            export_run(run, target)
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_export_replaces_an_earlier_export_and_follows_the_umask(finished_runs, tmp_path):
+    from nlpssl.export import export_run
+
+    run = _copy_run(finished_runs["bert-tiny"], tmp_path)
+    out = tmp_path / "exported"
+    export_run(run, out)
+    export_run(run, out)  # an earlier export is replaced
+    mask = os.umask(0)
+    os.umask(mask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert modes["model.safetensors"] == 0o666 & ~mask, modes
+    assert len(set(modes.values())) == 1, modes
+    (out / "extra.txt").write_text("mine")  # once the user adds a file it is theirs
+    with pytest.raises(NlpsslError, match="not an earlier nlpssl export"):
+        export_run(run, out)
+    assert (out / "extra.txt").is_file()
+
+
+def test_failed_export_leaves_no_temporary_folder_and_stale_ones_are_swept(finished_runs, tmp_path):
+    from nlpssl.export import export_run
+
+    run = _copy_run(finished_runs["bert-tiny"], tmp_path)
+    out = tmp_path / "exported"
+    stale = tmp_path / ".exported.tmp-999999999"  # a killed export's leftover (no such process)
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"0" * 1000)
+    (run / "tokenizer" / "tokenizer.json").write_text("{broken")  # the export fails half-way
+    with pytest.raises(Exception):
+        export_run(run, out)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".exported")] == []
+
+
+# ------------------------------------------------------------------------------------------------
+# runs: finished, locked, the wrong kind
+
+
+def test_resuming_a_finished_run_trains_nothing(finished_runs, tmp_path, capsys):
+    from nlpssl.pretrain import pretrain
+
+    run = _copy_run(finished_runs["bert-tiny"], tmp_path)
+    metrics_before = (run / "metrics.json").read_text()
+    export_mtime = (run / "export" / "model.safetensors").stat().st_mtime_ns
+    recipe = load_recipe(run / "recipe.yaml", [f"training.output_dir={run}", "training.resume=true"])
+    result = pretrain(recipe)
+    assert result.already_finished and result.metrics["steps"] == 5
+    assert "already finished (step 5); nothing to train" in capsys.readouterr().out
+    assert (run / "metrics.json").read_text() == metrics_before
+    assert (run / "export" / "model.safetensors").stat().st_mtime_ns == export_mtime
+    assert not (run / "checkpoint-6").exists()
+
+
+def test_a_run_folder_in_use_is_refused_with_the_holder(tmp_path):
+    from nlpssl.pretrain import run_lock
+
+    folder = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from nlpssl.pretrain import run_lock\n"
+         "with run_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(60)", str(folder)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(NlpsslError, match=rf"is in use by process {holder.pid} on .*Wait for it to finish"):
+            with run_lock(folder):
+                pass
+        with pytest.raises(NlpsslError, match=f"in use by process {holder.pid}"):
+            from nlpssl.pretrain import pretrain
+
+            pretrain(load_recipe("bert-tiny", tiny_overrides(tmp_path, **{"training.resume": True})))
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(folder):  # released when its holder died
+        pass
+
+
+def test_each_command_checks_the_recipe_kind(tmp_path, capsys):
+    from nlpssl.cli import main
+
+    assert main(["pretrain", "finetune-tiny", "model=runs/x/export"]) == 2
+    err = capsys.readouterr().err
+    assert "this is a finetune recipe (kind: finetune), and `nlpssl pretrain` runs pretrain recipes" in err
+    assert "Run it with `nlpssl finetune" in err
+    assert main(["finetune", "bert-tiny", "model=runs/x/export"]) == 2
+    err = capsys.readouterr().err
+    assert "this is a pretrain recipe" in err and "Run it with `nlpssl pretrain" in err
+    assert not Path("runs/x").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# values that would reach torch or transformers unchecked
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.learning_rate=-1", "training.learning_rate is out of range (got -1.0). Use a positive number"),
+    ("training.per_device_train_batch_size=0", "training.per_device_train_batch_size is out of range (got 0)"),
+    ("model.dropout=1.5", "model.dropout is out of range (got 1.5). Use a probability in [0, 1)"),
+    ("model.hidden_size=-64", "model.hidden_size is out of range (got -64). Use 1 or more"),
+    ("data.eval_max_blocks=0", "data.eval_max_blocks is out of range (got 0)"),
+    ("training.output_dir=", "training.output_dir is out of range (got ''). Name a folder"),
+    ("model.num_layers=0", "model.num_layers is out of range (got 0). Use 1 or more"),
+    ("tokenizer.max_texts=0", "tokenizer.max_texts is out of range (got 0). Use 1 or more"),
+    ("model.num_heads=3", "model.hidden_size must be divisible by model.num_heads (got 256 and 3)"),
+    ("data.block_size=1024", "data.block_size is out of range (got 1024). It is larger than the model's 512"),
+    ("training.budget_minutes=0", "training.budget_minutes is out of range (got 0.0)"),
+])
+def test_values_are_checked_when_the_recipe_loads(override, message, capsys):
+    from nlpssl.cli import main
+
+    with pytest.raises(RecipeError) as info:
+        load_recipe("bert-tiny", [override])
+    assert message in str(info.value)
+    # and `recipe validate` says the same before anything runs
+    path = Path(load_recipe("bert-tiny").source_path)
+    assert main(["recipe", "show", str(path), override]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_explicit_zero_is_never_a_default():
+    from nlpssl.models import resolve_shape
+    from nlpssl.recipe import ModelSection
+
+    assert resolve_shape(ModelSection(num_layers=2)).layers == 2
+    assert resolve_shape(ModelSection(num_layers=0)).layers == 0  # kept (the recipe loader refuses it)
+    assert resolve_shape(ModelSection()).layers == 4
+
+
+# ------------------------------------------------------------------------------------------------
+# demos: the wrong model family, bad flags, checked before anything heavy loads
+
+
+def test_demos_refuse_the_wrong_model_family_and_bad_flags(finished_runs):
+    from nlpssl.demo import fill_mask, generate
+
+    mlm, causal = finished_runs["bert-tiny"].export_dir, finished_runs["gpt-tiny"].export_dir
+    with pytest.raises(NlpsslError, match=r"holds a GPT2LMHeadModel model, and fill-mask needs a masked-LM.*"
+                                          r"Use `nlpssl generate`"):
+        fill_mask(causal, "The cat sat on the [MASK].")
+    with pytest.raises(NlpsslError, match=r"holds a ModernBertForMaskedLM model, and generate needs a causal-LM.*"
+                                          r"Use `nlpssl fill-mask`"):
+        generate(mlm, "Once upon a time")
+    vocab = json.loads((mlm / "config.json").read_text())["vocab_size"]
+    for k in (0, -1, vocab + 1):
+        with pytest.raises(NlpsslError, match=rf"--top-k must be between 1 and the vocabulary size {vocab} \(got {k}\)"):
+            fill_mask(mlm, "The cat sat on the [MASK].", top_k=k)
+    assert len(fill_mask(mlm, "The cat sat on the [MASK].", top_k=vocab)) == vocab
+    positions = json.loads((causal / "config.json").read_text())["n_positions"]
+    for n in (0, -3, positions):
+        with pytest.raises(NlpsslError, match=rf"--max-new-tokens must be 1 or more and at most {positions - 1} "
+                                              rf"\(the model has {positions} positions\) \(got {n}\)"):
+            generate(causal, "Once", max_new_tokens=n)
+    for p in (0, -0.5, 1.5):
+        with pytest.raises(NlpsslError, match=rf"--top-p must be in \(0, 1\] \(got {p}\)"):
+            generate(causal, "Once", top_p=p)
+    with pytest.raises(NlpsslError, match=r"--top-k must be between 0 \(off\) and the vocabulary size"):
+        generate(causal, "Once", top_k=-1)
+    with pytest.raises(NlpsslError, match=r"prompt \(\d+ tokens\) plus --max-new-tokens 500 exceed the model's 512"):
+        generate(causal, "Once upon a time " * 10, max_new_tokens=500)
+
+
+def test_an_export_missing_its_weights_says_re_export(finished_runs, tmp_path):
+    from nlpssl.demo import fill_mask
+
+    broken = tmp_path / "export"
+    shutil.copytree(finished_runs["bert-tiny"].export_dir, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(NlpsslError, match=r"has a config.json but no weights .* Write it again with `nlpssl export"):
+        fill_mask(broken, "The cat sat on the [MASK].")
+
+
+# ------------------------------------------------------------------------------------------------
+# file-system faults
+
+
+def test_a_truncated_newest_checkpoint_is_skipped_for_the_one_before(finished_runs, tmp_path, capsys):
+    from nlpssl.pretrain import newest_complete_checkpoint
+
+    run = _copy_run(finished_runs["bert-tiny"], tmp_path)
+    good = run / "checkpoint-5"
+    for name, damage in (("model.safetensors", "model.safetensors: Error while deserializing header"),
+                         ("optimizer.pt", "optimizer.pt is truncated")):
+        newest = run / "checkpoint-9"
+        shutil.rmtree(newest, ignore_errors=True)
+        shutil.copytree(good, newest)
+        data = (newest / name).read_bytes()
+        (newest / name).write_bytes(data[: len(data) // 2])
+        assert newest_complete_checkpoint(run) == good
+        assert f"skipping {newest}, which was not completely saved ({damage}" in capsys.readouterr().out
+
+
+def test_a_damaged_cache_entry_names_the_folder_to_delete(tmp_path, tiny_tokenizer):
+    from nlpssl.data import prepare_data
+
+    recipe = load_recipe("bert-tiny", tiny_overrides(tmp_path))
+    entry = prepare_data(recipe, tiny_tokenizer).cache_path
+    arrow = next((entry / "train").glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:200])
+    with pytest.raises(NlpsslError, match=rf"the cached data '{entry}' is damaged .* Delete that folder "
+                                          rf"\(`rm -r {entry}`\) and rerun"):
+        prepare_data(recipe, tiny_tokenizer)
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"),
+                                reason="mounting a small or read-only tmpfs needs root")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 3 MiB file system (tmpfs) to fill up, unmounted afterwards."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(where)]).returncode:
+        pytest.skip("mount -t tmpfs is not permitted here")
+    yield where
+    subprocess.run(["umount", "-l", str(where)])
+
+
+@needs_root
+def test_a_full_disk_says_which_path_and_what_to_do(small_disk, tmp_path):
+    # hidden 128: one checkpoint (weights and optimizer state) is about 3 MiB, more than the disk holds
+    over = tiny_overrides(tmp_path, **{"training.output_dir": str(small_disk / "run"), "training.max_steps": 4,
+                                       "training.save_steps": 2, "model.hidden_size": 128})
+    proc = subprocess.run([sys.executable, "-m", "nlpssl", "pretrain", "bert-tiny", *over], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    err = proc.stderr
+    assert "nlpssl: error: no space left on the disk while writing" in err, err[-3000:]
+    assert str(small_disk / "run") in err and "Free space on that disk" in err and "Traceback" not in err
+
+
+@needs_root
+def test_a_read_only_output_folder_says_so(tmp_path):
+    where = tmp_path / "ro"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(where)]).returncode:
+        pytest.skip("mount -t tmpfs is not permitted here")
+    try:
+        over = tiny_overrides(tmp_path, **{"training.output_dir": str(where / "run")})
+        proc = subprocess.run([sys.executable, "-m", "nlpssl", "pretrain", "bert-tiny", *over], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert f"cannot write '{where / 'run'}': the folder is read-only" in proc.stderr, proc.stderr[-3000:]
+        assert "Choose a writable folder" in proc.stderr and "Traceback" not in proc.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(where)])
+
+
+def test_tokenizer_train_never_writes_over_a_folder(tmp_path, capsys):
+    from nlpssl.cli import main
+
+    out = tmp_path / "tok"
+    out.mkdir()
+    (out / "vocab.txt").write_text("mine")
+    assert main(["tokenizer", "train", "bert-tiny", "data.builtin_stories=50", "--out", str(out)]) == 2
+    assert "already exists and is not an empty folder" in capsys.readouterr().err
+    assert (out / "vocab.txt").read_text() == "mine"
