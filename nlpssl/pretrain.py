@@ -66,6 +66,13 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
         stopper = GracefulStop()
         extra = [TimeBudget(recipe.budget_minutes)] if recipe.budget_minutes else []
         trainer = make_trainer(recipe, args, model, data, collator, [stopper, *extra, *callbacks])
+        if extra:
+            from transformers.trainer_callback import ProgressCallback
+
+            extra[0].progress_bars = next((cb for cb in trainer.callback_handler.callbacks
+                                           if isinstance(cb, ProgressCallback)), None)
+            log(f"time budget: {recipe.budget_minutes:g} minutes of training (max_steps={trainer.args.max_steps} "
+                "is a cap); the learning rate decays over the budget")
         result = trainer.train(resume_from_checkpoint=last_checkpoint(recipe) if recipe.resume else None)
         if stopper.stopped:
             log(f"interrupted at step {trainer.state.global_step}; checkpoint saved. Rerun with "

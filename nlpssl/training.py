@@ -324,6 +324,7 @@ class TimeBudget(TrainerCallback, ExportableState):
         self.elapsed_s = float(used_s)
         self.stopped = False
         self._started: float | None = None
+        self.progress_bars = None  # the Trainer's ProgressCallback: its bar's total follows the budget
 
     @property
     def progress(self) -> float:
@@ -342,6 +343,10 @@ class TimeBudget(TrainerCallback, ExportableState):
         if self.elapsed_s >= 60.0 * self.minutes:
             self.stopped = True
             control.should_training_stop = True
+        bar = getattr(self.progress_bars, "training_bar", None)
+        if bar is not None and self.progress > 0 and state.global_step > 0:
+            # max_steps is only a cap: show the step the budget will end near, not the cap
+            bar.total = max(state.global_step, min(state.max_steps, round(state.global_step / min(self.progress, 1.0))))
         return control
 
 

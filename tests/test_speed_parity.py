@@ -1,6 +1,9 @@
 """The speed options change how fast a step runs, not what it computes.
 
 - sparse vs dense masked-LM head: the same loss in fp32 (to ~1e-5) and the same gradients;
+- chunked vs stock causal-LM loss: the same loss and gradients in fp32 (inside the Trainer the stock
+  loss is divided by the unshifted label count, B x L, a (L - 1) / L scale; the chunked loss is the
+  mean over the B x (L - 1) predicted tokens, so the on/off comparison keeps it on both sides);
 - all speed options on (bf16 autocast, sparse head, the attention kernel picked for the device)
   vs all off (fp32, dense head, SDPA): the losses of the first training steps on the same data
   and initialisation agree within bf16 tolerance, for masked-LM and causal-LM.
@@ -50,23 +53,38 @@ def _first_losses(tmp_path, tokenizer, name: str, steps: int = 3, **extra) -> li
     return cb.losses
 
 
-def test_sparse_and_dense_mlm_head_give_the_same_loss_and_gradients(tmp_path, tiny_tokenizer):
+def _loss_and_grads(model, args, collator, batch, **trainer_kwargs):
+    """One compute_loss + backward on a copy of ``model``: (loss, {parameter name: gradient})."""
     from nlpssl.training import PretrainTrainer
 
+    m = copy.deepcopy(model)
+    trainer = PretrainTrainer(model=m, args=args, data_collator=collator, **trainer_kwargs)
+    loss = trainer.compute_loss(m, {k: v.clone() for k, v in batch.items()})
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+
+def _assert_same(reference, other) -> None:
+    (ref_loss, ref_grads), (loss, grads) = reference, other
+    assert torch.allclose(loss, ref_loss, rtol=1e-5, atol=1e-6), (loss, ref_loss)
+    assert ref_grads.keys() == grads.keys()
+    for name in ref_grads:
+        assert torch.allclose(grads[name], ref_grads[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_sparse_and_dense_mlm_head_give_the_same_loss_and_gradients(tmp_path, tiny_tokenizer):
     recipe, args, data, model, collator = _setup(tmp_path, tiny_tokenizer, "bert-tiny", **{"speed.bf16": "off"})
     batch = collator([data.train[i] for i in range(8)])
-    results = []
-    for sparse in (False, True):
-        m = copy.deepcopy(model)
-        trainer = PretrainTrainer(model=m, args=args, data_collator=collator, objective="mlm", sparse_mlm_head=sparse)
-        loss = trainer.compute_loss(m, {k: v.clone() for k, v in batch.items()})
-        loss.backward()
-        results.append((loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
-    (dense_loss, dense_grads), (sparse_loss, sparse_grads) = results
-    assert torch.allclose(sparse_loss, dense_loss, rtol=1e-5, atol=1e-6), (sparse_loss, dense_loss)
-    assert dense_grads.keys() == sparse_grads.keys()
-    for name in dense_grads:
-        assert torch.allclose(sparse_grads[name], dense_grads[name], rtol=1e-4, atol=1e-6), name
+    _assert_same(_loss_and_grads(model, args, collator, batch, objective="mlm", sparse_mlm_head=False),
+                 _loss_and_grads(model, args, collator, batch, objective="mlm", sparse_mlm_head=True))
+
+
+def test_chunked_and_stock_causal_loss_give_the_same_loss_and_gradients(tmp_path, tiny_tokenizer):
+    recipe, args, data, model, collator = _setup(tmp_path, tiny_tokenizer, "gpt-tiny", **{"speed.bf16": "off"})
+    batch = collator([data.train[i] for i in range(8)])
+    batch["labels"][0, 5:9] = -100  # ignored positions count in neither
+    _assert_same(_loss_and_grads(model, args, collator, batch, objective="causal", chunked_lm_loss=False),
+                 _loss_and_grads(model, args, collator, batch, objective="causal", chunked_lm_loss=True))
 
 
 @pytest.mark.parametrize("name", ["bert-tiny", "gpt-tiny"])
