@@ -56,7 +56,8 @@ def storage_message(err: BaseException, paths: Mapping[str, Path]) -> str | None
         )
     return (
         f"cannot write {place}: the folder is read-only or not yours ({str(err).strip().splitlines()[0][:200]}). "
-        "Choose a writable folder for that setting (training.output_dir, data.cache_dir, or the OUT_DIR argument)."
+        "Choose a writable folder for that setting (training.output_dir, data.cache_dir, or the OUT_DIR argument); "
+        "if the path is an input file, make it readable."
     )
 
 

@@ -129,7 +129,10 @@ def sweep_stale(out_dir: Path) -> None:
     for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):
         kind, _, pid = leftover.name.removeprefix(f".{out_dir.name}.").partition("-")
         if kind in ("tmp", "old") and pid.isdigit() and leftover.is_dir() and not _alive(int(pid)):
-            shutil.rmtree(leftover, ignore_errors=True)
+            if kind == "old" and not out_dir.exists():
+                os.replace(leftover, out_dir)  # killed between the two renames: the old export comes back
+            else:
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
@@ -186,7 +189,11 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
         os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
+        try:
+            os.replace(tmp, out_dir)
+        except BaseException:
+            os.replace(old, out_dir)  # keep the earlier export
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out_dir)

@@ -48,6 +48,10 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
     done = finished_run(recipe)
     if done is not None:
         return done
+    if recipe.export.enabled and int(os.environ.get("RANK", "0")) == 0:
+        from nlpssl.export import check_export_target
+
+        check_export_target(recipe.output_dir, recipe.output_dir / "export")  # before hours of training
     args = training_arguments(recipe)
     with run_lock(recipe.output_dir):
         with args.main_process_first(desc="tokenizer and data", local=False):
@@ -64,7 +68,8 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
         from nlpssl.training import GracefulStop, TimeBudget
 
         stopper = GracefulStop()
-        extra = [TimeBudget(recipe.budget_minutes)] if recipe.budget_minutes else []
+        resume_from = last_checkpoint(recipe) if recipe.resume else None
+        extra = [TimeBudget(recipe.budget_minutes, budget_used_s(resume_from))] if recipe.budget_minutes else []
         trainer = make_trainer(recipe, args, model, data, collator, [stopper, *extra, *callbacks])
         if extra:
             from transformers.trainer_callback import ProgressCallback
@@ -73,7 +78,7 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
                                            if isinstance(cb, ProgressCallback)), None)
             log(f"time budget: {recipe.budget_minutes:g} minutes of training (max_steps={trainer.args.max_steps} "
                 "is a cap); the learning rate decays over the budget")
-        result = trainer.train(resume_from_checkpoint=last_checkpoint(recipe) if recipe.resume else None)
+        result = trainer.train(resume_from_checkpoint=resume_from)
         if stopper.stopped:
             log(f"interrupted at step {trainer.state.global_step}; checkpoint saved. Rerun with "
                 "training.resume=true to continue.")
@@ -94,6 +99,21 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
                 export_dir = export_run(recipe.output_dir, recipe.output_dir / "export")
                 log(f"export: {export_dir}")
     return PretrainResult(recipe.output_dir, export_dir, metrics)
+
+
+def budget_used_s(checkpoint: str | None) -> float:
+    """Seconds of the time budget a checkpoint had used (0 for a new run).
+
+    Read from the checkpoint's ``trainer_state.json`` (``stateful_callbacks``) here rather than by the
+    Trainer, which restores callback state only with ``restore_callback_states_from_checkpoint``.
+    """
+    if checkpoint is None:
+        return 0.0
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+        return float(state["stateful_callbacks"]["TimeBudget"]["args"]["used_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
 
 
 def log(message: str) -> None:
@@ -210,8 +230,11 @@ def run_lock(folder: Path):
 
 
 def write_run_recipe(recipe: Recipe) -> None:
+    """The resolved recipe, written whole or not at all (a reader never sees half of it)."""
     recipe.output_dir.mkdir(parents=True, exist_ok=True)
-    (recipe.output_dir / "recipe.yaml").write_text(recipe.to_yaml())
+    tmp = recipe.output_dir / f".recipe.yaml.tmp-{os.getpid()}"
+    tmp.write_text(recipe.to_yaml())
+    os.replace(tmp, recipe.output_dir / "recipe.yaml")
 
 
 def last_checkpoint(recipe: Recipe) -> str | None:
@@ -299,8 +322,9 @@ def train_recipe_tokenizer(recipe: Recipe, out_dir: Path, model_max_length: int 
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise NlpsslError(
-            f"tokenizer: {str(out_dir)!r} already exists and is not an empty folder, and a new tokenizer would "
-            "overwrite its files. Pass --out NEW_FOLDER, or reuse that tokenizer with tokenizer.path=FOLDER."
+            f"tokenizer: {str(out_dir)!r} already exists and is not an empty folder (and has no tokenizer.json), "
+            "and a new tokenizer would overwrite its files. Pass --out NEW_FOLDER to `nlpssl tokenizer train`, "
+            "reuse a trained tokenizer with tokenizer.path=FOLDER, or move that folder away."
         )
 
     d, t = recipe.data, recipe.tokenizer
@@ -309,11 +333,23 @@ def train_recipe_tokenizer(recipe: Recipe, out_dir: Path, model_max_length: int 
         txt_unit=d.txt_unit, max_texts=d.max_texts if t.max_texts is None else t.max_texts,
         builtin_stories=d.builtin_stories, seed=d.seed,
     )
-    return train_tokenizer(
-        texts, out_dir, algorithm=t.algorithm, vocab_size=t.vocab_size, min_frequency=t.min_frequency,
-        num_sentinels=t.num_sentinels, lowercase=t.lowercase, model_max_length=model_max_length,
-        show_progress=True,
-    )
+    # Trained into a hidden folder and renamed: a killed run never leaves half a tokenizer behind.
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    try:
+        tokenizer = train_tokenizer(
+            texts, tmp, algorithm=t.algorithm, vocab_size=t.vocab_size, min_frequency=t.min_frequency,
+            num_sentinels=t.num_sentinels, lowercase=t.lowercase, model_max_length=model_max_length,
+            show_progress=True,
+        )
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tokenizer
 
 
 def build_collator(recipe: Recipe, tokenizer):

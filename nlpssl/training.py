@@ -371,15 +371,15 @@ def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
     (32 x 128 x 8192 fp32 = 134 MB); allocating and freeing them every step costs page faults and
     memory traffic, which on a 2-core CPU made up most of the gap to the matmul floor.
     """
-    return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, rows)
+    need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, rows, need_grad)
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, rows):
+    def forward(ctx, hidden, weight, targets, rows, need_grad):
         valid = targets != -100
         count = valid.sum().clamp(min=1).to(torch.float32)
-        need_grad = hidden.requires_grad or weight.requires_grad
         grad_hidden = torch.empty_like(hidden) if need_grad else None
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_grad else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -392,10 +392,11 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             if need_grad:
                 grad = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place
                 grad[torch.arange(len(t), device=t.device), t.clamp(min=0)] -= 1.0
-                grad.mul_((keep.to(grad.dtype) / count).unsqueeze(1))
-                grad = grad.to(h.dtype)
-                grad_hidden[begin:begin + rows] = (grad @ weight).to(grad_hidden.dtype)
-                grad_weight += (grad.t() @ h).float()
+                # divided by the token count only after the matmuls: entries of 1 / (V N) would
+                # flush to zero in fp16 before the loss scaler ever saw them
+                grad = grad.mul_(keep.to(grad.dtype).unsqueeze(1)).to(h.dtype)
+                grad_hidden[begin:begin + rows] = ((grad @ weight).float() / count).to(grad_hidden.dtype)
+                grad_weight += (grad.t() @ h).float() / count
         if need_grad:
             ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
         return total / count
@@ -403,4 +404,4 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_output, grad_weight * grad_output, None, None
+        return grad_hidden * grad_output, grad_weight * grad_output, None, None, None

@@ -52,8 +52,8 @@ def test_budget_ends_the_run_on_time_with_a_decayed_rate(tmp_path):
     result = pretrain(load_recipe("bert-tiny", over))
     m = result.metrics
     assert 10 < m["steps"] < 100000, m
-    assert budget_s <= m["budget_used_minutes"] * 60 < budget_s + 2.0, m
-    assert m["train_runtime_s"] < budget_s + 3.0, m
+    assert budget_s <= m["budget_used_minutes"] * 60 < budget_s + 3.0, m
+    assert m["train_runtime_s"] < budget_s + 4.0, m
     rates = _learning_rates(result.output_dir)
     peak = 3e-3  # tiny_overrides' learning rate
     assert max(rates) > 0.8 * peak, "warm-up reached the peak rate"
@@ -65,29 +65,37 @@ def test_budget_ends_the_run_on_time_with_a_decayed_rate(tmp_path):
 
 
 def test_a_resumed_run_continues_the_same_budget(tmp_path):
-    budget_s = 12.0
+    budget_s = 16.0
     over = tiny_overrides(tmp_path, **{"training.budget_minutes": budget_s / 60, "training.max_steps": 100000,
-                                       "training.save_steps": 25, "training.eval_steps": 1000})
+                                       "training.save_steps": 100, "training.eval_steps": 1000})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "nlpssl", "pretrain", "bert-tiny", *over], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    first = tmp_path / "run" / "checkpoint-25" / "trainer_state.json"
+    def used_in_checkpoints() -> float:
+        best = 0.0
+        for state in (tmp_path / "run").glob("checkpoint-*/trainer_state.json"):
+            try:
+                best = max(best, json.loads(state.read_text())["stateful_callbacks"]["TimeBudget"]["args"]["used_s"])
+            except (OSError, ValueError, KeyError):
+                pass  # being written
+        return best
+
     deadline = time.time() + 120
-    while not first.exists():
+    while used_in_checkpoints() < 4.0:  # enough used that a budget restarted from 0 would be caught
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 130
     newest = sorted((tmp_path / "run").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
     used = json.loads((newest / "trainer_state.json").read_text())["stateful_callbacks"]["TimeBudget"]["args"]["used_s"]
-    assert 0 < used < budget_s
+    assert 4.0 <= used < budget_s, used
     resumed = subprocess.run([sys.executable, "-m", "nlpssl", "pretrain", "bert-tiny", *over, "training.resume=true"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     # The resumed process trained for what was left of the budget, not for a whole new one.
-    assert budget_s <= m["budget_used_minutes"] * 60 < budget_s + 2.0, m
-    assert m["train_runtime_s"] < budget_s - used + 3.0, (m, used)
+    assert budget_s <= m["budget_used_minutes"] * 60 < budget_s + 3.0, m
+    assert budget_s - used - 1.0 < m["train_runtime_s"] < budget_s - used + 2.0, (m, used)
 
 
 def test_two_processes_stop_at_the_same_step(tmp_path):

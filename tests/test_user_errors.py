@@ -328,3 +328,17 @@ def test_tokenizer_train_never_writes_over_a_folder(tmp_path, capsys):
     assert main(["tokenizer", "train", "bert-tiny", "data.builtin_stories=50", "--out", str(out)]) == 2
     assert "already exists and is not an empty folder" in capsys.readouterr().err
     assert (out / "vocab.txt").read_text() == "mine"
+
+
+def test_an_export_killed_between_its_renames_gets_the_old_export_back(finished_runs, tmp_path):
+    from nlpssl.export import export_run
+
+    run = _copy_run(finished_runs["bert-tiny"], tmp_path)
+    out = tmp_path / "exported"
+    export_run(run, out)
+    os.replace(out, tmp_path / ".exported.old-999999999")  # killed after moving the old export aside
+    (run / "tokenizer" / "tokenizer.json").write_text("{broken")  # and the next export fails
+    with pytest.raises(Exception):
+        export_run(run, out)
+    assert (out / "model.safetensors").is_file(), "the earlier export must come back, not be swept"
+    assert not list(tmp_path.glob(".exported.*"))
