@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import socket
 import sys
 from dataclasses import dataclass
@@ -345,8 +346,6 @@ def train_recipe_tokenizer(recipe: Recipe, out_dir: Path, model_max_length: int 
             out_dir.rmdir()  # empty (checked above)
         os.replace(tmp, out_dir)
     except BaseException:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return tokenizer

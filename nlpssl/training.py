@@ -108,13 +108,13 @@ class PretrainTrainer(Trainer):
         head.forward = forward
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs.pop("word_starts", None)  # the collator's, for masking only; no model takes it
         mask = inputs.get("attention_mask")
         if self.objective != "t5" and mask is not None and mask.device.type == "cpu" and bool(mask.all()):
             # Packed blocks have no padding: without a mask SDPA takes its fused (flash) CPU kernel
             # instead of building and applying a [B, 1, L, L] mask. The result is the same.
             inputs.pop("attention_mask")
         if self._chunked:
-            inputs.pop("word_starts", None)
             labels = inputs.pop("labels")
             self._hidden_only = True
             try:
@@ -125,10 +125,8 @@ class PretrainTrainer(Trainer):
             loss = chunked_lm_loss(hidden[:, :-1].reshape(-1, hidden.shape[-1]), weight, labels[:, 1:].reshape(-1))
             return (loss, {}) if return_outputs else loss
         if self.objective != "mlm":
-            inputs.pop("word_starts", None)
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
-        inputs.pop("word_starts", None)
         selected = labels != -100
         target = labels[selected]
         self._selected = selected
@@ -165,7 +163,7 @@ class PretrainTrainer(Trainer):
         warmup = self.args.get_warmup_steps(num_training_steps) / total
 
         def factor(step: int) -> float:
-            budget = self._time_budget()  # looked up each time: resuming replaces the callback
+            budget = self._time_budget()  # looked up, not captured: a caller may swap the callback
             progress = max(step / total, budget.progress if budget is not None else 0.0)
             return schedule_factor(kind, min(progress, 1.0), warmup)
 
