@@ -61,7 +61,8 @@ def test_budget_ends_the_run_on_time_with_a_decayed_rate(tmp_path):
     assert all(a >= b for a, b in zip(rates[rates.index(max(rates)):], rates[rates.index(max(rates)) + 1:]))
     state = json.loads(sorted((result.output_dir).glob("checkpoint-*/trainer_state.json"))[-1].read_text())
     saved = state["stateful_callbacks"]["TimeBudget"]["args"]
-    assert saved["minutes"] == pytest.approx(budget_s / 60) and 0 < saved["used_s"] <= budget_s
+    # the step that crosses the budget may be the one that saves: up to a step past it
+    assert saved["minutes"] == pytest.approx(budget_s / 60) and 0 < saved["used_s"] < budget_s + 3.0
 
 
 def test_a_resumed_run_continues_the_same_budget(tmp_path):
