@@ -45,6 +45,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 import torch  # noqa: E402
+from nlpssl.pretrain import cpu_description  # noqa: E402
 
 ARCH = {"mlm": "bert", "causal": "gpt2"}
 ALGORITHM = {"mlm": "wordpiece", "causal": "bpe"}
@@ -104,26 +105,6 @@ def matmul_peak(device: str, dtype: torch.dtype, seconds: float = 2.0) -> float:
         reps = 4 if device == "cuda" else 1
         best = max(best, reps * 2 * n**3 / (time.perf_counter() - t) / 1e12)
     return best
-
-
-def cpu_description() -> str:
-    """The CPU the figures come from: model name, the vector and bf16 flags, and the kernels torch uses."""
-    from pathlib import Path
-
-    from nlpssl.pretrain import bf16_supported
-
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        info = ""
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    forced = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
-                                         "NLPSSL_CPU_BF16") if k in os.environ}
-    return (f"{model}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none of avx2/avx512/amx'}; torch kernels "
-            f"{torch.backends.cpu.get_cpu_capability()}; bf16 supported: {bf16_supported()}"
-            + (f"; forced: {forced}" if forced else ""))
 
 
 def measure_peaks(args) -> dict:

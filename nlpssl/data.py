@@ -248,6 +248,24 @@ def split_indices(n_docs: int, fraction: float, seed: int) -> tuple[np.ndarray, 
     return permutation[n_eval:], permutation[:n_eval]
 
 
+def split_tail(tokens: Tokens, fraction: float) -> tuple[Tokens, Tokens]:
+    """(head, tail) of a one-document corpus: the last ``fraction`` of its tokens held out, in order.
+
+    The same cut nanoGPT makes in a character stream; evaluation text still never trains.
+    """
+    n = len(tokens.ids)
+    cut = n - max(1, int(round(n * fraction)))
+    if cut < 1:
+        raise NlpsslError(
+            f"data: the corpus is one document of {n} token(s), too short to hold out its last "
+            f"data.eval_fraction={fraction} for evaluation. Add text, or use a smaller data.eval_fraction."
+        )
+    starts = tokens.starts
+    head = Tokens(tokens.ids[:cut], np.array([0, cut], np.int64), None if starts is None else starts[:cut])
+    tail = Tokens(tokens.ids[cut:], np.array([0, n - cut], np.int64), None if starts is None else starts[cut:])
+    return head, tail
+
+
 def _split_documents(texts, fraction: float, seed: int):
     """The held-out split as two ``datasets.Dataset`` views (for code that maps over texts)."""
     train, held_out = split_indices(len(texts), fraction, seed)
@@ -264,16 +282,26 @@ def build_packed(recipe: Recipe, tokenizer) -> tuple:
     texts = load_texts(
         d.source, text_column=d.text_column, hub_config=d.hub_config, split=d.split,
         txt_unit=d.txt_unit, max_texts=d.max_texts, builtin_stories=d.builtin_stories, seed=d.seed,
+        unwrap=d.unwrap, clean=d.clean,
     )
-    split = split_indices(len(texts), d.eval_fraction, d.seed)
     objective, row_len = objective_of(recipe), row_length(recipe)
     special = _special_ids(tokenizer)
     # Tokenized once in corpus order (contiguous reads), then split with a numpy gather.
     tokens = tokenize(texts, tokenizer, d.num_proc, words=needs_words(recipe))
     doc_bytes = pc.binary_length(texts.with_format("arrow")[:].column("text")).to_numpy(zero_copy_only=False)
+    if len(texts) == 1:
+        # One document (a whole book with txt_unit=file): its last eval_fraction of tokens is held out.
+        parts = split_tail(tokens, d.eval_fraction)
+        total = int(doc_bytes[0])
+        part_bytes = [round(total * len(p.ids) / max(1, len(tokens.ids))) for p in parts]
+        parts_docs = [np.zeros(1, np.int64), np.zeros(1, np.int64)]
+    else:
+        split = split_indices(len(texts), d.eval_fraction, d.seed)
+        parts = [tokens.take(docs) for docs in split]
+        part_bytes = [int(doc_bytes[docs].sum()) for docs in split]
+        parts_docs = list(split)
     out, stats = [], {}
-    for name, docs in zip(("train", "eval"), split):
-        part = tokens.take(docs)
+    for name, part, docs, n_bytes in zip(("train", "eval"), parts, parts_docs, part_bytes):
         n_tokens = int(len(part.ids))
         if n_tokens + len(docs) < row_len:
             raise NlpsslError(
@@ -289,7 +317,7 @@ def build_packed(recipe: Recipe, tokenizer) -> tuple:
             stats["train_unigram_counts"] = counts.tolist()
         stats[f"{name}_documents"] = len(docs)
         stats[f"{name}_tokens"] = n_tokens
-        stats[f"{name}_bytes"] = int(doc_bytes[docs].sum())
+        stats[f"{name}_bytes"] = n_bytes
         stats[f"{name}_blocks"] = int(rows.shape[0])
         out.append(_to_dataset(rows, starts))
     return out[0], out[1], stats

@@ -332,7 +332,7 @@ def train_recipe_tokenizer(recipe: Recipe, out_dir: Path, model_max_length: int 
     texts = iter_texts(
         d.source, text_column=d.text_column, hub_config=d.hub_config, split=d.split,
         txt_unit=d.txt_unit, max_texts=d.max_texts if t.max_texts is None else t.max_texts,
-        builtin_stories=d.builtin_stories, seed=d.seed,
+        builtin_stories=d.builtin_stories, seed=d.seed, unwrap=d.unwrap, clean=d.clean,
     )
     # Trained into a hidden folder and renamed: a killed run never leaves half a tokenizer behind.
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
@@ -389,6 +389,24 @@ def bf16_supported() -> bool:
     except OSError:
         return False
     return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
+
+
+def cpu_description() -> str:
+    """The CPU the figures come from: model name, the vector and bf16 flags, and the kernels torch uses."""
+    import torch
+
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    forced = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+                                         "NLPSSL_CPU_BF16") if k in os.environ}
+    return (f"{model}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none of avx2/avx512/amx'}; torch kernels "
+            f"{torch.backends.cpu.get_cpu_capability()}; bf16 supported: {bf16_supported()}"
+            + (f"; forced: {forced}" if forced else ""))
 
 
 def launched_world_size() -> int:

@@ -62,7 +62,9 @@ class DataSection:
     text_column: str = "text"
     hub_config: str | None = None
     split: str = "train"
-    txt_unit: Literal["line", "paragraph", "file"] = "paragraph"  # one document per ...
+    txt_unit: Literal["line", "paragraph", "file"] = "paragraph"  # one document per ... (.txt files)
+    unwrap: bool = False  # paragraph: join its lines with spaces (hard-wrapped prose); default keeps line breaks
+    clean: Literal["none", "html"] = "none"  # html: <br /> -> newline, other tags dropped, &amp; decoded
     builtin_stories: int | None = None  # size of the built-in corpus (None: its default)
     max_texts: int | None = None
     seed: int = 0
@@ -147,6 +149,7 @@ class FinetuneSection:
     seed: int = 0  # data seed: built-in set, carving and subsampling
     metric_for_best_model: Literal["accuracy", "macro_f1"] = "accuracy"  # picks the checkpoint kept
     early_stopping_patience: int | None = 3  # evaluations without improvement before stopping (null: off)
+    dropout: float | None = 0.1  # dropout while fine-tuning (exports keep pretraining's, 0); null: the export's
 
 
 # nlpssl's own switches that live in the `training:` section beside TrainingArguments' fields.
@@ -608,6 +611,12 @@ def load_recipe(path_or_name: str | Path, overrides: typing.Sequence[str] = (), 
     if not isinstance(raw, dict):
         raise RecipeError([f"{path}: expected a mapping of sections at the top (got {type(raw).__name__})."])
     check_kind(raw.get("kind", "pretrain"), kind, str(path))
+    problems = apply_overrides(raw, overrides)
+    return recipe_from_dict(raw, name=path.stem, where=str(path), source_path=str(path), problems=problems)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> list[str]:
+    """Merge ``section.key=value`` strings into plain recipe data in place; returns the problems."""
     over, problems = parse_overrides(overrides)
     for section, values in over.items():
         if section == "":
@@ -616,7 +625,7 @@ def load_recipe(path_or_name: str | Path, overrides: typing.Sequence[str] = (), 
             raw[section] = {**(raw.get(section) or {}), **values}
         else:
             problems.append(f"override {section}.*: `{section}` is not a section.")
-    return recipe_from_dict(raw, name=path.stem, where=str(path), source_path=str(path), problems=problems)
+    return problems
 
 
 def recipe_from_dict(

@@ -8,15 +8,25 @@ Source strings:
     "builtin"            the generated stories of `nlpssl.corpus` (works offline)
     "hub:NAME"           `datasets.load_dataset(NAME, hub_config, split=split)`
     "data/books.txt"     one file; "data/*.jsonl" a glob; "data/" every supported file inside
+
+Files may be compressed: ``reviews.tsv.xz``, ``books.txt.gz``, ``dump.jsonl.zst`` (and ``.bz2``) are
+read as the format before the compression suffix, streamed without unpacking to disk.
+``clean="html"`` turns markup left in scraped text (``<br />``, ``&amp;``) into plain text.
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
 import difflib
 import glob as globlib
+import gzip
+import html
+import io
 import itertools
 import json
+import lzma
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -29,7 +39,11 @@ if TYPE_CHECKING:
     import datasets
 
 TxtUnit = Literal["line", "paragraph", "file"]
+Clean = Literal["none", "html"]
 SUPPORTED_EXTENSIONS = (".txt", ".jsonl", ".csv", ".tsv", ".parquet")
+# Compression suffixes read transparently (the format is the suffix before): stdlib codecs, and
+# zstandard (a dependency: Python 3.11 has no zstd module).
+COMPRESSIONS = (".gz", ".xz", ".bz2", ".zst")
 HUB_PREFIX = "hub:"
 # Texts go to Arrow in chunks of this many, so load_texts never holds a Python list of everything.
 _ARROW_CHUNK = 50_000
@@ -45,6 +59,8 @@ def iter_texts(
     max_texts: int | None = None,
     builtin_stories: int | None = None,
     seed: int = 0,
+    unwrap: bool = False,
+    clean: Clean = "none",
 ) -> Iterator[str]:
     """Yield the non-blank texts of a source one by one, reading lazily.
 
@@ -54,10 +70,14 @@ def iter_texts(
         hub_config: Configuration name of a Hub dataset (e.g. "wikitext-2-raw-v1").
         split: Split of a Hub dataset.
         txt_unit: What one text of a .txt file is: each non-empty "line", each blank-line-separated
-            "paragraph" (its lines joined with spaces), or the whole "file".
+            "paragraph" (its line breaks kept), or the whole "file".
         max_texts: Stop after this many texts (None: all).
         builtin_stories: Number of built-in stories (None: the corpus default).
         seed: Seed of the built-in corpus.
+        unwrap: Join the lines of a paragraph with spaces (hard-wrapped prose such as Gutenberg
+            books); by default a paragraph keeps its own line breaks (verse, dialogue, code).
+        clean: "html" replaces line-break tags (``<br />``, ``<p>``) with newlines, drops other
+            tags and decodes entities (``&amp;`` -> ``&``); "none" leaves the text as it is.
 
     Yields:
         Texts, never empty or whitespace-only.
@@ -67,9 +87,11 @@ def iter_texts(
             are not UTF-8, malformed JSON lines, a Hub dataset that cannot be reached, or a source
             with no text at all (raised when the stream ends).
     """
-    _check_args(txt_unit, max_texts)
+    _check_args(txt_unit, max_texts, clean)
     source = str(source)
-    texts = _raw_texts(source, text_column, hub_config, split, txt_unit, builtin_stories, seed)
+    texts = _raw_texts(source, text_column, hub_config, split, txt_unit, builtin_stories, seed, unwrap)
+    if clean == "html":
+        texts = map(clean_html, texts)
     nonblank = (text for text in texts if text.strip())
     count = 0
     for text in itertools.islice(nonblank, max_texts):
@@ -92,17 +114,19 @@ def load_texts(
     max_texts: int | None = None,
     builtin_stories: int | None = None,
     seed: int = 0,
+    unwrap: bool = False,
+    clean: Clean = "none",
 ) -> datasets.Dataset:
     """Load a source into an in-memory `datasets.Dataset` with one column, "text".
 
     Arguments and errors are those of `iter_texts`. The texts are held as Arrow strings (about the
     size of the UTF-8 text); for a corpus larger than memory, stream with `iter_texts` instead.
     """
-    _check_args(txt_unit, max_texts)
+    _check_args(txt_unit, max_texts, clean)
     source = str(source)
     if source.startswith(HUB_PREFIX):
         # The Hub path stays a memory-mapped Arrow dataset instead of being copied into memory.
-        return _load_hub(source, text_column, hub_config, split, max_texts)
+        return _load_hub(source, text_column, hub_config, split, max_texts, clean)
     stream = iter_texts(
         source,
         text_column=text_column,
@@ -110,11 +134,18 @@ def load_texts(
         max_texts=max_texts,
         builtin_stories=builtin_stories,
         seed=seed,
+        unwrap=unwrap,
+        clean=clean,
     )
     return _to_dataset(stream)
 
 
-def _check_args(txt_unit: str, max_texts: int | None) -> None:
+def _check_args(txt_unit: str, max_texts: int | None, clean: str = "none") -> None:
+    if clean not in get_args(Clean):
+        raise NlpsslError(
+            f"load_texts: unknown clean (got {clean!r}). "
+            f"Use one of {', '.join(repr(c) for c in get_args(Clean))}."
+        )
     if txt_unit not in get_args(TxtUnit):
         raise NlpsslError(
             f"load_texts: unknown txt_unit (got {txt_unit!r}). "
@@ -127,6 +158,24 @@ def _check_args(txt_unit: str, max_texts: int | None) -> None:
             f"load_texts: max_texts must be a positive integer or None (got {max_texts!r}). "
             "Set it to the number of texts to keep, or leave it unset for all."
         )
+
+
+_BREAK_TAG = re.compile(r"<\s*(?:br|/?p|/?div|/?li)\b[^<>]*>", re.IGNORECASE)
+_OTHER_TAG = re.compile(r"</?[a-zA-Z][^<>]*>")
+_SPACES = re.compile(r"[ \t]+")
+
+
+def clean_html(text: str) -> str:
+    """Plain text from text with HTML markup left in (IMDB reviews' ``<br /><br />``).
+
+    Line-break tags become newlines, other tags are dropped, entities are decoded, and runs of
+    spaces collapse to one. A ``<`` that does not open a tag (``a < b``, ``<3``) is kept.
+    """
+    text = _BREAK_TAG.sub("\n", text)
+    text = html.unescape(_OTHER_TAG.sub("", text))
+    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    # At most one blank line in a row: "<br /><br />" is a paragraph break, not two.
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 def _to_dataset(texts: Iterator[str]) -> datasets.Dataset:
@@ -150,6 +199,7 @@ def _raw_texts(
     txt_unit: str,
     builtin_stories: int | None,
     seed: int,
+    unwrap: bool = False,
 ) -> Iterator[str]:
     """Texts of any source, blanks included (the caller drops them)."""
     if source == "builtin":
@@ -160,14 +210,48 @@ def _raw_texts(
         return generate_stories(builtin_stories, seed)
     if source.startswith(HUB_PREFIX):
         return _iter_hub(source, text_column, hub_config, split)
-    return _iter_files(resolve_files(source), text_column, txt_unit)
+    return _iter_files(resolve_files(source), text_column, txt_unit, unwrap)
 
 
-def _iter_files(files: list[Path], text_column: str, txt_unit: str) -> Iterator[str]:
+def format_suffix(path: Path) -> str:
+    """The data format of a file name: ``.tsv`` for ``reviews.tsv.xz``, ``.txt`` for ``a.txt``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] in COMPRESSIONS:
+        return suffixes[-2]
+    return path.suffix.lower()
+
+
+def open_binary(path: Path) -> io.BufferedIOBase:
+    """``path`` opened for reading bytes, decompressing .gz/.xz/.bz2/.zst on the fly."""
+    match path.suffix.lower():
+        case ".gz":
+            return gzip.open(path, "rb")
+        case ".xz":
+            return lzma.open(path, "rb")
+        case ".bz2":
+            return bz2.open(path, "rb")
+        case ".zst":
+            try:
+                import zstandard
+            except ImportError as err:
+                raise NlpsslError(
+                    f"{path}: reading .zst files needs the zstandard package (not installed). "
+                    "Install it with `pip install zstandard`, or decompress with `zstd -d`."
+                ) from err
+            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True))
+    return path.open("rb")
+
+
+# What each codec raises on a damaged or truncated file (EOFError: cut short; OSError: gzip's
+# BadGzipFile; zstd's ZstdError derives from Exception, caught by name below).
+_CODEC_ERRORS = (EOFError, OSError, lzma.LZMAError)
+
+
+def _iter_files(files: list[Path], text_column: str, txt_unit: str, unwrap: bool = False) -> Iterator[str]:
     for path in files:
-        match path.suffix.lower():
+        match format_suffix(path):
             case ".txt":
-                yield from _read_txt(path, txt_unit)
+                yield from _read_txt(path, txt_unit, unwrap)
             case ".jsonl":
                 yield from _read_jsonl(path, text_column)
             case ".csv" | ".tsv":
@@ -213,15 +297,23 @@ def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
+def _readable(path: Path) -> bool:
+    """A supported format, compressed or not (Parquet compresses itself: no .parquet.gz)."""
+    if path.suffix.lower() in COMPRESSIONS:
+        return format_suffix(path) in SUPPORTED_EXTENSIONS and format_suffix(path) != ".parquet"
+    return path.suffix.lower() in SUPPORTED_EXTENSIONS
+
+
 def _supported(files: list[Path], source: str, warn: bool) -> list[Path]:
     """Keep files with a supported extension; a lone file or an all-unsupported set is an error."""
-    kept = [p for p in files if p.suffix.lower() in SUPPORTED_EXTENSIONS]
+    kept = [p for p in files if _readable(p)]
     skipped = [p for p in files if p not in kept]
     if not kept:
         names = sorted({p.suffix or p.name for p in skipped})
         raise NlpsslError(
             f"{source}: unsupported file type (got {names}). "
-            f"Use {', '.join(SUPPORTED_EXTENSIONS)} files, or convert the data to one of them."
+            f"Use {', '.join(SUPPORTED_EXTENSIONS)} files (all but .parquet may also be compressed as "
+            f"{', '.join(COMPRESSIONS)}), or convert the data to one of them."
         )
     if skipped and warn:
         warnings.warn(
@@ -241,9 +333,23 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
     Raises:
         NlpsslError: With the byte offset of the first invalid byte.
     """
-    offset = 0
-    with path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
+    offset, lineno = 0, 0
+    with open_binary(path) as handle:
+        lines = iter(handle)
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                return
+            except Exception as err:  # noqa: BLE001 - codec errors differ per compression
+                if not isinstance(err, _CODEC_ERRORS) and type(err).__name__ != "ZstdError":
+                    raise
+                raise NlpsslError(
+                    f"{path}: the {path.suffix} data is damaged or cut short after line {lineno} "
+                    f"(got {type(err).__name__}: {err}). Download or compress the file again, or "
+                    "check it with the codec's own test (e.g. `xz -t`, `gzip -t`)."
+                ) from err
+            lineno += 1
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -263,16 +369,17 @@ def _encoding_error(path: Path, offset: int, bad: bytes) -> NlpsslError:
     )
 
 
-def _read_txt(path: Path, txt_unit: str) -> Iterator[str]:
-    lines = (line.strip() for _, line in _decoded_lines(path))
+def _read_txt(path: Path, txt_unit: str, unwrap: bool = False) -> Iterator[str]:
+    # Trailing whitespace goes; leading whitespace (indentation of verse and code) stays.
+    lines = (line.rstrip() for _, line in _decoded_lines(path))
     match txt_unit:
         case "line":
             yield from lines
         case "paragraph":
             # groupby on "is blank" yields alternating runs of text lines and blank lines.
-            for is_text, run in itertools.groupby(lines, key=bool):
+            for is_text, run in itertools.groupby(lines, key=lambda line: bool(line.strip())):
                 if is_text:
-                    yield " ".join(run)
+                    yield " ".join(line.strip() for line in run) if unwrap else "\n".join(run)
         case "file":
             yield "".join(line for _, line in _decoded_lines(path)).strip()
 
@@ -312,7 +419,7 @@ def _read_jsonl(path: Path, text_column: str) -> Iterator[str]:
 def _read_delimited(path: Path, text_column: str) -> Iterator[str]:
     # Long documents in one cell exceed csv's default 128 KiB field limit.
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = "\t" if format_suffix(path) == ".tsv" else ","
     rows = csv.reader((line for _, line in _decoded_lines(path)), delimiter=delimiter)
     header = next(rows, None)
     if header is None:
@@ -412,7 +519,8 @@ def _iter_hub(source: str, text_column: str, hub_config: str | None, split: str)
 
 
 def _load_hub(
-    source: str, text_column: str, hub_config: str | None, split: str, max_texts: int | None
+    source: str, text_column: str, hub_config: str | None, split: str, max_texts: int | None,
+    clean: str = "none",
 ) -> datasets.Dataset:
     dataset = hub_dataset(source, hub_config, split, streaming=False)
     if text_column not in dataset.column_names:
@@ -426,6 +534,8 @@ def _load_hub(
     dataset = dataset.select_columns([text_column])
     if text_column != "text":
         dataset = dataset.rename_column(text_column, "text")
+    if clean == "html":
+        dataset = dataset.map(lambda batch: {"text": [clean_html(t or "") for t in batch["text"]]}, batched=True)
     dataset = dataset.filter(
         lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True
     )

@@ -149,6 +149,28 @@ def test_causal_blocks_separate_documents_with_eos(tmp_path, tiny_tokenizer):
     assert not (ids == tiny_tokenizer.cls_token_id).any()
 
 
+def test_one_document_corpus_holds_out_its_tail(tmp_path, tiny_tokenizer, story_texts):
+    """A whole book as one document (txt_unit=file): the last eval_fraction of its tokens is held out."""
+    import numpy as np
+
+    from nlpssl.data import prepare_data, tokenize
+
+    book = tmp_path / "book.txt"
+    book.write_text("\n\n".join(story_texts[:200]), encoding="utf-8")
+    over = tiny_overrides(tmp_path, **{"data.source": str(book), "data.txt_unit": "file", "data.eval_fraction": 0.1})
+    data = prepare_data(load_recipe("gpt-tiny", over), tiny_tokenizer)
+    import datasets
+
+    ids = tokenize(datasets.Dataset.from_dict({"text": [book.read_text().strip()]}), tiny_tokenizer).ids
+    n_eval = int(round(len(ids) * 0.1))
+    assert (data.stats["train_tokens"], data.stats["eval_tokens"]) == (len(ids) - n_eval, n_eval)
+    eval_ids = np.asarray(data.eval["input_ids"]).reshape(-1)
+    tail = ids[len(ids) - n_eval :]
+    assert eval_ids[: min(len(tail), len(eval_ids))].tolist() == tail[: len(eval_ids)].tolist(), "the tail, in order"
+    train_ids = np.asarray(data.train["input_ids"]).reshape(-1)
+    assert train_ids[: len(ids) - n_eval].tolist() == ids[: len(ids) - n_eval].tolist()
+
+
 def test_bad_inputs_give_clear_errors(tmp_path):
     from nlpssl.recipe import RecipeError
 

@@ -25,8 +25,10 @@ def write_jsonl(path, records):
 @pytest.mark.parametrize(
     ("unit", "expected"),
     [
-        ("line", ["First line of one.", "still paragraph one.", "Paragraph two.", "Three."]),
-        ("paragraph", ["First line of one. still paragraph one.", "Paragraph two.", "Three."]),
+        # Leading whitespace (verse and code indentation) is kept; trailing whitespace goes.
+        ("line", ["First line of one.", "still paragraph one.", "  Paragraph two.", "Three."]),
+        # A paragraph keeps its own line breaks: verse, dialogue and code keep their shape.
+        ("paragraph", ["First line of one.\nstill paragraph one.", "  Paragraph two.", "Three."]),
         ("file", ["First line of one.\nstill paragraph one.\n\n\n  Paragraph two.  \n\nThree."]),
     ],
 )
@@ -38,6 +40,58 @@ def test_txt_units(tmp_path, unit, expected):
     assert dataset.column_names == ["text"]
     assert dataset["text"] == expected
     assert list(iter_texts(path, txt_unit=unit)) == expected
+
+
+def test_unwrap_joins_hard_wrapped_lines(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text(TXT, encoding="utf-8")
+    assert load_texts(path, unwrap=True)["text"] == ["First line of one. still paragraph one.", "Paragraph two.", "Three."]
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".xz", ".bz2", ".zst"])
+def test_compressed_files_read_as_the_inner_format(tmp_path, suffix):
+    import bz2
+    import gzip
+    import lzma
+
+    import zstandard
+
+    pack = {".gz": gzip.compress, ".xz": lzma.compress, ".bz2": bz2.compress,
+            ".zst": zstandard.ZstdCompressor().compress}[suffix]
+    (tmp_path / f"a.txt{suffix}").write_bytes(pack(TXT.encode()))
+    (tmp_path / f"b.tsv{suffix}").write_bytes(pack("id\tbody\n1\tone review\n2\ttwo\n".encode()))
+    (tmp_path / f"c.jsonl{suffix}").write_bytes(pack(b'{"body": "json one"}\n'))
+    assert load_texts(tmp_path / f"a.txt{suffix}")["text"] == ["First line of one.\nstill paragraph one.",
+                                                              "  Paragraph two.", "Three."]
+    assert load_texts(tmp_path / f"b.tsv{suffix}", text_column="body")["text"] == ["one review", "two"]
+    # A folder and a glob pick the compressed files up too.
+    assert load_texts(f"{tmp_path}/*.tsv{suffix}", text_column="body")["text"] == ["one review", "two"]
+    assert load_texts(tmp_path / f"c.jsonl{suffix}", text_column="body")["text"] == ["json one"]
+
+
+def test_damaged_compressed_file_names_the_file(tmp_path):
+    import lzma
+
+    data = lzma.compress(("line of text\n" * 5000).encode())
+    path = tmp_path / "cut.txt.xz"
+    path.write_bytes(data[: len(data) // 2])  # a download cut short
+    with pytest.raises(NlpsslError, match=r"cut\.txt\.xz: the \.xz data is damaged or cut short .*xz -t"):
+        load_texts(path, txt_unit="line")
+    (tmp_path / "x.parquet.gz").write_bytes(b"")
+    with pytest.raises(NlpsslError, match="unsupported file type"):
+        load_texts(tmp_path / "x.parquet.gz")
+
+
+def test_clean_html_turns_markup_into_plain_text(tmp_path):
+    review = "Great film.<br /><br />The cast &amp; crew <i>shine</i>. I &lt;3 it, 2 < 3.<BR>End"
+    assert sources.clean_html(review) == "Great film.\n\nThe cast & crew shine. I <3 it, 2 < 3.\nEnd"
+    path = tmp_path / "r.tsv"
+    path.write_text(f"text\n{review}\n<br />\n", encoding="utf-8")
+    # Off by default; on, a text that was only markup is dropped like any blank text.
+    assert load_texts(path)["text"] == [review, "<br />"]
+    assert load_texts(path, clean="html")["text"] == [sources.clean_html(review)]
+    with pytest.raises(NlpsslError, match=r"unknown clean \(got 'xml'\)"):
+        load_texts(path, clean="xml")
 
 
 def test_jsonl_csv_tsv_parquet_with_custom_column(tmp_path):
