@@ -32,6 +32,7 @@ _API = {
     "generate": "nlpssl.demo",
     "finetune": "nlpssl.finetune",
     "classify": "nlpssl.finetune",
+    "probe": "nlpssl.probe",
 }
 
 __all__ = sorted(_API)

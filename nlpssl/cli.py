@@ -141,6 +141,18 @@ def cmd_finetune(a) -> None:
     print(f"export: {result.export_dir}")
 
 
+def cmd_probe(a) -> None:
+    from nlpssl.probe import format_table, probe
+
+    report = probe(
+        a.model_dir, a.task, a.overrides, labels=a.labels, seeds=a.seeds, out_dir=a.out,
+        learning_rates=a.learning_rates, arms=a.arms, epochs=a.epochs, card=a.card,
+    )
+    print(f"\nAccuracy on {report.scored_on} (mean ± std over {report.seeds} seed(s)):\n")
+    print(format_table(report))
+    print(f"\nprobe: {report.out_dir / 'probe.json'}, {report.out_dir / 'probe.md'}, {report.out_dir / 'probe.png'}")
+
+
 def cmd_classify(a) -> None:
     from dataclasses import asdict
 
@@ -206,6 +218,28 @@ def build_parser() -> argparse.ArgumentParser:
     ft = sub.add_parser("finetune", help="fine-tune an export on text classification")
     _recipe_args(ft)
     ft.set_defaults(fn=cmd_finetune)
+
+    from nlpssl.probe import ARMS, DEFAULT_LEARNING_RATES
+
+    pr = sub.add_parser(
+        "probe", help="does pretraining help my task? the export vs. scratch and bag-of-words at label budgets",
+        description="Fine-tune MODEL_DIR, the same architecture from scratch and a bag-of-words classifier on "
+        "the same labelled rows at each label budget; print the accuracy table, write probe.json/.md/.png.",
+    )
+    pr.add_argument("model_dir", help="an export (or a pretraining run folder holding one)")
+    pr.add_argument("--task", default="builtin",
+                    help="a finetune recipe (e.g. finetune-sst2), a labelled .csv/.tsv/.jsonl/.parquet file, or builtin")
+    pr.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                    help="overrides of the task recipe, e.g. --set task.text_column=sentence training.per_device_train_batch_size=16")
+    pr.add_argument("--labels", nargs="+", default=["500", "1000", "all"], help="label budgets (row counts or 'all')")
+    pr.add_argument("--seeds", type=int, default=3, help="draws of the labelled rows per budget")
+    pr.add_argument("--learning-rates", nargs="+", type=float, default=list(DEFAULT_LEARNING_RATES),
+                    help="fine-tuning grid searched for both neural arms")
+    pr.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default: ~1,000 steps, 2-20 epochs, early stopping)")
+    pr.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    pr.add_argument("--out", default=None, help="output folder (default: probe-TASK beside the export)")
+    pr.add_argument("--card", action="store_true", help="add the results to the export's model card (model-index)")
+    pr.set_defaults(fn=cmd_probe)
 
     cl = sub.add_parser("classify", help="classify a text with a fine-tuned export")
     cl.add_argument("model_dir")

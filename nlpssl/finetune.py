@@ -105,15 +105,23 @@ def _finetune(recipe: Recipe, model_dir: Path) -> FinetuneResult:
     log(f"finetune: {', '.join(f'{len(s)} {n}' for n, s in data.splits.items())} examples, "
         f"{len(data.label_names)} labels {data.label_names}, init={recipe.init} from {model_dir}")
     write_run_recipe(recipe)
-    model = build_classifier(model_dir, recipe, data.label_names, tokenizer)
-    encoded = encode_splits(data, tokenizer, recipe.task.max_length)
-    trainer = make_trainer(recipe, model, tokenizer, encoded, len(data.label_names))
-    result = trainer.train()
-    metrics = summarise(recipe, model_dir, trainer, result, encoded, data)
+    trainer, metrics = train_classifier(recipe, model_dir, tokenizer, data)
     write_outputs(recipe.output_dir, metrics, trainer.state.log_history, data.label_names)
     export_dir = export_classifier(trainer, tokenizer, recipe, metrics)
     log(f"export: {export_dir}")
     return FinetuneResult(recipe.output_dir, export_dir, metrics)
+
+
+def train_classifier(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData):
+    """Build, train and score one classifier on prepared splits; returns (trainer, metrics).
+
+    The shared core of `nlpssl finetune` and `nlpssl probe` (which hands every control the same splits).
+    """
+    model = build_classifier(model_dir, recipe, data.label_names, tokenizer)
+    encoded = encode_splits(data, tokenizer, recipe.task.max_length)
+    trainer = make_trainer(recipe, model, tokenizer, encoded, len(data.label_names))
+    result = trainer.train()
+    return trainer, summarise(recipe, model_dir, trainer, result, encoded, data)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -143,6 +151,8 @@ def check_task(recipe: Recipe) -> None:
         bad("max_train_examples", t.max_train_examples, "Use 2 or more, or null for all")
     if t.early_stopping_patience is not None and t.early_stopping_patience < 1:
         bad("early_stopping_patience", t.early_stopping_patience, "Use 1 or more evaluations, or null to turn it off")
+    if t.dropout is not None and not 0.0 <= t.dropout < 1.0:
+        bad("dropout", t.dropout, "Use a rate in [0, 1), e.g. 0.1, or null to keep the export's")
     if t.label_names is not None and len(set(map(str, t.label_names))) < 2:
         bad("label_names", t.label_names, "Name at least two distinct classes, or leave it unset")
     if problems:
@@ -238,6 +248,7 @@ def build_classifier(model_dir: Path, recipe: Recipe, label_names: list[str], to
     config.pad_token_id = tokenizer.pad_token_id
     if getattr(config, "use_cache", None):
         config.use_cache = False  # no generation here; past_key_values would only cost memory
+    set_dropout(config, recipe.task.dropout)
     if hasattr(config, "classifier_pooling"):
         # ModernBERT: our pretraining has no sentence-level objective, so its [CLS] state is not
         # trained; the mean of the token states is what carries the pretrained knowledge.
@@ -253,6 +264,27 @@ def build_classifier(model_dir: Path, recipe: Recipe, label_names: list[str], to
             f"{type(err).__name__}: {str(err).splitlines()[0][:200]}). Start from an encoder or decoder "
             "export (bert, roberta, gpt2, llama)."
         ) from err
+
+
+# Dropout fields of the stock configs (BERT/RoBERTa, ModernBERT, GPT-2, Llama, T5).
+DROPOUT_FIELDS = (
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "embedding_dropout", "mlp_dropout",
+    "attention_dropout", "classifier_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop",
+    "summary_first_dropout", "dropout_rate",
+)
+
+
+def set_dropout(config, rate: float | None) -> None:
+    """Set every dropout rate the config has to ``rate`` (None: keep the export's own).
+
+    Exports carry pretraining's dropout, 0 by default (it does not overfit there); fine-tuning on a
+    few hundred labels does, so ``task.dropout`` turns it back on for the classifier only.
+    """
+    if rate is None:
+        return
+    for name in DROPOUT_FIELDS:
+        if hasattr(config, name):
+            setattr(config, name, float(rate))
 
 
 # ------------------------------------------------------------------------------------------------

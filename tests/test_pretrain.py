@@ -171,6 +171,20 @@ def test_one_document_corpus_holds_out_its_tail(tmp_path, tiny_tokenizer, story_
     assert train_ids[: len(ids) - n_eval].tolist() == ids[: len(ids) - n_eval].tolist()
 
 
+def test_causal_model_of_verse_learns_to_write_line_breaks(tmp_path):
+    """Paragraphs keep their lines, so a causal model of verse sees (and writes) newlines."""
+    from nlpssl.demo import generate
+
+    verse = tmp_path / "verse.txt"
+    stanza = "roses are red\nviolets are blue\nsugar is sweet\nand so are you"
+    verse.write_text("\n\n".join([stanza] * 300), encoding="utf-8")
+    result = run_pretrain("gpt-tiny", tmp_path, **{
+        "data.source": str(verse), "tokenizer.vocab_size": 300, "training.max_steps": 80,
+        "training.eval_steps": 80, "training.save_steps": 80, "training.learning_rate": 3e-3})
+    text = generate(result.export_dir, "roses are red", max_new_tokens=12, greedy=True)
+    assert text.startswith("roses are red\nviolets"), repr(text)
+
+
 def test_bad_inputs_give_clear_errors(tmp_path):
     from nlpssl.recipe import RecipeError
 

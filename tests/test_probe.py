@@ -1,0 +1,131 @@
+"""`nlpssl probe`: the export against scratch and bag-of-words on the same rows; outputs and errors."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_overrides
+from nlpssl.errors import NlpsslError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    from nlpssl.pretrain import pretrain
+    from nlpssl.recipe import load_recipe
+
+    tmp = tmp_path_factory.mktemp("probe-model")
+    return pretrain(load_recipe("bert-tiny", tiny_overrides(tmp))).export_dir
+
+
+def write_task(path: Path, n: int, offset: int = 0, header=("sentence", "label")) -> Path:
+    words = ["great", "awful"]
+    rows = [(f"the film number {i + offset} was {words[i % 2]} {'indeed' if i % 3 else 'truly'}", i % 2)
+            for i in range(n)]
+    path.write_text("".join("\t".join(map(str, r)) + "\n" for r in [header, *rows]))
+    return path
+
+
+def test_probe_writes_table_plot_card_and_gives_every_arm_the_same_rows(tmp_path, export, capsys):
+    from nlpssl.cli import main
+
+    train = write_task(tmp_path / "train.tsv", 90)
+    dev = write_task(tmp_path / "dev.tsv", 30, offset=1000)
+    out = tmp_path / "probe"
+    args = ["probe", str(export), "--task", str(train), "--set", f"task.validation_source={dev}",
+            "task.text_column=sentence", "training.per_device_train_batch_size=16",
+            "--labels", "20", "all", "--seeds", "2", "--learning-rates", "1e-3", "3e-3", "--epochs", "1",
+            "--out", str(out), "--card"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| labels | pretrained | scratch | bag-of-words |" in printed and "| 90 |" in printed
+
+    report = json.loads((out / "probe.json").read_text())
+    assert report["label_budgets"] == [20, 90] and report["scored_on"].startswith("validation")
+    runs = report["runs"]
+    assert len(runs) == 2 * 2 * 3  # budgets x seeds x arms
+    for n in (20, 90):
+        for seed in (0, 1):
+            group = [r for r in runs if r["labels"] == n and r["seed"] == seed]
+            assert {r["arm"] for r in group} == {"pretrained", "scratch", "bag-of-words"}
+            # The controls saw exactly the rows the pretrained model saw.
+            assert len({json.dumps(r["splits"], sort_keys=True) for r in group}) == 1, group
+    train_digests = {(r["labels"], r["seed"]): r["splits"]["train"] for r in runs}
+    assert train_digests[(20, 0)] != train_digests[(20, 1)], "each seed draws other rows"
+    assert len({r["splits"]["test"] for r in runs}) == 1, "every run is scored on the same rows"
+    for r in runs:
+        assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["selection_accuracy"] <= 1.0
+        if r["arm"] != "bag-of-words":
+            assert [t["learning_rate"] for t in r["tried"]] == [1e-3, 3e-3]  # both arms get the same search
+            assert r["setting"]["learning_rate"] in (1e-3, 3e-3)
+    summary = report["summary"]["20"]["pretrained"]
+    scores = [r["accuracy"] for r in runs if r["labels"] == 20 and r["arm"] == "pretrained"]
+    assert summary["seeds"] == 2 and summary["mean"] == pytest.approx(sum(scores) / 2)
+
+    assert "| 20 |" in (out / "probe.md").read_text()
+    assert (out / "probe.png").stat().st_size > 5000
+    assert not (out / "runs").exists(), "fine-tuning checkpoints are cleaned up"
+
+    import yaml
+
+    card = (export / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    results = meta["model-index"][0]["results"]
+    assert results[0]["task"]["type"] == "text-classification"
+    values = {m["name"]: m["value"] for m in results[0]["metrics"]}
+    assert values["accuracy, 20 labels, pretrained, mean of 2 seed(s)"] == round(summary["mean"], 4)
+    assert "## Downstream probe: train" in card
+    # A second probe of the same task replaces its entry and section instead of adding another.
+    assert main(args[:-3] + ["--seeds", "1", "--out", str(out), "--card", "--arms", "bag-of-words"]) == 0
+    card = (export / "README.md").read_text()
+    assert card.count("## Downstream probe: train") == 1
+    assert len(yaml.safe_load(card.split("---\n")[1])["model-index"][0]["results"]) == 1
+
+
+def test_scored_rows_carved_from_train_never_reach_the_pool(tmp_path):
+    from nlpssl.probe import probe_splits, task_recipe
+
+    train = write_task(tmp_path / "train.tsv", 100)
+    recipe = task_recipe(str(train), tmp_path, ["task.text_column=sentence"])
+    pool, scored, _, scored_on = probe_splits(recipe)
+    assert (len(pool), len(scored)) == (80, 20) and scored_on.startswith("test: 0.2 of")
+    assert not set(pool.texts) & set(scored.texts)
+
+
+def test_probe_errors_come_before_any_training(tmp_path, export):
+    from nlpssl.probe import probe
+
+    train = write_task(tmp_path / "train.tsv", 40)
+    args = dict(overrides=["task.text_column=sentence"], out_dir=tmp_path / "p")
+    with pytest.raises(NlpsslError, match=r"--labels 500 is more than the 32 labelled training rows .* up to 32"):
+        probe(export, str(train), labels=[500], **args)
+    with pytest.raises(NlpsslError, match=r"--labels takes row counts or 'all' \(got 'many'\)"):
+        probe(export, str(train), labels=["many"], **args)
+    unlabelled = write_task(tmp_path / "text.tsv", 40, header=("sentence", "stars"))
+    with pytest.raises(NlpsslError, match=r"no label column 'label' \(got columns \['sentence', 'stars'\]\)"):
+        probe(export, str(unlabelled), labels=[20], **args)
+    foreign = tmp_path / "theirs"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(NlpsslError, match="holds files the probe did not write"):
+        probe(export, str(train), labels=[20], overrides=args["overrides"], out_dir=foreign)
+    assert (foreign / "notes.txt").read_text() == "mine"
+    other = tmp_path / "hub-model"
+    shutil.copytree(export, other)
+    (other / "README.md").write_text("---\ntags: [bert]\n---\nsomeone else's card\n")
+    with pytest.raises(NlpsslError, match="--card edits only model cards written by nlpssl"):
+        probe(other, str(train), labels=[20], card=True, **args)
+    with pytest.raises(NlpsslError, match=r"--seeds must be 1 or more \(got 0\)"):
+        probe(export, str(train), labels=[20], seeds=0, **args)
+    assert not (tmp_path / "p").exists(), "nothing was written"
