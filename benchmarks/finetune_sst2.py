@@ -92,13 +92,14 @@ def finetune(model: Path, init: str, out: Path, args: argparse.Namespace) -> dic
 
     recipe = load_recipe("finetune-sst2", [
         f"model={model}", f"init={init}", f"training.output_dir={out}",
-        f"task.source={args.train}", f"task.validation_source={args.dev}",
+        f"task.source={args.train}", f"task.test_source={args.dev}",
         f"task.max_train_examples={args.train_examples}", f"training.num_train_epochs={args.epochs}",
         "training.disable_tqdm=true",
     ])
     start = time.perf_counter()
     metrics = run_finetune(recipe).metrics
-    return {"dev_accuracy": metrics["eval_accuracy"], "dev_macro_f1": metrics["eval_macro_f1"],
+    # The dev set is the test split; early stopping picks on 10% of the training sentences.
+    return {"dev_accuracy": metrics["test_accuracy"], "dev_macro_f1": metrics["test_macro_f1"],
             "steps": metrics["steps"], "train_runtime_s": metrics["train_runtime_s"],
             "seconds": time.perf_counter() - start, "best_checkpoint": metrics["best_checkpoint"]}
 

@@ -54,7 +54,7 @@ def ag_news(data: Path, work: Path) -> tuple[Path, list[str]]:
 
 
 TASKS = {"trec": trec, "sms_spam": sms_spam, "ag_news": ag_news}
-DEFAULT_LABELS = {"trec": ["500", "2000"], "sms_spam": ["200", "1000"], "ag_news": ["500", "2000"]}
+DEFAULT_LABELS = {"trec": ["500", "1000"], "sms_spam": ["200", "1000"], "ag_news": ["500", "2000"]}
 
 
 def main() -> None:

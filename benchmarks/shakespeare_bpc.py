@@ -38,6 +38,22 @@ NANOGPT_CPU = [  # nanoGPT README, "I only have a macbook" (CPU) command
 BLOCK = 64
 
 
+def windowed_nats(logits_of, ids, size_of) -> tuple[float, int]:
+    """Summed next-token NLL (nats) over non-overlapping windows of BLOCK inputs, and the size
+    (``size_of(targets)``: tokens or characters) of everything predicted."""
+    import torch
+
+    nats, size = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(ids) - 1, BLOCK):
+            y = ids[start + 1 : start + 1 + BLOCK]
+            x = ids[start : start + len(y)]
+            logits = logits_of(x[None], y[None])  # [len, vocab]
+            nats += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            size += size_of(y)
+    return nats, size
+
+
 def run_nanogpt(checkout: Path, text: Path, work: Path) -> dict:
     import numpy as np
     import torch
@@ -63,15 +79,7 @@ def run_nanogpt(checkout: Path, text: Path, work: Path) -> dict:
     model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
     model.eval()
     val = torch.from_numpy(np.fromfile(data_dir / "val.bin", dtype=np.uint16).astype(np.int64))
-    nats, predicted = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(val) - 1, BLOCK):
-            x = val[start : start + BLOCK][None]
-            y = val[start + 1 : start + 1 + BLOCK][None]
-            x = x[:, : y.shape[1]]
-            logits, _ = model(x, y)
-            nats += torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
-            predicted += y.numel()
+    nats, predicted = windowed_nats(lambda x, y: model(x, y)[0][0], val, lambda y: y.numel())
     params = sum(p.numel() for p in model.parameters())
     return {"system": "nanoGPT (char)", "wall_s": wall, "steps": int(step), "params": params,
             "non_embedding_params": params - model.transformer.wte.weight.numel() - model.transformer.wpe.weight.numel(),
@@ -103,15 +111,7 @@ def run_nlpssl(train_text: Path, val_text: str, work: Path, budget_s: float, voc
     model = AutoModelForCausalLM.from_pretrained(export).eval()
     ids = torch.tensor(tok(val_text, add_special_tokens=False)["input_ids"])
     assert tok.decode(ids) == val_text, "the byte-level tokenizer round-trips the raw text"
-    nats, chars = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(ids) - 1, BLOCK):
-            x = ids[start : start + BLOCK][None]
-            y = ids[start + 1 : start + 1 + BLOCK][None]
-            x = x[:, : y.shape[1]]
-            logits = model(input_ids=x).logits
-            nats += torch.nn.functional.cross_entropy(logits[0], y[0], reduction="sum").item()
-            chars += len(tok.decode(y[0]))
+    nats, chars = windowed_nats(lambda x, y: model(input_ids=x).logits[0], ids, lambda y: len(tok.decode(y)))
     params = sum(p.numel() for p in model.parameters())
     embedding = model.transformer.wte.weight.numel() + model.transformer.wpe.weight.numel()
     return {"system": f"nlpssl gpt-tiny (BPE {vocab})", "wall_s": wall, "steps": metrics.get("steps"),

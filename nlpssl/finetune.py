@@ -277,8 +277,8 @@ DROPOUT_FIELDS = (
 def set_dropout(config, rate: float | None) -> None:
     """Set every dropout rate the config has to ``rate`` (None: keep the export's own).
 
-    Exports carry pretraining's dropout, 0 by default (it does not overfit there); fine-tuning on a
-    few hundred labels does, so ``task.dropout`` turns it back on for the classifier only.
+    Exports carry pretraining's dropout, 0 by default (it does not overfit there); ``task.dropout``
+    sets it for fine-tuning only (off by default: BENCHMARKS.md "Fine-tuning search").
     """
     if rate is None:
         return

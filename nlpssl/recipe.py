@@ -149,7 +149,7 @@ class FinetuneSection:
     seed: int = 0  # data seed: built-in set, carving and subsampling
     metric_for_best_model: Literal["accuracy", "macro_f1"] = "accuracy"  # picks the checkpoint kept
     early_stopping_patience: int | None = 3  # evaluations without improvement before stopping (null: off)
-    dropout: float | None = 0.1  # dropout while fine-tuning (exports keep pretraining's, 0); null: the export's
+    dropout: float | None = None  # dropout while fine-tuning, e.g. 0.1 (null: the export's own, 0 after nlpssl pretraining)
 
 
 # nlpssl's own switches that live in the `training:` section beside TrainingArguments' fields.

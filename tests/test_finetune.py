@@ -20,15 +20,7 @@ from nlpssl.recipe import FinetuneSection, RecipeError, load_recipe, recipe_from
 ERROR_FORMAT = re.compile(r"^\S.*: .+ \(got .+\)\.? .+\.$", re.S)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core box two threads are ~15x slower once another job runs."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pretrain(tmp_path: Path, name: str, **extra) -> Path:
