@@ -415,6 +415,8 @@ def plot_report(report: ProbeReport, path: Path) -> None:
             xs, ys, errs = zip(*points)
             ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=arm)
     ax.set_xscale("log")
+    ax.set_xticks(list(table), [f"{n:,}" for n in table])  # the budgets themselves, not powers of ten
+    ax.minorticks_off()
     ax.set_xlabel("labelled training rows")
     ax.set_ylabel("accuracy")
     ax.set_title(f"{_slug(report.task)}: {Path(report.model).parent.name or report.model}", fontsize=10)
