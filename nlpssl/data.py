@@ -292,9 +292,8 @@ def build_packed(recipe: Recipe, tokenizer) -> tuple:
     if len(texts) == 1:
         # One document (a whole book with txt_unit=file): its last eval_fraction of tokens is held out.
         parts = split_tail(tokens, d.eval_fraction)
-        total = int(doc_bytes[0])
-        part_bytes = [round(total * len(p.ids) / max(1, len(tokens.ids))) for p in parts]
-        parts_docs = [np.zeros(1, np.int64), np.zeros(1, np.int64)]
+        part_bytes = [round(int(doc_bytes[0]) * len(p.ids) / max(1, len(tokens.ids))) for p in parts]
+        parts_docs = [np.zeros(1, np.int64)] * 2  # each part counts as one document
     else:
         split = split_indices(len(texts), d.eval_fraction, d.seed)
         parts = [tokens.take(docs) for docs in split]

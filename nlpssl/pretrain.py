@@ -230,12 +230,17 @@ def run_lock(folder: Path):
         handle.close()
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a reader never sees half of it)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def write_run_recipe(recipe: Recipe) -> None:
-    """The resolved recipe, written whole or not at all (a reader never sees half of it)."""
+    """The resolved recipe, written whole or not at all."""
     recipe.output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = recipe.output_dir / f".recipe.yaml.tmp-{os.getpid()}"
-    tmp.write_text(recipe.to_yaml())
-    os.replace(tmp, recipe.output_dir / "recipe.yaml")
+    write_text_atomic(recipe.output_dir / "recipe.yaml", recipe.to_yaml())
 
 
 def last_checkpoint(recipe: Recipe) -> str | None:

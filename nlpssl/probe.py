@@ -319,14 +319,13 @@ def fine_tune_arm(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, ar
     for lr in learning_rates:
         out = runs_dir / f"{arm}-{n}-seed{seed}-lr{lr:g}"
         shutil.rmtree(out, ignore_errors=True)  # a leftover of an interrupted probe (the probe's own folder)
-        training = {**recipe.training, "output_dir": str(out), "learning_rate": lr, "num_train_epochs": n_epochs,
+        # Step-based settings of the task recipe give way to the probe's per-epoch schedule.
+        kept = {k: v for k, v in recipe.training.items() if k not in ("max_steps", "eval_steps", "save_steps")}
+        training = {**kept, "output_dir": str(out), "learning_rate": lr, "num_train_epochs": n_epochs,
                     "seed": seed, "eval_strategy": "epoch", "save_strategy": "epoch", "logging_strategy": "epoch",
                     "warmup_steps": 0.1, "lr_scheduler_type": "linear", "disable_tqdm": True,
                     # Batches of similar lengths: short sentences are not padded to the longest one.
                     "train_sampling_strategy": "group_by_length", "dataloader_pin_memory": False}
-        training.pop("max_steps", None)
-        training.pop("eval_steps", None)
-        training.pop("save_steps", None)
         task = dataclasses.replace(recipe.task, early_stopping_patience=PATIENCE)
         run_recipe = dataclasses.replace(recipe, init=arm, training=training, task=task)
         _, metrics = train_classifier(run_recipe, model_dir, tokenizer, data)
@@ -385,19 +384,15 @@ def format_table(report: ProbeReport) -> str:
 
 def write_report(report: ProbeReport, plot: bool = False) -> None:
     """probe.json and probe.md (and probe.png), each written whole or not at all."""
+    from nlpssl.pretrain import write_text_atomic
+
     out = report.out_dir
-    _atomic_write(out / MARKER, json.dumps(report.to_dict(), indent=2))
+    write_text_atomic(out / MARKER, json.dumps(report.to_dict(), indent=2))
     header = (f"Probe of `{report.model}` on `{report.task}`, accuracy on {report.scored_on} "
               f"(mean ± standard deviation over {report.seeds} seed(s)).\n\n")
-    _atomic_write(out / "probe.md", header + format_table(report) + "\n")
+    write_text_atomic(out / "probe.md", header + format_table(report) + "\n")
     if plot:
         plot_report(report, out / "probe.png")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def plot_report(report: ProbeReport, path: Path) -> None:
@@ -480,4 +475,6 @@ def add_to_card(model_dir: Path, report: ProbeReport, recipe: Recipe) -> None:
                f"seed(s); `nlpssl probe` against the same architecture from scratch and bag-of-words, on the "
                f"same rows.\n\n{format_table(report)}\n\n")
     text = "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body.rstrip("\n") + "\n\n" + section
-    _atomic_write(model_dir / "README.md", text)
+    from nlpssl.pretrain import write_text_atomic
+
+    write_text_atomic(model_dir / "README.md", text)
