@@ -17,7 +17,12 @@ from pathlib import Path
 
 from nlpssl.errors import NlpsslError
 
-PIPELINE_TAG = {"mlm": "fill-mask", "causal": "text-generation", "t5": "text2text-generation"}
+# The Hub task of each objective. T5 has none: transformers 5 removed the text2text-generation pipeline
+# (and the Hub its task), and its text-generation pipeline does not take encoder-decoder models.
+PIPELINE_TAG = {"mlm": "fill-mask", "causal": "text-generation", "t5": None}
+OBJECTIVE_TAG = {"mlm": "masked-lm", "causal": "causal-lm", "t5": "span-corruption"}
+# The oldest transformers 4.x release that loads each architecture the same as 5.x (tests/test_clients.py).
+OLDEST_4X = {"bert": "4.48", "roberta": "4.48", "modernbert": "4.48", "gpt2": "4.48", "llama": "4.48", "t5": "4.48"}
 SPAN_BOUNDARY_HEAD = "span_boundary_head"  # training-only submodule (nlpssl.training), never exported
 
 
@@ -102,7 +107,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     tmp.mkdir()
     try:
         shutil.copy2(weights / "config.json", tmp / "config.json")
-        write_stock_weights(weights, tmp)
+        write_stock_config(tmp / "config.json", objective)
+        write_stock_weights(weights, tmp, json.loads((tmp / "config.json").read_text())["model_type"])
         write_tokenizer(recipe, run_dir, tmp, objective)
         if objective != "mlm":
             write_generation_config(tmp, weights)
@@ -112,7 +118,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
             metrics = json.loads((run_dir / "metrics.json").read_text())
         if (run_dir / "loss_curve.png").is_file():
             shutil.copy2(run_dir / "loss_curve.png", tmp / "loss_curve.png")
-        (tmp / "README.md").write_text(model_card(recipe, objective, metrics, weights))
+        title = recipe.export.model_name or recipe_name(run_dir)
+        (tmp / "README.md").write_text(model_card(recipe, objective, metrics, weights, title, out_dir))
         follow_umask(tmp)
         replace_dir(tmp, out_dir)
     except BaseException:
@@ -156,8 +163,15 @@ def follow_umask(folder: Path) -> None:
             path.chmod(0o666 & ~mask)
 
 
-def write_stock_weights(weights: Path, out: Path) -> None:
-    """Copy the weights, leaving out training-only heads (the span boundary head) if present."""
+# Tensors that transformers 4.x reads under a second name. RoBERTa's masked-LM head: 5.x saves only
+# lm_head.bias; 4.x ties lm_head.bias to lm_head.decoder.bias on load, and without the second name
+# it keeps the decoder's zero bias (logits off by the whole bias, with no warning).
+LEGACY_COPIES = {"roberta": {"lm_head.bias": "lm_head.decoder.bias"}}
+
+
+def write_stock_weights(weights: Path, out: Path, model_type: str) -> None:
+    """Copy the weights, leaving out training-only heads (the span boundary head) and adding the
+    second names that transformers 4.x needs (``LEGACY_COPIES``)."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -175,12 +189,15 @@ def write_stock_weights(weights: Path, out: Path) -> None:
             shutil.copy2(weights / name, out / name)
         return
     src, dst = weights / "model.safetensors", out / "model.safetensors"
+    copies = LEGACY_COPIES.get(model_type, {})
     with safe_open(str(src), framework="pt") as f:
         names, metadata = list(f.keys()), f.metadata()
-        if not any(n.startswith(prefix) for n in names):
+        missing = {new: old for old, new in copies.items() if old in names and new not in names}
+        if not missing and not any(n.startswith(prefix) for n in names):
             shutil.copy2(src, dst)
             return
         kept = {n: f.get_tensor(n) for n in names if not n.startswith(prefix)}
+    kept |= {new: kept[old].clone() for new, old in missing.items()}
     save_file(kept, str(dst), metadata=metadata or {"format": "pt"})
 
 
@@ -199,74 +216,185 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
         os.replace(tmp, out_dir)
 
 
+def recipe_name(run_dir: Path) -> str:
+    """The name of the recipe a run came from (the first line of its recipe.yaml), else the folder's name."""
+    first = (run_dir / "recipe.yaml").read_text(encoding="utf-8").partition("\n")[0]
+    found = re.match(r"# Resolved nlpssl recipe '([^']+)'", first)
+    return found.group(1) if found else run_dir.name
+
+
+def write_stock_config(path: Path, objective: str) -> None:
+    """Make ``config.json`` mean the same model to transformers 4.x as to 5.x, and to llama.cpp.
+
+    - ModernBERT: 5.x describes attention only with ``layer_types`` / ``rope_parameters``; 4.x ignores
+      them and falls back to a global layer every third layer, 128-token windows elsewhere and other
+      rope thetas. The legacy keys beside the new ones make both lines build the same model.
+    - Llama: the legacy ``rope_theta`` beside ``rope_parameters``.
+    - GPT-2: ``n_ctx`` (5.x no longer writes it; llama.cpp's converter needs it).
+    - Causal-LM: BOS is [EOS]. The packer separates documents with [EOS] only, so a document's start
+      follows [EOS]; the [BOS] embedding was never trained, and clients that prepend BOS (generate()
+      with no prompt, lm-evaluation-harness) would condition on noise.
+    """
+    config = json.loads(path.read_text())
+    match config.get("model_type"):
+        case "modernbert":
+            every = global_every(config.get("layer_types") or ["full_attention"] * config["num_hidden_layers"])
+            rope = config.get("rope_parameters") or {}
+            config["global_attn_every_n_layers"] = every
+            config["global_rope_theta"] = rope.get("full_attention", {}).get("rope_theta", 160000.0)
+            config["local_rope_theta"] = rope.get("sliding_attention", {}).get("rope_theta", 10000.0)
+        case "llama":
+            theta = (config.get("rope_parameters") or {}).get("rope_theta")
+            if theta is not None:
+                config["rope_theta"] = theta
+        case "gpt2":
+            config["n_ctx"] = config["n_positions"]
+    if objective == "causal":
+        config["bos_token_id"] = config["eos_token_id"]
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def global_every(layer_types: list[str]) -> int:
+    """The n for which 4.x's rule "layer i is global iff i % n == 0" gives ``layer_types``."""
+    for n in range(1, len(layer_types) + 1):
+        if all((t == "full_attention") == (i % n == 0) for i, t in enumerate(layer_types)):
+            return n
+    raise NlpsslError(
+        f"export: ModernBERT layer_types {layer_types} have no every-n-th-layer-global pattern, which "
+        "transformers 4.x needs (global_attn_every_n_layers). Use all full-attention layers (nlpssl's default)."
+    )
+
+
 def write_tokenizer(recipe, run_dir: Path, out: Path, objective: str) -> None:
     from nlpssl.tokenizer import load_tokenizer, set_template
 
     source = Path(recipe.tokenizer.path) if recipe.tokenizer.path else run_dir / "tokenizer"
     tokenizer = load_tokenizer(source)
     set_template(tokenizer, objective)
+    save_stock_tokenizer(tokenizer, out, recipe.model.arch, objective)
+
+
+def save_stock_tokenizer(tokenizer, out: Path, arch: str, objective: str) -> None:
+    """``save_pretrained``, then a ``tokenizer_config.json`` that transformers 4.x and 5.x read alike.
+
+    - ``tokenizer_class: PreTrainedTokenizerFast`` (4.x has no ``TokenizersBackend``);
+    - the sentinels under ``additional_special_tokens`` (4.x reads ``extra_special_tokens`` as a dict);
+    - no ``is_local`` / ``local_files_only`` (facts about this machine's load, not the tokenizer);
+    - ``token_type_ids`` for classic BERT (segment ids for sentence pairs), none for the others;
+    - causal-LM: left padding (batched ``generate``) and BOS = [EOS] (see ``write_stock_config``).
+    """
+    from nlpssl.tokenizer import EOS_TOKEN
+
+    if objective == "causal":
+        tokenizer.bos_token = EOS_TOKEN
+        tokenizer.padding_side = "left"
     tokenizer.save_pretrained(str(out))
+    path = out / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    for key in ("is_local", "local_files_only", "backend"):
+        config.pop(key, None)
+    extra = config.pop("extra_special_tokens", None)
+    if extra:
+        config["additional_special_tokens"] = list(extra.values() if isinstance(extra, dict) else extra)
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config["model_input_names"] = (["input_ids", "token_type_ids", "attention_mask"] if arch == "bert"
+                                   else ["input_ids", "attention_mask"])
+    config["padding_side"] = "left" if objective == "causal" else "right"
+    path.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def write_generation_config(out: Path, weights: Path) -> None:
+    """Causal-LM samples (a demo that writes stories); T5 decodes greedily, so span fills are repeatable."""
     from transformers import AutoConfig, GenerationConfig
 
     config = AutoConfig.from_pretrained(str(weights))
+    causal = not getattr(config, "is_encoder_decoder", False)
+    sampling = dict(do_sample=True, temperature=0.8, top_k=50, top_p=0.95) if causal else dict(do_sample=False)
     GenerationConfig(
-        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+        bos_token_id=config.eos_token_id if causal else config.bos_token_id, eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,
         decoder_start_token_id=getattr(config, "decoder_start_token_id", None),
-        max_new_tokens=48, do_sample=True, temperature=0.8, top_k=50, top_p=0.95,
+        max_new_tokens=48, **sampling,
     ).save_pretrained(str(out))
 
 
-def model_card(recipe, objective: str, metrics: dict, weights: Path) -> str:
-    """A model card with Hub metadata (YAML front matter) and the run's figures."""
+def model_card(recipe, objective: str, metrics: dict, weights: Path, title: str, out_dir: Path) -> str:
+    """A model card with Hub metadata (YAML front matter, ``model-index`` results) and the run's figures."""
     import yaml
 
-    metric_names = ["accuracy"] if objective == "mlm" else ["perplexity"]
+    from nlpssl.tokenizer import FIRST_SENTINEL_ID
+
     source = recipe.data.source
-    meta = {
-        "library_name": "transformers",
-        "pipeline_tag": PIPELINE_TAG[objective],
-        "license": recipe.export.license,
-        "tags": ["nlpssl", recipe.model.arch, {"mlm": "masked-lm", "causal": "causal-lm", "t5": "t5"}[objective],
-                 "pretraining"],
-        "datasets": [source.removeprefix("hub:") if source.startswith("hub:") else
-                     ("nlpssl-builtin-stories" if source == "builtin" else Path(source).name)],
-        "metrics": metric_names,
-    }
-    name = recipe.export.model_name or recipe.name
+    arch = recipe.model.arch
+    metric, value = ("accuracy", metrics.get("eval_mlm_accuracy")) if objective == "mlm" else \
+        ("perplexity", metrics.get("eval_perplexity"))
+    held_out = f"held-out {recipe.data.eval_fraction:g} of the training text"
+    meta = {"library_name": "transformers"}
+    if PIPELINE_TAG[objective]:
+        meta["pipeline_tag"] = PIPELINE_TAG[objective]
+    meta |= {"license": recipe.export.license, "tags": ["nlpssl", arch, OBJECTIVE_TAG[objective], "pretraining"]}
+    if source.startswith("hub:"):  # the Hub's datasets: field takes dataset ids only
+        meta["datasets"] = [source.removeprefix("hub:").split(":")[0]]
+    if isinstance(value, (int, float)):
+        meta["model-index"] = [{"name": title, "results": [{
+            "task": {"type": PIPELINE_TAG[objective] or "text-generation", "name": OBJECTIVE_TAG[objective]},
+            "dataset": {"name": f"{_source_name(source)} ({held_out})", "type": _source_id(source)},
+            "metrics": [{"type": metric, "value": round(float(value), 4), "name": f"eval {metric}"}],
+        }]}]
+    where = out_dir.as_posix()
     rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not isinstance(v, (list, dict)))
     usage = {
-        "mlm": 'pipe = pipeline("fill-mask", model="PATH")\npipe("The cat sat on the [MASK].")',
-        "causal": 'pipe = pipeline("text-generation", model="PATH")\npipe("Once upon a time")',
+        "mlm": f'from transformers import pipeline\npipe = pipeline("fill-mask", model=model)\n'
+               f'pipe("The cat sat on the [MASK].")',
+        "causal": 'from transformers import pipeline\npipe = pipeline("text-generation", model=model)\n'
+                  'pipe("Once upon a time")',
         "t5": 'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
-              'tok = AutoTokenizer.from_pretrained("PATH")\n'
-              'model = AutoModelForSeq2SeqLM.from_pretrained("PATH")\n'
-              'out = model.generate(**tok("The cat <extra_id_0> on the mat.", return_tensors="pt"))\n'
+              'tok = AutoTokenizer.from_pretrained(model)\n'
+              'lm = AutoModelForSeq2SeqLM.from_pretrained(model)\n'
+              'out = lm.generate(**tok("The cat <extra_id_0> on the mat.", return_tensors="pt"))\n'
               'print(tok.decode(out[0]))',
+    }[objective]
+    notes = {
+        "mlm": "Loading it as an encoder (`AutoModel`, sentence-transformers, a classifier) prints a load "
+               "report listing the masked-LM head's weights as unused" +
+               (" and a newly initialised pooler" if arch in ("bert", "roberta") else "") +
+               ": that is expected, the head is only for fill-mask.",
+        "causal": "BOS is `[EOS]`: training separated documents with `[EOS]`, so a text's start follows it. "
+                  "Clients that prepend BOS (`generate()` with no prompt, lm-evaluation-harness) therefore "
+                  "condition on what training saw. The tokenizer pads on the left, for batched `generate()`.",
+        "t5": f"Span-corruption sentinels `<extra_id_0>`, `<extra_id_1>`, ... sit at ids {FIRST_SENTINEL_ID}, "
+              f"{FIRST_SENTINEL_ID + 1}, ... ascending (Google's T5 tokenizers put `<extra_id_0>` at the top of "
+              "the vocabulary instead): look sentinels up by name, never by arithmetic on the vocabulary "
+              "size. There is no pipeline for it in transformers 5 (text2text-generation was removed), "
+              "so it carries no pipeline tag; use `generate()` as above (greedy by default).",
     }[objective]
     curve = "\n## Loss curve\n\n![loss curve](loss_curve.png)\n" if (weights.parent / "loss_curve.png").exists() else ""
     return f"""---
 {yaml.safe_dump(meta, sort_keys=False).strip()}
 ---
 
-# {name}
+# {title}
 
-A {recipe.model.size} {recipe.model.arch} ({objective}) pretrained from scratch with
-[nlpssl](https://pypi.org/project/nlpssl/) on `{source}` (collator `{recipe.collator.kind}`,
-block size {recipe.data.block_size}, {recipe.tokenizer.algorithm} tokenizer of {recipe.tokenizer.vocab_size} tokens).
+A {recipe.model.size} {arch} ({OBJECTIVE_TAG[objective]}) pretrained from scratch with nlpssl on
+{_source_name(source)} (collator `{recipe.collator.kind}`, block size {recipe.data.block_size},
+{recipe.tokenizer.algorithm} tokenizer of {recipe.tokenizer.vocab_size} tokens).
 It is a stock transformers model: no `trust_remote_code`, no nlpssl needed to load it.
 
 ## Use
 
 ```python
-{"" if objective == "t5" else "from transformers import pipeline"}
+model = "{where}"  # this folder, or its Hub id once uploaded
 {usage}
 ```
 
-## Results (held-out split of the training corpus)
+{notes}
+
+## Compatibility
+
+Loads with transformers {OLDEST_4X[arch]} and newer (4.x and 5.x give the same outputs), as
+`PreTrainedTokenizerFast` plus a stock `{_architecture(weights)}`; the weights are safetensors.
+
+## Results ({held_out})
 
 | metric | value |
 |---|---|
@@ -276,6 +404,25 @@ It is a stock transformers model: no `trust_remote_code`, no nlpssl needed to lo
 
 The full resolved recipe is in `recipe.yaml` beside this card.
 """
+
+
+def _source_name(source: str) -> str:
+    if source == "builtin":
+        return "the nlpssl built-in story corpus"
+    if source.startswith("hub:"):
+        return source.removeprefix("hub:")
+    return f"local text `{Path(source.split(',')[0]).name}`"
+
+
+def _source_id(source: str) -> str:
+    if source == "builtin":
+        return "nlpssl-builtin-stories"
+    return source.removeprefix("hub:") if source.startswith("hub:") else Path(source.split(",")[0]).name
+
+
+def _architecture(weights: Path) -> str:
+    architectures = json.loads((weights / "config.json").read_text()).get("architectures") or ["model"]
+    return architectures[0]
 
 
 def _fmt(value) -> str:

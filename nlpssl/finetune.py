@@ -222,11 +222,11 @@ def _wrap_with_bos_eos(tokenizer) -> None:
     """Make ``tokenizer(text)`` give ``[BOS] text [EOS]`` (pairs: ``[BOS] a [EOS] b [EOS]``); saved with it."""
     from tokenizers import processors
 
-    eos, bos = tokenizer.eos_token, tokenizer.bos_token
-    if bos == eos:
-        bos = None  # stock GPT-2 has one <|endoftext|> for both: mark the end only
-    head = f"{bos} " if bos else ""
-    special = [(eos, tokenizer.eos_token_id)] + ([(bos, tokenizer.bos_token_id)] if bos else [])
+    # nlpssl causal exports (and stock GPT-2) have bos == eos: a text starts after the separator,
+    # as every pretraining document did, and ends with it.
+    eos, bos = tokenizer.eos_token, tokenizer.bos_token or tokenizer.eos_token
+    head = f"{bos} "
+    special = [(eos, tokenizer.eos_token_id)] + ([(bos, tokenizer.bos_token_id)] if bos != eos else [])
     template = processors.TemplateProcessing(
         single=f"{head}$A {eos}", pair=f"{head}$A {eos} $B:1 {eos}:1", special_tokens=special
     )
@@ -660,33 +660,32 @@ def write_outputs(out: Path, metrics: dict[str, Any], history: list[dict], label
 
 def export_classifier(trainer, tokenizer, recipe: Recipe, metrics: dict[str, Any]) -> Path:
     """Write the (best) model, tokenizer, recipe, plots and a model card; replace the export atomically."""
-    from nlpssl.export import replace_dir
+    from nlpssl.export import replace_dir, save_stock_tokenizer
 
     out = recipe.output_dir / "export"
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))  # after load_best_model_at_end these are the best weights
-    tokenizer.save_pretrained(str(tmp))
+    save_stock_tokenizer(tokenizer, tmp, trainer.model.config.model_type, "classify")
     (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the export holds recipe.yaml instead
     for name in ("recipe.yaml", "metrics.json", "confusion_matrix.png", "loss_curve.png"):
         if (recipe.output_dir / name).is_file():
             shutil.copy2(recipe.output_dir / name, tmp / name)
-    (tmp / "README.md").write_text(model_card(recipe, metrics, trainer.model.config.model_type))
+    (tmp / "README.md").write_text(model_card(recipe, metrics, trainer.model.config.model_type, out))
     replace_dir(tmp, out)
     return out
 
 
-def model_card(recipe: Recipe, metrics: dict[str, Any], model_type: str) -> str:
+def model_card(recipe: Recipe, metrics: dict[str, Any], model_type: str, out_dir: Path) -> str:
     """A model card with Hub metadata (YAML front matter), labels and scores."""
     import yaml
 
     task = recipe.task
     source = task.source
-    dataset = ("nlpssl-builtin-labelled" if source == "builtin" else
-               source.removeprefix("hub:") if source.startswith("hub:") else Path(source).name)
     meta = {"library_name": "transformers", "pipeline_tag": "text-classification",
-            "tags": ["nlpssl", model_type, "text-classification", f"init-{recipe.init}"],
-            "datasets": [dataset], "metrics": ["accuracy", "f1"]}
+            "tags": ["nlpssl", model_type, "text-classification", f"init-{recipe.init}"], "metrics": ["accuracy", "f1"]}
+    if source.startswith("hub:"):  # the Hub's datasets: field takes dataset ids only
+        meta["datasets"] = [source.removeprefix("hub:")]
     rows = "\n".join(
         f"| {split} | {metrics[f'{p}_accuracy']:.4f} | {metrics[f'{p}_macro_f1']:.4f} |"
         for split, p in (("validation", "eval"), ("test", "test")) if f"{p}_accuracy" in metrics
@@ -698,7 +697,7 @@ def model_card(recipe: Recipe, metrics: dict[str, Any], model_type: str) -> str:
 
 # {recipe.name}
 
-A {model_type} text classifier fine-tuned with [nlpssl](https://pypi.org/project/nlpssl/) from {start}
+A {model_type} text classifier fine-tuned with nlpssl from {start}
 on `{source}` ({metrics['train_examples']} training examples, {metrics['steps']} steps,
 {metrics['train_runtime_s']:.0f} s). Labels: {', '.join(f'`{n}`' for n in metrics['labels'])}.
 It is a stock transformers model: no `trust_remote_code`, no nlpssl needed to load it.
@@ -707,7 +706,7 @@ It is a stock transformers model: no `trust_remote_code`, no nlpssl needed to lo
 
 ```python
 from transformers import pipeline
-pipe = pipeline("text-classification", model="PATH")
+pipe = pipeline("text-classification", model="{out_dir.as_posix()}")  # or its Hub id once uploaded
 pipe("some text", top_k=None)
 ```
 

@@ -453,7 +453,9 @@ def add_to_card(model_dir: Path, report: ProbeReport, recipe: Recipe) -> None:
     import yaml
 
     meta, body = _read_card(model_dir)
-    name = meta.get("model_name") or model_dir.parent.name or model_dir.name
+    # The card's own model-index entry (the export writes one with its held-out figure), else a new one.
+    entries = meta.get("model-index") or []
+    name = (entries[0].get("name") if entries else None) or model_dir.parent.name or model_dir.name
     dataset = {"name": _slug(report.task), "type": _slug(recipe.task.source)}
     results = [{
         "task": {"type": "text-classification", "name": "Text Classification"},

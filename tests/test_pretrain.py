@@ -61,12 +61,25 @@ def test_pretrain_end_to_end_and_stock_export(tmp_path, name):
         preds = pipeline("fill-mask", model=str(export))("The cat sat on the [MASK].")
         assert len(preds) == 5 and all(0 <= p["score"] <= 1 for p in preds)
         assert tok("a b").input_ids[0] == tok.cls_token_id
+        config = json.loads((export / "config.json").read_text())
+        # transformers 4.x reads these legacy keys; without them it builds sliding-window layers
+        assert config["global_attn_every_n_layers"] == 1 and config["global_rope_theta"] == 160000.0
     else:
         assert "generation_config.json" in names
         model = AutoModelForCausalLM.from_pretrained(export)
         assert model.config.pad_token_id != model.config.eos_token_id
         out = pipeline("text-generation", model=str(export))("Once upon a time", max_new_tokens=5, do_sample=False)
         assert out[0]["generated_text"].startswith("Once upon a time")
+        # BOS is the [EOS] that training put before every document, and batched generate pads left
+        assert model.config.bos_token_id == tok.bos_token_id == tok.eos_token_id == model.generation_config.bos_token_id
+        assert tok.padding_side == "left"
+        assert model.config.n_ctx == model.config.n_positions  # llama.cpp's converter reads n_ctx
+    tok_config = json.loads((export / "tokenizer_config.json").read_text())
+    assert tok_config["tokenizer_class"] == "PreTrainedTokenizerFast"  # a class transformers 4.x has too
+    assert "is_local" not in tok_config and "extra_special_tokens" not in tok_config
+    assert "<extra_id_0>" in tok_config["additional_special_tokens"]
+    assert tok.convert_tokens_to_ids("<extra_id_0>") == 7 and "<extra_id_0>" in tok.all_special_tokens
+    assert "model-index:" in card and '"PATH"' not in card and f"# {name}\n" in card
 
 
 def test_cache_reused_and_rebuilt_on_change(tmp_path, tiny_tokenizer):

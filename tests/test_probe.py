@@ -74,16 +74,16 @@ def test_probe_writes_table_plot_card_and_gives_every_arm_the_same_rows(tmp_path
 
     card = (export / "README.md").read_text()
     meta = yaml.safe_load(card.split("---\n")[1])
-    results = meta["model-index"][0]["results"]
-    assert results[0]["task"]["type"] == "text-classification"
-    values = {m["name"]: m["value"] for m in results[0]["metrics"]}
+    [entry] = meta["model-index"]  # the export's own entry (its held-out figure) gains the probe's result
+    assert [r["task"]["type"] for r in entry["results"]] == ["fill-mask", "text-classification"]
+    values = {m["name"]: m["value"] for m in entry["results"][1]["metrics"]}
     assert values["accuracy, 20 labels, pretrained, mean of 2 seed(s)"] == round(summary["mean"], 4)
     assert "## Downstream probe: train" in card
     # A second probe of the same task replaces its entry and section instead of adding another.
     assert main(args[:-3] + ["--seeds", "1", "--out", str(out), "--card", "--arms", "bag-of-words"]) == 0
     card = (export / "README.md").read_text()
     assert card.count("## Downstream probe: train") == 1
-    assert len(yaml.safe_load(card.split("---\n")[1])["model-index"][0]["results"]) == 1
+    assert len(yaml.safe_load(card.split("---\n")[1])["model-index"][0]["results"]) == 2
 
 
 def test_scored_rows_carved_from_train_never_reach_the_pool(tmp_path):

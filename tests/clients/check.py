@@ -1,0 +1,170 @@
+"""What a client sees of an nlpssl export: run inside a client's own virtual environment.
+
+    python check.py CHECK EXPORT_DIR OUT_JSON [WORK_DIR]
+
+This file must not import nlpssl (the client environments do not have it) and uses only what a
+user of that client would write. CHECK is one of:
+
+- ``outputs``: tokenizer ids (single, batched, sentence pairs) and logits of the stock Auto class;
+- ``generate``: ``generate()`` with no prompt (causal-LM), greedy;
+- ``sentence``: ``SentenceTransformer(EXPORT_DIR).encode`` against mean pooling done by hand;
+- ``lmeval``: lm-evaluation-harness ``HFLM`` loglikelihoods against the same sums done by hand;
+- ``onnx``: optimum's ONNX export run by onnxruntime against PyTorch (in WORK_DIR);
+- ``card``: ``huggingface_hub.ModelCard`` parses README.md and its metadata.
+"""
+
+import json
+import sys
+
+TEXTS = ["The cat sat on the [MASK].", "A dog ran to the park and played with a red ball."]
+# Over 128 tokens: transformers 4.x reading a ModernBERT config without the legacy keys would give
+# every other layer a 128-token sliding window, which only shows on inputs this long.
+LONG = " ".join(["The little fox found a shiny stone near the river and took it home to show her mother."] * 12)
+T5_TEXT = "The cat <extra_id_0> on the mat."
+
+
+def objective(config) -> str:
+    if config.is_encoder_decoder:
+        return "t5"
+    return "causal" if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in config.architectures) \
+        else "mlm"
+
+
+def load(path):
+    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM,
+                              AutoTokenizer)
+
+    config = AutoConfig.from_pretrained(path)
+    kind = objective(config)
+    cls = {"mlm": AutoModelForMaskedLM, "causal": AutoModelForCausalLM, "t5": AutoModelForSeq2SeqLM}[kind]
+    return kind, AutoTokenizer.from_pretrained(path), cls.from_pretrained(path).eval()
+
+
+def outputs(path, out, work):
+    import torch
+    import transformers
+
+    kind, tok, model = load(path)
+    texts = [T5_TEXT, TEXTS[1]] if kind == "t5" else TEXTS
+    singles = [tok(t)["input_ids"] for t in [*texts, LONG]]
+    batch = tok(texts, padding=True)
+    pair = tok(texts[0], texts[1])
+    logits = []
+    with torch.no_grad():
+        for ids in singles:  # one text at a time: no padding conventions in the comparison
+            x = torch.tensor([ids])
+            extra = {"decoder_input_ids": torch.tensor([[model.config.decoder_start_token_id, *ids[:3]]])} \
+                if kind == "t5" else {}
+            logits.append(model(input_ids=x, **extra).logits[0].flatten().tolist())
+    return {
+        "transformers": transformers.__version__, "kind": kind, "tokenizer_class": type(tok).__name__,
+        "singles": singles, "batch": batch["input_ids"], "batch_mask": batch["attention_mask"],
+        "input_names": sorted(batch.keys()), "pair_token_types": pair.get("token_type_ids"),
+        "padding_side": tok.padding_side, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+        "specials": {n: getattr(tok, f"{n}_token_id") for n in ("pad", "unk", "cls", "sep", "mask", "bos", "eos")},
+        "sentinel_0": tok.convert_tokens_to_ids("<extra_id_0>"),
+        "config_bos": model.config.bos_token_id, "logits": logits,
+    }
+
+
+def generate(path, out, work):
+    import torch
+
+    kind, tok, model = load(path)
+    with torch.no_grad():
+        ids = model.generate(max_new_tokens=6, do_sample=False)[0].tolist()
+    return {"ids": ids, "text": tok.decode(ids, skip_special_tokens=True), "bos": model.generation_config.bos_token_id,
+            "eos": tok.eos_token_id}
+
+
+def sentence(path, out, work):
+    import sentence_transformers
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
+    st = SentenceTransformer(path, device="cpu")
+    got = st.encode(TEXTS, convert_to_tensor=True)
+    tok, enc = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    want = []
+    with torch.no_grad():
+        for text in TEXTS:
+            x = tok(text, return_tensors="pt")
+            want.append(enc(**x).last_hidden_state[0].mean(0))
+    return {"sentence_transformers": sentence_transformers.__version__, "shape": list(got.shape),
+            "max_diff": float((got - torch.stack(want)).abs().max())}
+
+
+def lmeval(path, out, work):
+    import lm_eval
+    import torch
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=path, device="cpu", batch_size=1)
+    pairs = [("The cat sat on the", " mat."), ("", "Once upon a time there was a dog.")]
+    requests = [Instance(request_type="loglikelihood", doc={}, arguments=p, idx=i) for i, p in enumerate(pairs)]
+    got = [ll for ll, _ in lm.loglikelihood(requests)]
+    _, tok, model = load(path)
+    want = []
+    with torch.no_grad():
+        for context, continuation in pairs:
+            ctx = tok(context)["input_ids"] if context else [lm.prefix_token_id]
+            cont = tok(context + continuation)["input_ids"][len(ctx):] if context else tok(continuation)["input_ids"]
+            x = torch.tensor([ctx + cont])
+            logp = model(input_ids=x).logits[0].log_softmax(-1)
+            want.append(sum(float(logp[len(ctx) - 1 + i, t]) for i, t in enumerate(cont)))
+    return {"lm_eval": lm_eval.__version__, "got": got, "want": want, "prefix_token_id": lm.prefix_token_id}
+
+
+def onnx(path, out, work):
+    import subprocess
+    from pathlib import Path
+
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    kind, tok, model = load(path)
+    task = {"mlm": "fill-mask", "causal": "text-generation"}[kind]
+    folder = Path(work) / "onnx"
+    run = subprocess.run([sys.executable, "-m", "optimum.exporters.onnx", "--model", path, "--task", task,
+                          str(folder)], capture_output=True, text=True)
+    if run.returncode != 0:
+        return {"error": run.stderr[-2000:]}
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"))
+    names = {i.name for i in session.get_inputs()}
+    diffs = []
+    for text in TEXTS:
+        enc = tok(text, return_tensors="np")
+        feed = {k: v.astype(np.int64) for k, v in enc.items() if k in names}
+        if "position_ids" in names:
+            feed["position_ids"] = np.arange(enc["input_ids"].shape[1], dtype=np.int64)[None]
+        got = session.run(None, feed)[0]
+        with torch.no_grad():
+            want = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
+        diffs.append(float(np.abs(got - want).max()))
+    return {"max_diff": max(diffs), "files": sorted(p.name for p in folder.iterdir()),
+            "tokenizer_in_output": (folder / "tokenizer.json").is_file()}
+
+
+def card(path, out, work):
+    from pathlib import Path
+
+    import huggingface_hub
+    from huggingface_hub import ModelCard
+
+    parsed = ModelCard.load(Path(path) / "README.md")
+    data = parsed.data
+    return {"huggingface_hub": huggingface_hub.__version__, "pipeline_tag": data.pipeline_tag,
+            "tags": data.tags, "datasets": data.datasets, "library_name": data.library_name,
+            "eval_results": [(r.metric_type, r.metric_value, r.dataset_type) for r in (data.eval_results or [])],
+            "model_name": data.model_name}
+
+
+if __name__ == "__main__":
+    check, path, out_json = sys.argv[1:4]
+    result = globals()[check](path, out_json, sys.argv[4] if len(sys.argv) > 4 else None)
+    result["nlpssl_imported"] = "nlpssl" in sys.modules
+    with open(out_json, "w") as f:
+        json.dump(result, f)
