@@ -96,6 +96,17 @@ def cmd_pretrain(a) -> None:
         print(f"export: {result.export_dir}")
 
 
+def cmd_gguf(a) -> None:
+    """Convert a causal-LM export to GGUF with llama.cpp's own converter."""
+    from pathlib import Path
+
+    from nlpssl.gguf import convert
+
+    model = Path(a.model_dir)
+    out = Path(a.out) if a.out else model.with_name(f"{model.resolve().name}.gguf")
+    print(f"gguf: {convert(model, out, a.converter, a.outtype, a.python)}")
+
+
 def cmd_export(a) -> None:
     from pathlib import Path
 
@@ -195,6 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("run_dir")
     exp.add_argument("out_dir")
     exp.set_defaults(fn=cmd_export)
+
+    gg = sub.add_parser("gguf", help="convert a causal-LM export to GGUF with llama.cpp's convert_hf_to_gguf.py")
+    gg.add_argument("model_dir", help="a GPT-2 or Llama export")
+    gg.add_argument("--converter", required=True,
+                    help="llama.cpp's convert_hf_to_gguf.py (a llama.cpp checkout, or vendor/llama.cpp/ in the "
+                         "llama-cpp-python source distribution)")
+    gg.add_argument("--out", default=None, help="the .gguf file to write (default: MODEL_DIR.gguf beside the folder)")
+    gg.add_argument("--outtype", default="f32", choices=["f32", "f16", "bf16", "q8_0"])
+    gg.add_argument("--python", default=None,
+                    help="the Python that runs the converter, with its requirements installed (default: this one)")
+    gg.set_defaults(fn=cmd_gguf)
 
     fm = sub.add_parser("fill-mask", help='fill "[MASK]" with a masked-LM export')
     fm.add_argument("model_dir")

@@ -129,6 +129,8 @@ def build_config(section: ModelSection, tokenizer, attn: str = "sdpa"):
             )
         case _:  # pragma: no cover - the recipe loader only admits the names above
             raise NlpsslError(f"model.arch: unknown architecture (got {section.arch!r}).")
+    if section.init_std is not None:
+        config.initializer_range = section.init_std
     config._attn_implementation = attn
     return config
 

@@ -104,6 +104,7 @@ class ModelSection:
     intermediate_size: int | None = None
     dropout: float | None = None  # None: 0 (pretraining does not overfit; Cramming); e.g. 0.1 for classic BERT
     max_positions: int | None = None
+    init_std: float | None = None  # config.initializer_range (None: the architecture's, 0.02); see bert-classic-tiny
 
 
 @dataclass(frozen=True)
@@ -427,6 +428,11 @@ def _check_values(recipe: Recipe, where: str, problems: list[str]) -> None:
             bad(key, value, "Use 1 or more, or null for the default")
     if m.dropout is not None and not 0.0 <= m.dropout < 1.0:
         bad("model.dropout", m.dropout, "Use a probability in [0, 1), e.g. 0.1, or null for the preset's")
+    if m.init_std is not None and not 0.0 < m.init_std <= 1.0:
+        bad("model.init_std", m.init_std, "Use a standard deviation in (0, 1], e.g. 0.06, or null for 0.02")
+    if m.init_std is not None and m.arch == "t5":
+        problems.append(f"{where}: model.init_std has no effect on t5 (got {m.init_std!r}; T5 scales its own "
+                        "initialisation by layer width). Leave it null.")
     if all(v is None or v >= 1 for v in (m.hidden_size, m.num_heads)):
         from nlpssl.models import PRESETS, max_positions
 

@@ -1,7 +1,8 @@
 """Exports in the hands of other clients, each in its own virtual environment without nlpssl.
 
 Marked ``clients``: skipped by the default ``pytest -q`` (the environments take minutes to build the
-first time), run by ``.ci/run`` with ``pytest -m clients``. The environments are cached between runs
+first time), run by ``.ci/run`` with ``pytest -m "clients and not slow"``; the llama.cpp run, which
+compiles llama.cpp (about 20 minutes on 2 cores), with ``-m "clients and slow"``. The environments are cached between runs
 (tests/clients/envs.py). One tiny export per architecture is built here with the shipped recipes, then
 tests/clients/check.py runs in each client environment and writes what that client saw as JSON.
 """
@@ -28,7 +29,7 @@ ARCHS = {
     "bert": ("bert-tiny", {"model.arch": "bert"}),
     "roberta": ("bert-tiny", {"model.arch": "roberta", "tokenizer.algorithm": "bpe"}),
     "modernbert": ("bert-tiny", {}),
-    "gpt2": ("gpt-tiny", {}),
+    "gpt2": ("gpt-tiny", {"model.intermediate_size": 128}),  # llama.cpp's GPT-2 assumes a 4x MLP
     "llama": ("gpt-tiny", {"model.arch": "llama"}),
     "t5": ("t5-tiny", {}),
 }
@@ -51,11 +52,24 @@ def exports(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def client(env: str, check: str, export: Path, tmp_path: Path) -> dict:
+@pytest.fixture(scope="module")
+def ggufs(exports, tmp_path_factory) -> dict[str, Path]:
+    """Each causal export converted by ``nlpssl gguf`` with llama.cpp's converter (its own venv)."""
+    from nlpssl.gguf import convert
+
+    out = {}
+    for arch in CAUSAL:
+        work = tmp_path_factory.mktemp(f"gguf-{arch}")
+        convert(exports[arch], work / "model.gguf", envs.converter(), python=envs.python("gguf"))
+        out[arch] = work
+    return out
+
+
+def client(env: str, check: str, export: Path, tmp_path: Path, work: Path | None = None) -> dict:
     """Run ``check`` on ``export`` with the interpreter of client environment ``env``."""
     out = tmp_path / f"{env}-{check}.json"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    run = subprocess.run([str(envs.python(env)), "-I", str(CHECK), check, str(export), str(out), str(tmp_path)],
+    run = subprocess.run([str(envs.python(env)), "-I", str(CHECK), check, str(export), str(out), str(work or tmp_path)],
                          capture_output=True, text=True, env={**clean, "HF_HUB_OFFLINE": "1"}, timeout=900)
     assert run.returncode == 0, f"{env} {check} failed:\n{run.stderr[-4000:]}"
     result = json.loads(out.read_text())
@@ -130,3 +144,22 @@ def test_hub_model_card_parses(arch, exports, tmp_path):
     assert metric == ("accuracy" if arch in ENCODERS else "perplexity") and value > 0
     card = (exports[arch] / "README.md").read_text()
     assert '"PATH"' not in card and "pypi.org" not in card
+
+
+@pytest.mark.parametrize("arch", CAUSAL)
+def test_gguf_conversion_keeps_tokenizer_and_weights(arch, exports, ggufs, tmp_path):
+    got = client("gguf", "gguf", exports[arch], tmp_path, ggufs[arch])
+    vocab = json.loads((exports[arch] / "config.json").read_text())["vocab_size"]
+    assert got["pre"] == "gpt-2" and got["model"] == "gpt2" and got["n_tokens"] == vocab
+    assert got["eos"] == got["bos"] == 6  # BOS is the trained [EOS]
+    assert got["arch"] == arch
+    assert got["matched"] == got["n_weights"], got  # every exported tensor, values unchanged
+
+
+@pytest.mark.slow  # llama.cpp compiles for about 20 minutes on 2 cores the first time
+@pytest.mark.parametrize("arch", CAUSAL)
+def test_gguf_runs_in_llama_cpp_with_the_same_logits(arch, exports, ggufs, tmp_path):
+    got = client("llamacpp", "llamacpp", exports[arch], tmp_path, ggufs[arch])
+    assert all(got["ids_equal"]), got
+    assert got["max_diff"] < 1e-4, got
+    assert got["bos"] == got["eos"] == 6

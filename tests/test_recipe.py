@@ -11,7 +11,7 @@ SHIPPED = [p.stem for p in list_recipes()]
 
 PACKAGED = Path(__file__).resolve().parent.parent / "nlpssl" / "recipes"
 EXPECTED = {
-    "bert-imdb", "bert-small", "bert-tiny", "bert-tiny-span", "bert-tiny-wwm", "finetune-sst2", "finetune-tiny",
+    "bert-classic-tiny", "bert-imdb", "bert-small", "bert-tiny", "bert-tiny-span", "bert-tiny-wwm", "finetune-sst2", "finetune-tiny",
     "gpt-small", "gpt-tiny", "llama-small", "roberta-small", "t5-tiny",
 }
 
@@ -71,6 +71,20 @@ def test_ranges_and_cross_field_checks():
     assert "collator.rate is out of range (got 1.5)" in msg
     assert "collator.kind does not fit model.arch='modernbert' (got 'causal')" in msg
     assert "data.eval_fraction is out of range (got 0.0)" in msg
+
+
+def test_init_std_is_the_stock_initializer_range_and_checked(tiny_tokenizer):
+    from nlpssl.models import build_config
+
+    recipe = load_recipe("bert-classic-tiny")
+    config = build_config(recipe.model, tiny_tokenizer)
+    assert type(config).__name__ == "BertConfig" and config.initializer_range == 0.06
+    assert build_config(load_recipe("bert-tiny").model, tiny_tokenizer).initializer_range == 0.02
+    with pytest.raises(RecipeError) as info:
+        load_recipe("bert-tiny", ["model.init_std=0"])
+    assert "model.init_std is out of range (got 0.0)" in str(info.value)
+    with pytest.raises(RecipeError, match="model.init_std has no effect on t5"):
+        load_recipe("t5-tiny", ["model.init_std=0.05"])
 
 
 def test_training_arguments_checked_at_load_time():

@@ -342,3 +342,30 @@ def test_an_export_killed_between_its_renames_gets_the_old_export_back(finished_
         export_run(run, out)
     assert (out / "model.safetensors").is_file(), "the earlier export must come back, not be swept"
     assert not list(tmp_path.glob(".exported.*"))
+
+
+def test_gguf_conversion_refuses_what_llama_cpp_would_get_wrong(finished_runs, tmp_path):
+    """Checked before llama.cpp's converter runs (tests/test_clients.py runs the converter itself)."""
+    from nlpssl.cli import main
+
+    converter = tmp_path / "convert_hf_to_gguf.py"
+    converter.write_text("raise SystemExit('must not run')\n")
+    bert, gpt = (finished_runs[n].export_dir for n in ("bert-tiny", "gpt-tiny"))
+    with pytest.raises(NlpsslError, match="only causal-LM exports convert .*got 'modernbert'"):
+        from nlpssl.gguf import convert
+
+        convert(bert, tmp_path / "m.gguf", converter)
+    with pytest.raises(NlpsslError, match="must be llama.cpp's convert_hf_to_gguf.py .*nope.py"):
+        convert(gpt, tmp_path / "m.gguf", tmp_path / "nope.py")
+    taken = tmp_path / "taken.gguf"
+    taken.write_text("user data")
+    assert main(["gguf", str(gpt), "--converter", str(converter), "--out", str(taken)]) == 2
+    assert taken.read_text() == "user data"
+    lowercase = tmp_path / "lower"
+    shutil.copytree(gpt, lowercase)
+    spec = json.loads((lowercase / "tokenizer.json").read_text())
+    spec["normalizer"] = {"type": "Lowercase"}
+    (lowercase / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(NlpsslError, match="not a GPT-2 byte-level BPE .*'Lowercase'.*tokenizer.lowercase=false"):
+        convert(lowercase, tmp_path / "l.gguf", converter)
+    assert sorted(p.name for p in tmp_path.glob("*.gguf")) == ["taken.gguf"]

@@ -10,7 +10,10 @@ user of that client would write. CHECK is one of:
 - ``sentence``: ``SentenceTransformer(EXPORT_DIR).encode`` against mean pooling done by hand;
 - ``lmeval``: lm-evaluation-harness ``HFLM`` loglikelihoods against the same sums done by hand;
 - ``onnx``: optimum's ONNX export run by onnxruntime against PyTorch (in WORK_DIR);
-- ``card``: ``huggingface_hub.ModelCard`` parses README.md and its metadata.
+- ``card``: ``huggingface_hub.ModelCard`` parses README.md and its metadata;
+- ``gguf``: llama.cpp's gguf-py reads WORK_DIR/model.gguf: tokenizer metadata, and every tensor of
+  the export found in it with the same values;
+- ``llamacpp``: llama.cpp (llama-cpp-python) runs WORK_DIR/model.gguf: same token ids and logits.
 """
 
 import json
@@ -160,6 +163,57 @@ def card(path, out, work):
             "tags": data.tags, "datasets": data.datasets, "library_name": data.library_name,
             "eval_results": [(r.metric_type, r.metric_value, r.dataset_type) for r in (data.eval_results or [])],
             "model_name": data.model_name}
+
+
+def gguf(path, out, work):
+    from pathlib import Path
+
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    sys.path.insert(0, str(Path(sys.executable).parent.parent / "llama.cpp" / "gguf-py"))
+    from gguf import GGUFReader
+
+    reader = GGUFReader(Path(work) / "model.gguf")
+    fields = {k: reader.fields[k].contents() for k in reader.fields
+              if k.startswith(("tokenizer.ggml.", "general.architecture")) or k.endswith(".context_length")}
+    weights = load_file(str(Path(path) / "model.safetensors"))
+    gguf_tensors = {t.name: np.asarray(t.data) for t in reader.tensors}
+    # Each exported tensor's values, looked up by shape and content (names differ by design).
+    matched = 0
+    for tensor in weights.values():
+        flat = np.sort(tensor.astype(np.float32).ravel())
+        if any(g.size == flat.size and np.allclose(np.sort(g.astype(np.float32).ravel()), flat, atol=1e-6)
+               for g in gguf_tensors.values()):
+            matched += 1
+    return {"pre": fields.get("tokenizer.ggml.pre"), "model": fields.get("tokenizer.ggml.model"),
+            "n_tokens": len(fields.get("tokenizer.ggml.tokens") or []), "eos": fields.get("tokenizer.ggml.eos_token_id"),
+            "bos": fields.get("tokenizer.ggml.bos_token_id"), "arch": fields.get("general.architecture"),
+            "matched": matched, "n_weights": len(weights)}
+
+
+def llamacpp(path, out, work):
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
+
+    _, tok, model = load(path)
+    # type_k/type_v 0 = GGML_TYPE_F32: llama.cpp's default f16 KV cache alone moves logits by ~1e-3.
+    llm = Llama(model_path=str(Path(work) / "model.gguf"), logits_all=True, verbose=False, n_ctx=256, type_k=0, type_v=0)
+    result = {"ids_equal": [], "max_diff": 0.0}
+    for text in [TEXTS[1], "It's 33 years old, isn't it? Yes!\nA new line."]:
+        ids = tok(text)["input_ids"]
+        result["ids_equal"].append(ids == llm.tokenize(text.encode(), add_bos=False, special=False))
+        llm.reset()
+        llm.eval(ids)
+        got = np.array(llm.scores[: len(ids)])
+        with torch.no_grad():
+            want = model(input_ids=torch.tensor([ids])).logits[0].numpy()
+        result["max_diff"] = max(result["max_diff"], float(np.abs(got - want).max()))
+    result["bos"], result["eos"] = llm.token_bos(), llm.token_eos()
+    return result
 
 
 if __name__ == "__main__":

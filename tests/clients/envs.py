@@ -5,7 +5,7 @@ Each environment is a plain ``python -m venv`` with pinned client packages (and 
 ``~/.cache/nlpssl/client-envs``), one folder per name and requirement list, built in a temporary
 folder and renamed into place when complete, so an interrupted build is never used.
 
-    python tests/clients/envs.py            # build (or find) every environment, print their paths
+    python tests/clients/envs.py [NAME...]   # build (or find) environments, print their paths
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 TORCH = "torch==2.13.0"
@@ -26,7 +27,16 @@ ENVS: dict[str, list[str]] = {
             "huggingface_hub==2.4.0"],
     "tf448": ["transformers==4.48.3"],
     "tf457": ["transformers==4.57.6", "sentence-transformers==5.1.2", "optimum-onnx==0.1.0", "onnxruntime==1.32.0"],
+    # llama.cpp's converter with its own requirements file's pins (requirements-convert_hf_to_gguf.txt),
+    # its sources taken from the llama-cpp-python source distribution (LLAMA_CPP below).
+    "gguf": ["transformers==4.57.6", "sentencepiece>=0.1.98,<0.3.0", "numpy~=2.2.6", "protobuf>=4.21.0,<5.0.0",
+             "pyyaml", "tqdm", "requests"],
+    # llama.cpp itself, compiled from that source distribution: about 20 minutes on 2 cores.
+    "llamacpp": ["llama-cpp-python==0.3.36", "transformers==5.24.0"],
 }
+LLAMA_CPP = "llama-cpp-python==0.3.36"
+BUILD_ENV = {"gguf": {}, "llamacpp": {"CMAKE_ARGS": "-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DLLAMA_BUILD_TESTS=OFF "
+                                                    "-DLLAMA_BUILD_EXAMPLES=OFF", "CMAKE_BUILD_PARALLEL_LEVEL": "2"}}
 
 
 def root() -> Path:
@@ -49,10 +59,18 @@ def python(name: str) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True)
-        run = subprocess.run([str(tmp / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-                              TORCH, *ENVS[name]], capture_output=True, text=True)
-        if run.returncode != 0:
-            raise RuntimeError(f"pip install for client env {name} failed:\n{run.stdout[-3000:]}{run.stderr[-3000:]}")
+        pip = [str(tmp / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+        _run([*pip, "install", "-q", TORCH, *ENVS[name]], name, {**os.environ, **BUILD_ENV.get(name, {})})
+        if name == "gguf":
+            _run([*pip, "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", str(tmp / "sdist"), LLAMA_CPP], name)
+            [archive] = (tmp / "sdist").glob("*.tar.gz")
+            with tarfile.open(archive) as tar:
+                top = tar.getnames()[0].split("/")[0]
+                keep = [m for m in tar.getmembers() if m.name.startswith(
+                    tuple(f"{top}/vendor/llama.cpp/{p}" for p in ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")))]
+                tar.extractall(tmp / "sdist", members=keep, filter="data")
+            os.replace(tmp / "sdist" / top / "vendor" / "llama.cpp", tmp / "llama.cpp")
+            shutil.rmtree(tmp / "sdist")
         # venv writes absolute paths into its scripts; the interpreter itself works after a rename.
         os.replace(tmp, final)
     except BaseException:
@@ -61,6 +79,19 @@ def python(name: str) -> Path:
     return exe
 
 
+def converter() -> Path:
+    """llama.cpp's convert_hf_to_gguf.py, from the ``gguf`` environment."""
+    python("gguf")
+    return env_dir("gguf") / "llama.cpp" / "convert_hf_to_gguf.py"
+
+
+def _run(cmd: list[str], name: str, env: dict | None = None) -> None:
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if run.returncode != 0:
+        raise RuntimeError(f"building client env {name} failed ({' '.join(cmd[:4])} ...):\n"
+                           f"{run.stdout[-3000:]}{run.stderr[-3000:]}")
+
+
 if __name__ == "__main__":
-    for env in ENVS:
+    for env in sys.argv[1:] or ENVS:
         print(env, python(env))
