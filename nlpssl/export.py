@@ -108,11 +108,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     tmp.mkdir()
     try:
         shutil.copy2(weights / "config.json", tmp / "config.json")
-        write_stock_config(tmp / "config.json", objective)
-        write_stock_weights(weights, tmp, json.loads((tmp / "config.json").read_text())["model_type"])
+        model_type = write_stock_config(tmp / "config.json", objective)
+        write_stock_weights(weights, tmp, model_type)
         write_tokenizer(recipe, run_dir, tmp, objective)
         if objective != "mlm":
-            write_generation_config(tmp, weights)
+            write_generation_config(tmp)
         (tmp / "recipe.yaml").write_text((run_dir / "recipe.yaml").read_text())
         metrics = {}
         if (run_dir / "metrics.json").is_file():
@@ -224,7 +224,7 @@ def recipe_name(run_dir: Path) -> str:
     return found.group(1) if found else run_dir.name
 
 
-def write_stock_config(path: Path, objective: str) -> None:
+def write_stock_config(path: Path, objective: str) -> str:
     """Make ``config.json`` mean the same model to transformers 4.x as to 5.x, and to llama.cpp.
 
     - ModernBERT: 5.x describes attention only with ``layer_types`` / ``rope_parameters``; 4.x ignores
@@ -253,6 +253,7 @@ def write_stock_config(path: Path, objective: str) -> None:
     if objective == "causal":
         config["bos_token_id"] = config["eos_token_id"]
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return config["model_type"]
 
 
 def global_every(layer_types: list[str]) -> int:
@@ -288,7 +289,6 @@ def save_stock_tokenizer(tokenizer, out: Path, arch: str, objective: str) -> Non
 
     if objective == "causal":
         tokenizer.bos_token = EOS_TOKEN
-        tokenizer.padding_side = "left"
     tokenizer.save_pretrained(str(out))
     path = out / "tokenizer_config.json"
     config = json.loads(path.read_text())
@@ -304,15 +304,18 @@ def save_stock_tokenizer(tokenizer, out: Path, arch: str, objective: str) -> Non
     path.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def write_generation_config(out: Path, weights: Path) -> None:
-    """Causal-LM samples (a demo that writes stories); T5 decodes greedily, so span fills are repeatable."""
+def write_generation_config(out: Path) -> None:
+    """Causal-LM samples (a demo that writes stories); T5 decodes greedily, so span fills are repeatable.
+
+    Read from the export's own ``config.json`` (``write_stock_config``), so BOS is the one it declares.
+    """
     from transformers import AutoConfig, GenerationConfig
 
-    config = AutoConfig.from_pretrained(str(weights))
+    config = AutoConfig.from_pretrained(str(out))
     causal = not getattr(config, "is_encoder_decoder", False)
     sampling = dict(do_sample=True, temperature=0.8, top_k=50, top_p=0.95) if causal else dict(do_sample=False)
     GenerationConfig(
-        bos_token_id=config.eos_token_id if causal else config.bos_token_id, eos_token_id=config.eos_token_id,
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,
         decoder_start_token_id=getattr(config, "decoder_start_token_id", None),
         max_new_tokens=48, **sampling,
@@ -410,9 +413,7 @@ The full resolved recipe is in `recipe.yaml` beside this card.
 def _source_name(source: str) -> str:
     if source == "builtin":
         return "the nlpssl built-in story corpus"
-    if source.startswith("hub:"):
-        return source.removeprefix("hub:")
-    return f"local text `{Path(source.split(',')[0]).name}`"
+    return _source_id(source) if source.startswith("hub:") else f"local text `{_source_id(source)}`"
 
 
 def _source_id(source: str) -> str:
