@@ -297,16 +297,16 @@ def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
-def _readable(path: Path) -> bool:
-    """A supported format, compressed or not (Parquet compresses itself: no .parquet.gz)."""
+def readable(path: Path, formats: tuple[str, ...] = SUPPORTED_EXTENSIONS) -> bool:
+    """One of ``formats`` by name, compressed or not (Parquet compresses itself: no .parquet.gz)."""
     if path.suffix.lower() in COMPRESSIONS:
-        return format_suffix(path) in SUPPORTED_EXTENSIONS and format_suffix(path) != ".parquet"
-    return path.suffix.lower() in SUPPORTED_EXTENSIONS
+        return format_suffix(path) in formats and format_suffix(path) != ".parquet"
+    return path.suffix.lower() in formats
 
 
 def _supported(files: list[Path], source: str, warn: bool) -> list[Path]:
     """Keep files with a supported extension; a lone file or an all-unsupported set is an error."""
-    kept = [p for p in files if _readable(p)]
+    kept = [p for p in files if readable(p)]
     skipped = [p for p in files if p not in kept]
     if not kept:
         names = sorted({p.suffix or p.name for p in skipped})
@@ -417,32 +417,78 @@ def _read_jsonl(path: Path, text_column: str) -> Iterator[str]:
 
 
 def _read_delimited(path: Path, text_column: str) -> Iterator[str]:
-    # Long documents in one cell exceed csv's default 128 KiB field limit.
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    delimiter = "\t" if format_suffix(path) == ".tsv" else ","
-    rows = csv.reader((line for _, line in _decoded_lines(path)), delimiter=delimiter)
-    header = next(rows, None)
-    if header is None:
+    header, rows = delimited_rows(path)
+    if not header:
         return
     if text_column not in header:
         raise _column_error(str(path), text_column, header)
     index = header.index(text_column)
-    for row in rows:
-        if index < len(row):
-            yield row[index]
+    for _, row in rows:
+        yield row[index]
 
 
-def _read_parquet(path: Path, text_column: str) -> Iterator[str]:
+def delimited_rows(path: Path) -> tuple[list[str], Iterator[tuple[str, list[str]]]]:
+    """The header and the rows (``path:line``, fields) of a .csv or .tsv file, compressed or not.
+
+    Blank lines are skipped. A .tsv is read with csv quoting, as csv.writer and pandas write it
+    (``"a<TAB>b"`` is one field), unless a quote in it does not parse as quoting, such as GLUE's and
+    IMDB's bare quotes (``"Wow" it was``): then, as those files mean it, every character is text and
+    only tabs and line ends separate. Telling the two apart reads a .tsv once more beforehand.
+
+    Raises:
+        NlpsslError: A row with another number of fields than the header (naming its line), or
+            bytes that are not UTF-8.
+    """
+    # Long documents in one cell exceed csv's default 128 KiB field limit.
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    tsv = format_suffix(path) == ".tsv"
+    quoting = csv.QUOTE_NONE if tsv and not _quoted_tsv(path) else csv.QUOTE_MINIMAL
+    reader = csv.reader((line for _, line in _decoded_lines(path)), delimiter="\t" if tsv else ",", quoting=quoting)
+    header = next(reader, None) or []
+    return header, _checked_rows(reader, header, path)
+
+
+def _quoted_tsv(path: Path) -> bool:
+    """Whether every quote of a .tsv parses as csv quoting (strictly: a closing quote ends its field)."""
+    reader = csv.reader((line for _, line in _decoded_lines(path)), delimiter="\t", strict=True)
+    try:
+        for _ in reader:
+            pass
+    except csv.Error:
+        return False
+    return True
+
+
+def _checked_rows(reader, header: list[str], path: Path) -> Iterator[tuple[str, list[str]]]:
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise NlpsslError(
+                f"{path}:{reader.line_num}: expected {len(header)} fields like the header {header} (got {len(row)}). "
+                "Fix that line; in a .csv, quote fields that hold commas."
+            )
+        yield f"{path}:{reader.line_num}", row
+
+
+def open_parquet(path: Path):
+    """``pyarrow.parquet.ParquetFile`` of ``path``, with an error that names the file when it is not one."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except pa.ArrowException as err:
         raise NlpsslError(
             f"{path}: not a readable Parquet file (got {err}). Rewrite it, e.g. with "
             "pandas.DataFrame.to_parquet, or check that the download completed."
         ) from err
+
+
+def _read_parquet(path: Path, text_column: str) -> Iterator[str]:
+    import pyarrow as pa
+
+    parquet = open_parquet(path)
     names = parquet.schema_arrow.names
     if text_column not in names:
         raise _column_error(str(path), text_column, names)

@@ -114,6 +114,13 @@ def test_jsonl_csv_tsv_parquet_with_custom_column(tmp_path):
     assert load_texts(tmp_path, text_column="body")["text"] == expected * 4
 
 
+def test_tsv_bare_quotes_are_text(tmp_path):
+    # GLUE and IMDB write quotes unescaped: a field that opens with one is text, not csv quoting.
+    path = tmp_path / "glue.tsv"
+    path.write_text('sentence\tlabel\n"Wow" it was great\t1\nit said "no\t0\n', encoding="utf-8")
+    assert load_texts(path, text_column="sentence")["text"] == ['"Wow" it was great', 'it said "no']
+
+
 def test_folder_and_glob_skip_other_files_and_sort(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.txt").write_text("bee", encoding="utf-8")
@@ -182,6 +189,13 @@ def test_wrong_column_suggests_close_match(tmp_path):
             match=r"no column 'txt' \(got columns \['text', 'label'\]\)\. Did you mean 'text'\?",
         ):
             load_texts(tmp_path / name, text_column="txt")
+
+
+def test_ragged_row_names_its_line(tmp_path):
+    path = tmp_path / "r.tsv"
+    path.write_text("id\ttext\n1\tfine\n\n2\n", encoding="utf-8")
+    with pytest.raises(NlpsslError, match=r"r\.tsv:4: expected 2 fields like the header \['id', 'text'\] \(got 1\)"):
+        load_texts(path)
 
 
 def test_non_text_column(tmp_path):
