@@ -5,33 +5,24 @@ nlpssl export (or any Hub-format encoder or decoder folder) loaded into
 ``AutoModelForSequenceClassification``; ``init: scratch`` builds the same architecture from random
 weights as the control that shows what pretraining bought. The result is exported the same way as a
 pretraining run: a stock folder that ``pipeline("text-classification")`` loads with its label names.
-
-Data sources (``task.source``):
-    "builtin"            the labelled companion set of `nlpssl.corpus` (train/validation/test built in)
-    "data/train.tsv"     a .csv, .tsv, .jsonl or .parquet file with text and label columns
-    "hub:NAME"           `datasets.load_dataset(NAME, task.hub_config, split=task.train_split)`
+The labelled data (files, Hub datasets, the built-in set; splits and label names) comes from
+`nlpssl.labelled`.
 """
 
 from __future__ import annotations
 
-import csv
-import difflib
-import json
 import os
-import random
 import shutil
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from nlpssl.errors import NlpsslError
-from nlpssl.recipe import FinetuneSection, Recipe, RecipeError, check_kind, load_recipe
+from nlpssl.labelled import TaskData, load_task_data
+from nlpssl.recipe import Recipe, RecipeError, check_kind, load_recipe
 
-LABELLED_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".parquet")
 # Files a Hub-format folder may hold its tokenizer in (fast tokenizer, WordPiece, BPE, SentencePiece).
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model")
-SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -49,31 +40,6 @@ class LabelScore:
 
     label: str
     score: float
-
-
-@dataclass
-class Split:
-    """Rows of one split: texts (and optional second texts) with their labels as found."""
-
-    texts: list[str]
-    labels: list[str]
-    pairs: list[str] | None = None
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def subset(self, indices: Sequence[int]) -> Split:
-        pick = lambda xs: [xs[i] for i in indices]  # noqa: E731
-        return Split(pick(self.texts), pick(self.labels), pick(self.pairs) if self.pairs else None)
-
-
-@dataclass
-class TaskData:
-    """The splits of a task with its label names (index = class id)."""
-
-    splits: dict[str, Split]
-    label_names: list[str]
-    sources: dict[str, str] = field(default_factory=dict)  # split -> where it came from
 
 
 def finetune(recipe: Recipe | str | Path, overrides: Sequence[str] = ()) -> FinetuneResult:
@@ -288,240 +254,7 @@ def set_dropout(config, rate: float | None) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Data: splits, label names, carving, encoding
-
-
-def load_task_data(task: FinetuneSection) -> TaskData:
-    """Train/validation(/test) splits and label names; every label check happens here."""
-    if task.source == "builtin":
-        splits, known, sources = _builtin_splits(task)
-    else:
-        splits, known, sources = _source_splits(task)
-    train = splits["train"]
-    if task.max_train_examples and len(train) > task.max_train_examples:
-        rng = random.Random(task.seed)
-        splits["train"] = train.subset(sorted(rng.sample(range(len(train)), task.max_train_examples)))
-    names = resolve_labels(splits, known, task, sources)
-    return TaskData(splits, names, sources)
-
-
-def _builtin_splits(task: FinetuneSection) -> tuple[dict[str, Split], list[str], dict[str, str]]:
-    """The labelled companion set: its own train/validation/test, disjoint by construction."""
-    from nlpssl.corpus import LABELS, labelled_examples
-
-    sizes = {"train": task.builtin_train_size, "validation": task.builtin_eval_size, "test": task.builtin_eval_size}
-    splits = {}
-    for name, size in sizes.items():
-        rows = labelled_examples(size, task.seed, name)
-        splits[name] = Split([r["text"] for r in rows], [r["label"] for r in rows])
-    return splits, list(LABELS), {name: f"builtin ({name})" for name in sizes}
-
-
-def _source_splits(task: FinetuneSection) -> tuple[dict[str, Split], list[str] | None, dict[str, str]]:
-    """Splits read from files or the Hub; missing validation/test splits carved off train by seed."""
-    train, known = read_split(task.source, task, task.train_split)
-    splits, sources = {"train": train}, {"train": task.source}
-    held_out = (("validation", task.validation_source, task.validation_fraction),
-                ("test", task.test_source, task.test_fraction))
-    for offset, (name, given, fraction) in enumerate(held_out, start=1):
-        if given:
-            splits[name], _ = read_split(given, task, given)
-            sources[name] = given
-        elif fraction > 0:
-            splits["train"], splits[name] = carve(splits["train"], fraction, task.seed + offset)
-            sources[name] = f"{fraction:g} of {task.source}"
-            if not len(splits[name]):
-                raise NlpsslError(
-                    f"{task.source}: too few rows to hold out a {name} split (got {len(train)} rows, "
-                    f"task.{name}_fraction={fraction}). Raise task.{name}_fraction or set task.{name}_source."
-                )
-    return splits, known, sources
-
-
-def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """Hold out ``fraction`` of each class (stratified, seeded); a class of one row stays in train.
-
-    >>> keep, held = carve(Split(list("abcdefghij"), ["x"] * 5 + ["y"] * 5), 0.2, seed=0)
-    >>> len(keep), sorted(held.labels)
-    (8, ['x', 'y'])
-    """
-    rng = random.Random(seed)
-    by_label: dict[str, list[int]] = {}
-    for i, label in enumerate(split.labels):
-        by_label.setdefault(label, []).append(i)
-    held: set[int] = set()
-    for label in sorted(by_label):  # sorted: the same rows for the same seed, whatever the file order
-        rows = by_label[label]
-        rng.shuffle(rows)
-        held.update(rows[: int(fraction * len(rows) + 0.5)])  # half up: 5 rows at 0.1 hold out 1
-    keep = [i for i in range(len(split)) if i not in held]
-    return split.subset(keep), split.subset(sorted(held))
-
-
-def read_split(spec: str, task: FinetuneSection, hub_split: str) -> tuple[Split, list[str] | None]:
-    """One split from a file, or from the task's Hub dataset (``spec`` is then a split name)."""
-    if spec.startswith("hub:"):
-        return _read_hub(spec, task, hub_split)
-    path = Path(spec)
-    if not path.exists() and task.source.startswith("hub:") and path.suffix.lower() not in LABELLED_EXTENSIONS:
-        return _read_hub(task.source, task, spec)  # e.g. validation_source: validation
-    columns = _read_columns(path)
-    return _split_from_columns(columns, list(columns), str(path), task), None
-
-
-def _read_columns(path: Path) -> dict[str, list]:
-    """All columns of a labelled .csv/.tsv/.jsonl/.parquet file as lists."""
-    if not path.is_file():
-        raise NlpsslError(
-            f"{path}: file not found (got {str(path.absolute())!r}). Check task.source, "
-            "task.validation_source and task.test_source, or use 'builtin' for the built-in labelled set."
-        )
-    suffix = path.suffix.lower()
-    if suffix not in LABELLED_EXTENSIONS:
-        raise NlpsslError(
-            f"{path}: unsupported file type for labelled data (got {suffix or path.name!r}). "
-            f"Use one of {', '.join(LABELLED_EXTENSIONS)}."
-        )
-    try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            columns = pq.read_table(path).to_pydict()
-        elif suffix == ".jsonl":
-            columns = _read_jsonl_columns(path)
-        else:
-            columns = _read_delimited_columns(path, "\t" if suffix == ".tsv" else ",")
-    except UnicodeDecodeError as err:
-        raise NlpsslError(
-            f"{path}: not valid UTF-8 at byte offset {err.start} (got bytes {err.object[err.start:err.start + 4]!r}). "
-            "Re-encode the file to UTF-8."
-        ) from err
-    return columns
-
-
-def _read_delimited_columns(path: Path, delimiter: str) -> dict[str, list]:
-    # GLUE-style TSVs (SST-2) hold bare quote characters inside sentences: no quoting for .tsv.
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        rows = csv.reader(handle, delimiter=delimiter, quoting=quoting)
-        header = next(rows, None) or []
-        columns: dict[str, list] = {name: [] for name in header}
-        for lineno, row in enumerate(rows, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise NlpsslError(
-                    f"{path}:{lineno}: expected {len(header)} fields like the header {header} (got {len(row)}). "
-                    "Fix that line; in a .csv, quote fields that hold commas."
-                )
-            for name, value in zip(header, row):
-                columns[name].append(value)
-    return columns
-
-
-def _read_jsonl_columns(path: Path) -> dict[str, list]:
-    from nlpssl.sources import jsonl_records
-
-    records = [r for _, r in jsonl_records(path, '{"text": "...", "label": "positive"}')]
-    names = list(dict.fromkeys(key for record in records for key in record))
-    return {name: [record.get(name) for record in records] for name in names}
-
-
-def _read_hub(source: str, task: FinetuneSection, split: str) -> tuple[Split, list[str] | None]:
-    """A Hub split; ClassLabel ids become their names, which also fix the label order."""
-    from nlpssl.sources import hub_dataset  # translates offline / not-found / bad-split errors
-
-    dataset = hub_dataset(source, task.hub_config, split, streaming=False)
-    feature = dataset.features.get(task.label_column)
-    names = list(feature.names) if hasattr(feature, "names") else None
-    columns = {c: list(dataset[c]) for c in (task.text_column, task.text_pair_column, task.label_column)
-               if c and c in dataset.column_names}
-    if names and task.label_column in columns:
-        columns[task.label_column] = [names[i] if i is not None and i >= 0 else None for i in columns[task.label_column]]
-    where = f"{source} ({split})"
-    return _split_from_columns(columns, list(dataset.column_names), where, task), names
-
-
-def _split_from_columns(columns: dict[str, list], available: list[str], where: str, task: FinetuneSection) -> Split:
-    texts = _column(columns, available, task.text_column, "text_column", where)
-    labels = _column(columns, available, task.label_column, "label_column", where)
-    pairs = _column(columns, available, task.text_pair_column, "text_pair_column", where) if task.text_pair_column else None
-    keys = [_label_key(value, where, row) for row, value in enumerate(labels, start=1)]
-    as_text = lambda xs: ["" if x is None else str(x) for x in xs]  # noqa: E731
-    if not texts:
-        raise NlpsslError(f"{where}: the data holds no rows (got 0). Check the file, split and columns.")
-    return Split(as_text(texts), keys, as_text(pairs) if pairs is not None else None)
-
-
-def _column(columns: dict[str, list], available: list[str], name: str, key: str, where: str) -> list:
-    if name in columns:
-        return columns[name]
-    close = difflib.get_close_matches(name, available, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    what = {"text_column": "text", "label_column": "labels", "text_pair_column": "second texts"}[key]
-    raise NlpsslError(
-        f"{where}: no {key.replace('_column', '')} column {name!r} (got columns {available}).{hint} "
-        f"Set task.{key}=NAME to the column that holds the {what}."
-    )
-
-
-def _label_key(value: Any, where: str, row: int) -> str:
-    """A label as a string key: "positive", 1 and 1.0 (and "1") all become a stable string."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool):
-        value = int(value)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise NlpsslError(
-            f"{where}: row {row} has no label (got {value!r}). Fill in or drop the rows without a label."
-        )
-    if isinstance(value, float):
-        raise NlpsslError(
-            f"{where}: row {row} has a fractional label (got {value!r}). Classification needs class labels "
-            "(strings or integers); check task.label_column."
-        )
-    return str(value).strip()
-
-
-def resolve_labels(splits: dict[str, Split], known: list[str] | None, task: FinetuneSection,
-                   sources: dict[str, str]) -> list[str]:
-    """Label names in class-id order; checks for one class and for labels the training split lacks."""
-    names = [str(n) for n in task.label_names] if task.label_names else known
-    if names:
-        for split_name, split in splits.items():
-            split.labels = [_named(key, names, sources[split_name]) for key in split.labels]
-    train = splits["train"].labels
-    seen = set(train)
-    if len(seen) < 2:
-        raise NlpsslError(
-            f"{sources['train']}: the training data holds a single class (got only {train[0]!r} in "
-            f"{len(train)} rows). A classifier needs two or more classes: check task.label_column and the data."
-        )
-    for split_name in ("validation", "test"):
-        unseen = sorted(set(splits[split_name].labels) - seen) if split_name in splits else []
-        if unseen:
-            raise NlpsslError(
-                f"{sources[split_name]}: {split_name} labels absent from the training split (got {unseen}; "
-                f"train has {sorted(seen)}). Add training examples of those classes, or drop them from the "
-                f"{split_name} data."
-            )
-    if names:
-        return list(names)
-    numeric = all(key.lstrip("-").isdigit() for key in seen)
-    return sorted(seen, key=int if numeric else str)
-
-
-def _named(key: str, names: list[str], where: str) -> str:
-    """Map an integer label to its name (``1`` -> names[1]); names stay names."""
-    if key in names:
-        return key
-    if key.isdigit() and int(key) < len(names):
-        return names[int(key)]
-    raise NlpsslError(
-        f"{where}: label {key!r} is neither one of the label names nor an index into them (got names {names}). "
-        "Fix task.label_names, or leave it unset to use the labels as found."
-    )
+# Encoding
 
 
 def encode_splits(data: TaskData, tokenizer, max_length: int) -> dict[str, Any]:

@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nlpssl.errors import NlpsslError
-from nlpssl.finetune import LABELLED_EXTENSIONS, Split, TaskData, carve
+from nlpssl.labelled import LABELLED_EXTENSIONS, Split, TaskData, carve, is_labelled_file, load_task_data
 from nlpssl.recipe import Recipe
+from nlpssl.sources import COMPRESSIONS
 
 ARMS = ("pretrained", "scratch", "bag-of-words")
 NEURAL_ARMS = ("pretrained", "scratch")
@@ -199,7 +200,7 @@ def task_recipe(task: str, model_dir: Path, overrides: Sequence[str]) -> Recipe:
 
     base = [f"model={model_dir}", *overrides]
     path = Path(task)
-    if task == "builtin" or task.startswith("hub:") or path.suffix.lower() in LABELLED_EXTENSIONS:
+    if task == "builtin" or task.startswith("hub:") or is_labelled_file(path):
         raw: dict[str, Any] = {"kind": "finetune", "task": {"source": task},
                                "training": {"per_device_train_batch_size": 32, "per_device_eval_batch_size": 128,
                                             "weight_decay": 0.01}}
@@ -214,8 +215,6 @@ def probe_splits(recipe: Recipe) -> tuple[Split, Split, TaskData, str]:
     The scored split is the task's test file if it names one, else its validation file, else a
     seeded share of the training rows set aside once (the pool never contains it).
     """
-    from nlpssl.finetune import load_task_data
-
     t = recipe.task
     named = bool(t.test_source or t.validation_source) or t.source == "builtin"
     task = dataclasses.replace(t, max_train_examples=None, validation_fraction=0.0,
@@ -279,7 +278,7 @@ def check_out_dir(out: Path) -> None:
 
 def _slug(text: str) -> str:
     name = Path(text.removeprefix("hub:")).name
-    for suffix in (*LABELLED_EXTENSIONS, ".yaml", ".yml"):
+    for suffix in (*COMPRESSIONS, *LABELLED_EXTENSIONS, ".yaml", ".yml"):
         name = name.removesuffix(suffix)
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "task"
 

@@ -12,6 +12,9 @@ Source strings:
 Files may be compressed: ``reviews.tsv.xz``, ``books.txt.gz``, ``dump.jsonl.zst`` (and ``.bz2``) are
 read as the format before the compression suffix, streamed without unpacking to disk.
 ``clean="html"`` turns markup left in scraped text (``<br />``, ``&amp;``) into plain text.
+
+The readers of each format (`delimited_rows`, `jsonl_records`, `open_parquet`) also read labelled
+data for fine-tuning (`nlpssl.labelled`), so both read a file alike and fail alike.
 """
 
 from __future__ import annotations

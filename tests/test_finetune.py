@@ -169,7 +169,7 @@ def test_file_formats_labels_pairs_and_seeded_carving(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from nlpssl.finetune import load_task_data
+    from nlpssl.labelled import load_task_data
 
     rows = [{"premise": f"p{i}", "hypothesis": f"h{i}", "y": ["yes", "no", "maybe"][i % 3]} for i in range(30)]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
@@ -195,8 +195,32 @@ def test_file_formats_labels_pairs_and_seeded_carving(tmp_path):
     assert data.splits["validation"].texts[0].startswith('"'), "bare quotes in a .tsv are text"
 
 
+def test_labelled_files_are_read_as_pretraining_text_is(tmp_path):
+    """One reader per format: compression, quoted .tsv fields (csv.writer, pandas), bad rows and files."""
+    import lzma
+
+    from nlpssl.labelled import load_task_data
+    from nlpssl.sources import load_texts
+
+    rows = [("review 0\twith a tab\nand a line break" if i == 0 else f"review {i}", i % 2) for i in range(20)]
+    with (tmp_path / "quoted.tsv").open("w", newline="") as f:
+        csv.writer(f, delimiter="\t").writerows([("text", "label"), *rows])
+    (tmp_path / "quoted.tsv.xz").write_bytes(lzma.compress((tmp_path / "quoted.tsv").read_bytes()))
+    for name in ("quoted.tsv", "quoted.tsv.xz"):
+        data = load_task_data(FinetuneSection(source=str(tmp_path / name)))
+        assert sorted(data.splits["train"].texts + data.splits["validation"].texts) == sorted(r[0] for r in rows)
+        assert load_texts(tmp_path / name)["text"] == [r[0] for r in rows], "pretraining reads the same texts"
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("text,label\nfine,1\nnot, quoted,0\n")
+    for read in (lambda: load_task_data(FinetuneSection(source=str(ragged))), lambda: load_texts(ragged)):
+        raises(read, r"ragged\.csv:3: expected 2 fields like the header \['text', 'label'\] \(got 3\)\. Fix that line")
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    raises(lambda: load_task_data(FinetuneSection(source=str(tmp_path / "broken.parquet"))),
+           r"broken\.parquet: not a readable Parquet file")
+
+
 def test_builtin_set_has_disjoint_splits():
-    from nlpssl.finetune import load_task_data
+    from nlpssl.labelled import load_task_data
 
     data = load_task_data(FinetuneSection(builtin_train_size=50, builtin_eval_size=20))
     assert data.label_names == ["negative", "positive"]

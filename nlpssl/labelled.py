@@ -1,0 +1,297 @@
+"""Labelled data for fine-tuning and probes: splits of texts with their labels, and the label names.
+
+`load_task_data` turns a recipe's ``task`` section into train/validation(/test) splits; every label
+check happens there. Files are read by the readers of `nlpssl.sources`, so a labelled file is read
+(compression, UTF-8, quoting) and fails exactly as the same file does as pretraining text.
+
+Sources (``task.source``):
+    "builtin"            the labelled companion set of `nlpssl.corpus` (train/validation/test built in)
+    "data/train.tsv"     a .csv, .tsv, .jsonl or .parquet file with text and label columns; all but
+                         .parquet may be compressed (``train.tsv.xz``, ``.gz``, ``.bz2``, ``.zst``)
+    "hub:NAME"           `datasets.load_dataset(NAME, task.hub_config, split=task.train_split)`
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from nlpssl.errors import NlpsslError
+from nlpssl.sources import (
+    COMPRESSIONS, HUB_PREFIX, delimited_rows, format_suffix, hub_dataset, jsonl_records, open_parquet, readable,
+)
+
+if TYPE_CHECKING:
+    from nlpssl.recipe import FinetuneSection
+
+LABELLED_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".parquet")
+HELD_OUT = ("validation", "test")
+
+
+@dataclass
+class Split:
+    """Rows of one split: texts (and optional second texts) with their labels as found."""
+
+    texts: list[str]
+    labels: list[str]
+    pairs: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: Sequence[int]) -> Split:
+        pick = lambda xs: [xs[i] for i in indices]  # noqa: E731
+        return Split(pick(self.texts), pick(self.labels), pick(self.pairs) if self.pairs else None)
+
+
+@dataclass
+class TaskData:
+    """The splits of a task with its label names (index = class id)."""
+
+    splits: dict[str, Split]
+    label_names: list[str]
+    sources: dict[str, str] = field(default_factory=dict)  # split -> where it came from
+
+
+def load_task_data(task: FinetuneSection) -> TaskData:
+    """Train/validation(/test) splits and label names; every label check happens here."""
+    if task.source == "builtin":
+        splits, known, sources = _builtin_splits(task)
+    else:
+        splits, known, sources = _source_splits(task)
+    train = splits["train"]
+    if task.max_train_examples and len(train) > task.max_train_examples:
+        rng = random.Random(task.seed)
+        splits["train"] = train.subset(sorted(rng.sample(range(len(train)), task.max_train_examples)))
+    names = resolve_labels(splits, known, task, sources)
+    return TaskData(splits, names, sources)
+
+
+def _builtin_splits(task: FinetuneSection) -> tuple[dict[str, Split], list[str], dict[str, str]]:
+    """The labelled companion set: its own train/validation/test, disjoint by construction."""
+    from nlpssl.corpus import LABELS, labelled_examples
+
+    sizes = {"train": task.builtin_train_size, "validation": task.builtin_eval_size, "test": task.builtin_eval_size}
+    splits = {}
+    for name, size in sizes.items():
+        rows = labelled_examples(size, task.seed, name)
+        splits[name] = Split([r["text"] for r in rows], [r["label"] for r in rows])
+    return splits, list(LABELS), {name: f"builtin ({name})" for name in sizes}
+
+
+def _source_splits(task: FinetuneSection) -> tuple[dict[str, Split], list[str] | None, dict[str, str]]:
+    """Splits read from files or the Hub; missing validation/test splits carved off train by seed."""
+    train, known = read_split(task.source, "task.source", task, task.train_split)
+    splits, sources = {"train": train}, {"train": task.source}
+    held_out = (("validation", task.validation_source, task.validation_fraction),
+                ("test", task.test_source, task.test_fraction))
+    for offset, (name, given, fraction) in enumerate(held_out, start=1):
+        if given:
+            splits[name], _ = read_split(given, f"task.{name}_source", task, given)
+            sources[name] = given
+        elif fraction > 0:
+            splits["train"], splits[name] = carve(splits["train"], fraction, task.seed + offset)
+            sources[name] = f"{fraction:g} of {task.source}"
+            if not len(splits[name]):
+                raise NlpsslError(
+                    f"{task.source}: too few rows to hold out a {name} split (got {len(train)} rows, "
+                    f"task.{name}_fraction={fraction}). Raise task.{name}_fraction or set task.{name}_source."
+                )
+    return splits, known, sources
+
+
+def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Hold out ``fraction`` of each class (stratified, seeded); a class of one row stays in train.
+
+    >>> keep, held = carve(Split(list("abcdefghij"), ["x"] * 5 + ["y"] * 5), 0.2, seed=0)
+    >>> len(keep), sorted(held.labels)
+    (8, ['x', 'y'])
+    """
+    rng = random.Random(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(split.labels):
+        by_label.setdefault(label, []).append(i)
+    held: set[int] = set()
+    for label in sorted(by_label):  # sorted: the same rows for the same seed, whatever the file order
+        rows = by_label[label]
+        rng.shuffle(rows)
+        held.update(rows[: int(fraction * len(rows) + 0.5)])  # half up: 5 rows at 0.1 hold out 1
+    keep = [i for i in range(len(split)) if i not in held]
+    return split.subset(keep), split.subset(sorted(held))
+
+
+# ------------------------------------------------------------------------------------------------
+# Files and Hub splits
+
+
+def is_labelled_file(path: Path) -> bool:
+    """Whether the name is that of a labelled data file (``train.tsv``, ``train.tsv.xz``)."""
+    return readable(path, LABELLED_EXTENSIONS)
+
+
+def _hub_split(spec: str, task: FinetuneSection) -> bool:
+    """``spec`` names a split of the task's Hub dataset, not a file (``validation_source: validation``)."""
+    path = Path(spec)
+    return task.source.startswith(HUB_PREFIX) and not path.exists() and not is_labelled_file(path)
+
+
+# What to do instead of naming a file, per recipe key.
+_INSTEAD = {
+    "task.source": "or use 'builtin' for the built-in labelled set",
+    "task.validation_source": "or leave it unset to hold out task.validation_fraction of the training data",
+    "task.test_source": "or leave it unset (task.test_fraction holds a test split out of the training data)",
+}
+
+
+def file_problem(path: Path, key: str) -> str | None:
+    """Why the labelled file that ``key`` names cannot be read, judged without reading it (None: it can)."""
+    if not path.is_file():
+        return f"{path}: file not found (got {str(path.absolute())!r}). Check {key}, {_INSTEAD[key]}."
+    if not is_labelled_file(path):
+        return (
+            f"{path}: unsupported file type for labelled data (got {format_suffix(path) or path.name!r}). "
+            f"Use one of {', '.join(LABELLED_EXTENSIONS)} (all but .parquet may also be compressed as "
+            f"{', '.join(COMPRESSIONS)}), or set {key} to such a file."
+        )
+    return None
+
+
+def read_split(spec: str, key: str, task: FinetuneSection, hub_split: str) -> tuple[Split, list[str] | None]:
+    """One split from the file or Hub dataset ``spec`` (the value of recipe key ``key``), or from a
+    split of the task's Hub dataset when ``spec`` names one; returns it with the Hub's label names."""
+    if spec.startswith(HUB_PREFIX):
+        return _read_hub(spec, task, hub_split)
+    if _hub_split(spec, task):
+        return _read_hub(task.source, task, spec)
+    path = Path(spec)
+    if problem := file_problem(path, key):
+        raise NlpsslError(problem)
+    available, columns = read_columns(path, task)
+    return _split_from_columns(columns, available, str(path), task), None
+
+
+def _wanted(task: FinetuneSection) -> list[str]:
+    return [c for c in (task.text_column, task.text_pair_column, task.label_column) if c]
+
+
+def read_columns(path: Path, task: FinetuneSection) -> tuple[list[str], dict[str, list]]:
+    """(every column name of a labelled file, the task's columns it has as lists), by the sources readers."""
+    wanted = _wanted(task)
+    match format_suffix(path):
+        case ".parquet":
+            parquet = open_parquet(path)
+            names = parquet.schema_arrow.names
+            return names, parquet.read(columns=[c for c in wanted if c in names]).to_pydict()
+        case ".jsonl":
+            example = f'{{"{task.text_column}": "...", "{task.label_column}": "positive"}}'
+            records = [record for _, record in jsonl_records(path, example)]
+            names = list(dict.fromkeys(key for record in records for key in record))
+            return names, {c: [record.get(c) for record in records] for c in wanted if c in names}
+        case _:
+            header, rows = delimited_rows(path)
+            index = {c: header.index(c) for c in wanted if c in header}
+            values: dict[str, list] = {c: [] for c in index}
+            for _, row in rows:
+                for c, i in index.items():
+                    values[c].append(row[i])
+            return header, values
+
+
+def _read_hub(source: str, task: FinetuneSection, split: str) -> tuple[Split, list[str] | None]:
+    """A Hub split; ClassLabel ids become their names, which also fix the label order."""
+    dataset = hub_dataset(source, task.hub_config, split, streaming=False)  # offline, not found: translated
+    feature = dataset.features.get(task.label_column)
+    names = list(feature.names) if hasattr(feature, "names") else None
+    columns = {c: list(dataset[c]) for c in _wanted(task) if c in dataset.column_names}
+    if names and task.label_column in columns:
+        columns[task.label_column] = [names[i] if i is not None and i >= 0 else None for i in columns[task.label_column]]
+    where = f"{source} ({split})"
+    return _split_from_columns(columns, list(dataset.column_names), where, task), names
+
+
+# ------------------------------------------------------------------------------------------------
+# Columns and labels
+
+
+def _split_from_columns(columns: dict[str, list], available: list[str], where: str, task: FinetuneSection) -> Split:
+    texts = _column(columns, available, task.text_column, "text_column", where)
+    labels = _column(columns, available, task.label_column, "label_column", where)
+    pairs = _column(columns, available, task.text_pair_column, "text_pair_column", where) if task.text_pair_column else None
+    keys = [_label_key(value, where, row) for row, value in enumerate(labels, start=1)]
+    as_text = lambda xs: ["" if x is None else str(x) for x in xs]  # noqa: E731
+    if not texts:
+        raise NlpsslError(f"{where}: the data holds no rows (got 0). Check the file, split and columns.")
+    return Split(as_text(texts), keys, as_text(pairs) if pairs is not None else None)
+
+
+def _column(columns: dict[str, list], available: list[str], name: str, key: str, where: str) -> list:
+    if name in columns:
+        return columns[name]
+    close = difflib.get_close_matches(name, available, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    what = {"text_column": "text", "label_column": "labels", "text_pair_column": "second texts"}[key]
+    raise NlpsslError(
+        f"{where}: no {key.replace('_column', '')} column {name!r} (got columns {available}).{hint} "
+        f"Set task.{key}=NAME to the column that holds the {what}."
+    )
+
+
+def _label_key(value: Any, where: str, row: int) -> str:
+    """A label as a string key: "positive", 1 and 1.0 (and "1") all become a stable string."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool):
+        value = int(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise NlpsslError(
+            f"{where}: row {row} has no label (got {value!r}). Fill in or drop the rows without a label."
+        )
+    if isinstance(value, float):
+        raise NlpsslError(
+            f"{where}: row {row} has a fractional label (got {value!r}). Classification needs class labels "
+            "(strings or integers); check task.label_column."
+        )
+    return str(value).strip()
+
+
+def resolve_labels(splits: dict[str, Split], known: list[str] | None, task: FinetuneSection,
+                   sources: dict[str, str]) -> list[str]:
+    """Label names in class-id order; checks for one class and for labels the training split lacks."""
+    names = [str(n) for n in task.label_names] if task.label_names else known
+    if names:
+        for split_name, split in splits.items():
+            split.labels = [_named(key, names, sources[split_name]) for key in split.labels]
+    train = splits["train"].labels
+    seen = set(train)
+    if len(seen) < 2:
+        raise NlpsslError(
+            f"{sources['train']}: the training data holds a single class (got only {train[0]!r} in "
+            f"{len(train)} rows). A classifier needs two or more classes: check task.label_column and the data."
+        )
+    for split_name in HELD_OUT:
+        unseen = sorted(set(splits[split_name].labels) - seen) if split_name in splits else []
+        if unseen:
+            raise NlpsslError(
+                f"{sources[split_name]}: {split_name} labels absent from the training split (got {unseen}; "
+                f"train has {sorted(seen)}). Add training examples of those classes, or drop them from the "
+                f"{split_name} data."
+            )
+    if names:
+        return list(names)
+    numeric = all(key.lstrip("-").isdigit() for key in seen)
+    return sorted(seen, key=int if numeric else str)
+
+
+def _named(key: str, names: list[str], where: str) -> str:
+    """Map an integer label to its name (``1`` -> names[1]); names stay names."""
+    if key in names:
+        return key
+    if key.isdigit() and int(key) < len(names):
+        return names[int(key)]
+    raise NlpsslError(
+        f"{where}: label {key!r} is neither one of the label names nor an index into them (got names {names}). "
+        "Fix task.label_names, or leave it unset to use the labels as found."
+    )
