@@ -31,7 +31,7 @@ _API = {
     "fill_mask": "nlpssl.demo",
     "generate": "nlpssl.demo",
     "finetune": "nlpssl.finetune",
-    "classify": "nlpssl.finetune",
+    "classify": "nlpssl.demo",
     "probe": "nlpssl.probe",
 }
 

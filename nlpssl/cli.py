@@ -167,7 +167,7 @@ def cmd_probe(a) -> None:
 def cmd_classify(a) -> None:
     from dataclasses import asdict
 
-    from nlpssl.finetune import classify
+    from nlpssl.demo import classify
 
     preds = classify(a.model_dir, a.text, top_k=a.top_k)
     if a.json:

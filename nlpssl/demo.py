@@ -1,6 +1,6 @@
-"""Demos on stock pipelines: fill-mask and next-token generation.
+"""Demos on stock pipelines: fill-mask, next-token generation and text classification.
 
-Both take an export folder (or any Hub-format folder) and use ``transformers.pipeline`` exactly as
+Each takes an export folder (or any Hub-format folder) and uses ``transformers.pipeline`` exactly as
 a user without nlpssl would.
 """
 
@@ -14,9 +14,19 @@ from nlpssl.errors import NlpsslError
 
 @dataclass(frozen=True)
 class Prediction:
+    """One filler of the mask, from :func:`fill_mask`."""
+
     token: str
     score: float
     sequence: str
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """One label and its probability, from :func:`classify`."""
+
+    label: str
+    score: float
 
 
 def check_model_dir(model_dir: str | Path, where: str) -> Path:
@@ -173,3 +183,33 @@ def fill_sentinels(model_dir: str | Path, text: str, **generate_kwargs) -> str:
     for s in sentinels:
         text = text.replace(s, f"[{guesses.get(s, '?')}]", 1)
     return text
+
+
+def classify(model_dir: str | Path, text: str, top_k: int | None = None) -> list[LabelScore]:
+    """Label probabilities for ``text`` from ``pipeline("text-classification")``, best first.
+
+    Args:
+        model_dir: a fine-tuned export (or a fine-tuning run folder that holds one).
+        text: the text to classify.
+        top_k: how many labels to return (None: all).
+    """
+    path = check_model_dir(model_dir, "classify")
+    _, config = model_family(path, "classify")
+    architectures = config.get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise NlpsslError(
+            f"classify: {str(path)!r} is not a text classifier (got architectures {architectures}). "
+            f"Fine-tune it first (`nlpssl finetune recipes/finetune-tiny.yaml model={path}`) and pass that "
+            "run's export folder."
+        )
+    if not text.strip():
+        raise NlpsslError(f"classify: the text is empty (got {text!r}). Pass the text to classify.")
+    if top_k is not None and top_k < 1:
+        raise NlpsslError(f"classify: --top-k must be 1 or more (got {top_k}). Leave it out for all labels.")
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=str(path), tokenizer=str(path))
+    preds = pipe(text, top_k=top_k, truncation=True)
+    if preds and isinstance(preds[0], list):
+        preds = preds[0]
+    return [LabelScore(label=p["label"], score=float(p["score"])) for p in preds]

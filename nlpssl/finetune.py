@@ -6,7 +6,7 @@ nlpssl export (or any Hub-format encoder or decoder folder) loaded into
 weights as the control that shows what pretraining bought. The result is exported the same way as a
 pretraining run: a stock folder that ``pipeline("text-classification")`` loads with its label names.
 The labelled data (files, Hub datasets, the built-in set; splits and label names) comes from
-`nlpssl.labelled`.
+`nlpssl.labelled`; `nlpssl.demo.classify` runs the export.
 """
 
 from __future__ import annotations
@@ -32,14 +32,6 @@ class FinetuneResult:
     output_dir: Path
     export_dir: Path
     metrics: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class LabelScore:
-    """One label and its probability, from :func:`classify`."""
-
-    label: str
-    score: float
 
 
 def finetune(recipe: Recipe | str | Path, overrides: Sequence[str] = ()) -> FinetuneResult:
@@ -457,38 +449,3 @@ Per-class precision and recall are in `metrics.json` (`report`).
 
 The full resolved recipe is in `recipe.yaml` beside this card.
 """
-
-
-# ------------------------------------------------------------------------------------------------
-# Inference
-
-
-def classify(model_dir: str | Path, text: str, top_k: int | None = None) -> list[LabelScore]:
-    """Label probabilities for ``text`` from ``pipeline("text-classification")``, best first.
-
-    Args:
-        model_dir: a fine-tuned export (or a fine-tuning run folder that holds one).
-        text: the text to classify.
-        top_k: how many labels to return (None: all).
-    """
-    from transformers import AutoConfig, pipeline
-
-    from nlpssl.demo import check_model_dir
-
-    path = check_model_dir(model_dir, "classify")
-    architectures = AutoConfig.from_pretrained(str(path)).architectures or []
-    if not any(a.endswith("ForSequenceClassification") for a in architectures):
-        raise NlpsslError(
-            f"classify: {str(path)!r} is not a text classifier (got architectures {architectures}). "
-            f"Fine-tune it first (`nlpssl finetune recipes/finetune-tiny.yaml model={path}`) and pass that "
-            "run's export folder."
-        )
-    if not text.strip():
-        raise NlpsslError(f"classify: the text is empty (got {text!r}). Pass the text to classify.")
-    if top_k is not None and top_k < 1:
-        raise NlpsslError(f"classify: --top-k must be 1 or more (got {top_k}). Leave it out for all labels.")
-    pipe = pipeline("text-classification", model=str(path), tokenizer=str(path))
-    preds = pipe(text, top_k=top_k, truncation=True)
-    if preds and isinstance(preds[0], list):
-        preds = preds[0]
-    return [LabelScore(label=p["label"], score=float(p["score"])) for p in preds]

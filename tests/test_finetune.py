@@ -80,7 +80,8 @@ def test_masked_lm_export_from_tsv_with_integer_labels(tmp_path, bert_export, ca
     from transformers import AutoConfig, pipeline
 
     from nlpssl.cli import main
-    from nlpssl.finetune import classify, finetune
+    from nlpssl.demo import classify
+    from nlpssl.finetune import finetune
 
     train = write_tsv(tmp_path / "train.tsv", sentiment_rows(60))
     task = {"source": str(train), "text_column": "sentence", "label_names": ["negative", "positive"],
@@ -286,7 +287,8 @@ def test_model_folder_errors(tmp_path, bert_export):
 
 
 def test_other_errors(tmp_path, bert_export):
-    from nlpssl.finetune import classify, finetune
+    from nlpssl.demo import classify
+    from nlpssl.finetune import finetune
 
     raises(lambda: classify(bert_export, "hello"), r"not a text classifier \(got architectures \['\w+ForMaskedLM'\]\)")
     raises(lambda: finetune(ft_recipe(bert_export, tmp_path / "a", {"source": "hub:nobody/nothing"})),
