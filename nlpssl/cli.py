@@ -40,11 +40,13 @@ def cmd_recipe_validate(a) -> None:
     for name in a.recipes:
         try:
             recipe = load_recipe(name)
-            if recipe.kind == "finetune":  # the task section's range checks, as finetune() runs them
-                from nlpssl.finetune import check_task
+            note = None
+            if recipe.kind == "finetune":  # the checks finetune() runs before it reads data
+                from nlpssl.finetune import check_recipe, model_note
 
-                check_task(recipe)
-            print(f"ok      {name}")
+                check_recipe(recipe)
+                note = model_note(recipe)
+            print(f"ok      {name}" + (f"\n        note: {note}" if note else ""))
         except NlpsslError as err:
             failed += 1
             print(f"invalid {name}\n{err}" if isinstance(err, RecipeError) else f"invalid {name}: {err}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nlpssl.errors import NlpsslError
-from nlpssl.labelled import TaskData, load_task_data
+from nlpssl.labelled import TaskData, file_problems, load_task_data
 from nlpssl.recipe import Recipe, RecipeError, check_kind, load_recipe
 
 # Files a Hub-format folder may hold its tokenizer in (fast tokenizer, WordPiece, BPE, SentencePiece).
@@ -48,7 +48,7 @@ def finetune(recipe: Recipe | str | Path, overrides: Sequence[str] = ()) -> Fine
         recipe = load_recipe(recipe, overrides, kind="finetune")
     from nlpssl.pretrain import check_output_dir, run_lock
 
-    check_task(recipe)
+    check_recipe(recipe)
     model_dir = check_model_folder(recipe.finetune_model)
     check_output_dir(recipe)
     with run_lock(recipe.output_dir):
@@ -83,13 +83,24 @@ def train_classifier(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData)
 
 
 # ------------------------------------------------------------------------------------------------
-# Checks that run before any data is read
+# Checks that run before any data is read (`nlpssl recipe validate` runs them too)
 
 
-def check_task(recipe: Recipe) -> None:
-    """Range and cross-field checks of the ``task`` section, all reported together."""
+def check_recipe(recipe: Recipe) -> None:
+    """Every check of the recipe itself before data or a model is loaded, all reported together.
+
+    The task's ranges, the training settings fine-tuning adds to or refuses, and the files the task
+    names (the folder of ``model`` is :func:`check_model_folder`'s).
+    """
     where = recipe.source_path or recipe.name
     check_kind(recipe.kind, "finetune", where)
+    problems = task_problems(recipe, where) + training_problems(recipe) + file_problems(recipe.task)
+    if problems:
+        raise RecipeError(problems)
+
+
+def task_problems(recipe: Recipe, where: str) -> list[str]:
+    """Range and cross-field checks of the ``task`` section."""
     t, problems = recipe.task, []
 
     def bad(key: str, value: Any, fix: str) -> None:
@@ -113,8 +124,36 @@ def check_task(recipe: Recipe) -> None:
         bad("dropout", t.dropout, "Use a rate in [0, 1), e.g. 0.1, or null to keep the export's")
     if t.label_names is not None and len(set(map(str, t.label_names))) < 2:
         bad("label_names", t.label_names, "Name at least two distinct classes, or leave it unset")
-    if problems:
-        raise RecipeError(problems)
+    return problems
+
+
+def training_problems(recipe: Recipe) -> list[str]:
+    """What fine-tuning's Trainer would refuse after the data and model were built: resuming, and
+    TrainingArguments that reject the defaults :func:`finetune_defaults` adds (keep the best checkpoint)."""
+    problems = []
+    if recipe.resume:
+        problems.append(
+            f"training.resume: fine-tuning runs do not resume (got {recipe.training.get('resume')!r}); they take "
+            "minutes and save model-only checkpoints. Delete training.output_dir or choose another one, and rerun."
+        )
+    try:
+        recipe.training_arguments(**finetune_defaults(recipe)[0])
+    except ValueError as err:
+        problems.append(_rejected(err))
+    return problems
+
+
+def model_note(recipe: Recipe) -> str | None:
+    """For `nlpssl recipe validate`: check the recipe's model folder if it exists, else say it must.
+
+    A recipe is often validated before the pretraining run that writes its model, so a folder that
+    does not exist yet is a note; one that exists and is not an export fails as `finetune` would.
+    """
+    if not Path(str(recipe.finetune_model)).exists():
+        return (f"model: {recipe.finetune_model!r} does not exist yet; `nlpssl finetune` needs it there "
+                "(pretrain it first, or pass model=PATH).")
+    check_model_folder(recipe.finetune_model)
+    return None
 
 
 def check_model_folder(model: str | None) -> Path:
@@ -267,22 +306,14 @@ def encode_splits(data: TaskData, tokenizer, max_length: int) -> dict[str, Any]:
 # Trainer
 
 
-def finetune_arguments(recipe: Recipe):
-    """TrainingArguments with fine-tuning defaults: evaluate and save each epoch, keep the best.
+def finetune_defaults(recipe: Recipe) -> tuple[dict[str, Any], bool]:
+    """TrainingArguments fine-tuning sets where the recipe does not: evaluate and save each epoch, keep the best.
 
     Returns:
-        (TrainingArguments, whether the best checkpoint is tracked, which early stopping needs).
+        (the keyword arguments, whether the best checkpoint is tracked, which early stopping needs).
     """
-    from nlpssl.pretrain import training_arguments
-
     t, task = recipe.training, recipe.task
-    if recipe.resume:
-        raise NlpsslError(
-            f"training.resume: fine-tuning runs do not resume (got {t.get('resume')!r}); they take minutes and "
-            "save model-only checkpoints. Delete training.output_dir or choose another one, and rerun."
-        )
-    eval_strategy = str(t.get("eval_strategy", "epoch"))
-    save_strategy = str(t.get("save_strategy", eval_strategy))
+    eval_strategy, save_strategy = _strategies(recipe)
     best = eval_strategy != "no" and save_strategy == eval_strategy
     defaults: dict[str, Any] = {
         "eval_strategy": eval_strategy, "save_strategy": save_strategy,
@@ -294,19 +325,40 @@ def finetune_arguments(recipe: Recipe):
                         greater_is_better=True)
         if eval_strategy == "steps":
             defaults["save_steps"] = t.get("eval_steps") or t.get("logging_steps", 500)
-    elif task.early_stopping_patience:
-        from nlpssl.pretrain import log
-
-        log(f"task.early_stopping_patience={task.early_stopping_patience} is ignored: it needs "
-            f"training.eval_strategy == save_strategy != 'no' (got {eval_strategy!r}, {save_strategy!r}).")
     extra = {k: v for k, v in defaults.items() if k not in t}
+    return {"prediction_loss_only": False, "label_names": ["labels"], **extra}, best
+
+
+def _strategies(recipe: Recipe) -> tuple[str, str]:
+    """(eval_strategy, save_strategy): each epoch by default, saving when evaluating."""
+    eval_strategy = str(recipe.training.get("eval_strategy", "epoch"))
+    return eval_strategy, str(recipe.training.get("save_strategy", eval_strategy))
+
+
+def _rejected(err: ValueError) -> str:
+    return (
+        f"training: transformers.TrainingArguments rejected the fine-tuning settings (got "
+        f"{str(err).strip().splitlines()[0]}). Make save_strategy/save_steps match eval_strategy/eval_steps."
+    )
+
+
+def finetune_arguments(recipe: Recipe):
+    """TrainingArguments with the fine-tuning defaults and the speed section's settings.
+
+    Returns:
+        (TrainingArguments, whether the best checkpoint is tracked, which early stopping needs).
+    """
+    from nlpssl.pretrain import log, training_arguments
+
+    extra, best = finetune_defaults(recipe)
+    if not best and recipe.task.early_stopping_patience:
+        eval_strategy, save_strategy = _strategies(recipe)
+        log(f"task.early_stopping_patience={recipe.task.early_stopping_patience} is ignored: it needs "
+            f"training.eval_strategy == save_strategy != 'no' (got {eval_strategy!r}, {save_strategy!r}).")
     try:
-        args = training_arguments(recipe, prediction_loss_only=False, label_names=["labels"], **extra)
+        args = training_arguments(recipe, **extra)
     except ValueError as err:
-        raise NlpsslError(
-            f"training: transformers.TrainingArguments rejected the fine-tuning settings (got "
-            f"{str(err).strip().splitlines()[0]}). Make save_strategy/save_steps match eval_strategy/eval_steps."
-        ) from err
+        raise NlpsslError(_rejected(err)) from err
     return args, best
 
 

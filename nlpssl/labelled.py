@@ -138,6 +138,16 @@ def _hub_split(spec: str, task: FinetuneSection) -> bool:
     return task.source.startswith(HUB_PREFIX) and not path.exists() and not is_labelled_file(path)
 
 
+def task_files(task: FinetuneSection) -> dict[str, Path]:
+    """The files the task reads, by the recipe key that names them (Hub datasets and splits are not files)."""
+    if task.source == "builtin":
+        return {}
+    keys = {"task.source": task.source, "task.validation_source": task.validation_source,
+            "task.test_source": task.test_source}
+    return {key: Path(spec) for key, spec in keys.items()
+            if spec and not spec.startswith(HUB_PREFIX) and not _hub_split(spec, task)}
+
+
 # What to do instead of naming a file, per recipe key.
 _INSTEAD = {
     "task.source": "or use 'builtin' for the built-in labelled set",
@@ -157,6 +167,11 @@ def file_problem(path: Path, key: str) -> str | None:
             f"{', '.join(COMPRESSIONS)}), or set {key} to such a file."
         )
     return None
+
+
+def file_problems(task: FinetuneSection) -> list[str]:
+    """What reading the task's files would stop at before reading a row: missing files, unknown types."""
+    return [problem for key, path in task_files(task).items() if (problem := file_problem(path, key))]
 
 
 def read_split(spec: str, key: str, task: FinetuneSection, hub_split: str) -> tuple[Split, list[str] | None]:

@@ -136,12 +136,12 @@ def probe(
     Raises:
         NlpsslError: a bad model folder, task, label budget or output folder, before any training.
     """
-    from nlpssl.finetune import check_model_folder, check_task, load_classifier_tokenizer
+    from nlpssl.finetune import check_model_folder, check_recipe, load_classifier_tokenizer
     from nlpssl.pretrain import log
 
     model_path = check_model_folder(str(model_dir))
     recipe = task_recipe(task, model_path, overrides)
-    check_task(recipe)
+    check_recipe(recipe)
     arms = _check_arms(arms)
     learning_rates = _check_rates(learning_rates)
     if seeds < 1:

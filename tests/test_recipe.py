@@ -149,6 +149,61 @@ def test_recipe_validate_runs_the_finetune_task_checks(tmp_path, capsys):
     assert "task.max_length is out of range (got 4)" in out
 
 
+def _finetune_recipe(path: Path, **sections) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"kind": "finetune", **sections}))
+    return path
+
+
+def test_recipe_validate_reports_what_finetune_found_only_after_reading_data(tmp_path, capsys):
+    """Resuming, TrainingArguments that refuse keeping the best checkpoint, and the task's files were
+    reported by `nlpssl finetune` only after it had read the data (and built the model)."""
+    from nlpssl.cli import main
+
+    (tmp_path / "train.txt").write_text("text\tlabel\nhi\t1\n")
+    bad = _finetune_recipe(
+        tmp_path / "ft.yaml", model=str(tmp_path / "model"),
+        task={"source": str(tmp_path / "train.txt"), "test_source": str(tmp_path / "dev.tsv")},
+        training={"output_dir": str(tmp_path / "run"), "resume": True, "eval_strategy": "steps",
+                  "eval_steps": 3, "save_strategy": "steps", "save_steps": 5},
+    )
+    expected = [
+        "training.resume: fine-tuning runs do not resume (got True)",
+        "TrainingArguments rejected the fine-tuning settings (got --load_best_model_at_end requires",
+        "train.txt: unsupported file type for labelled data (got '.txt'). Use one of .csv, .tsv, .jsonl, .parquet",
+        "dev.tsv: file not found (got",
+        "Check task.test_source",
+    ]
+    with pytest.raises(SystemExit):
+        main(["recipe", "validate", str(bad)])
+    out = capsys.readouterr().out
+    assert f"invalid {bad}" in out and all(message in out for message in expected), out
+    # `nlpssl finetune` stops with the same messages, before it reads data or looks for the model.
+    assert main(["finetune", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert all(message in err for message in expected), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_recipe_validate_checks_the_model_folder_once_it_exists(tmp_path, capsys):
+    from nlpssl.cli import main
+
+    model = tmp_path / "model"
+    recipe = _finetune_recipe(tmp_path / "ft.yaml", model=str(model), training={"output_dir": str(tmp_path / "run")})
+    assert main(["recipe", "validate", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert f"ok      {recipe}" in out and f"note: model: {str(model)!r} does not exist yet" in out
+    model.mkdir()
+    (model / "notes.txt").write_text("hi")
+    with pytest.raises(SystemExit):
+        main(["recipe", "validate", str(recipe)])
+    message = "is not an export or Hub-format model folder: no config.json (got files ['notes.txt'])"
+    assert message in capsys.readouterr().out
+    assert main(["finetune", str(recipe)]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_yaml_booleans_read_as_on_off_choices():
     # YAML 1.1 reads `off` as False; a Literal["auto", "on", "off"] field must still accept it.
     assert load_recipe("bert-tiny", ["speed.bf16=off"]).speed.bf16 == "off"
