@@ -69,7 +69,7 @@ def main() -> None:
 
     from nlpssl.collators.batching import fixed_copy
     from nlpssl.errors import NlpsslError
-    from nlpssl.pretrain import build_collator
+    from nlpssl.objectives import objective_for
     from nlpssl.recipe import load_recipe
 
     for run in args.runs:
@@ -89,7 +89,7 @@ def main() -> None:
             for k in range(args.mask_seeds):
                 masked = load_recipe(run / "recipe.yaml", [f"collator.kind={unit}", "collator.span_boundary=false",
                                                            f"training.seed={seed + k}"])
-                results.append(score(model, blocks, fixed_copy(build_collator(masked, tokenizer)), args.batch_size))
+                results.append(score(model, blocks, fixed_copy(objective_for(masked).build_collator(tokenizer)), args.batch_size))
             accs = torch.tensor([r[0] for r in results], dtype=torch.float64)
             loss = sum(r[1] for r in results) / len(results)
             spread = f"±{accs.std().item():.3f}" if len(results) > 1 else ""

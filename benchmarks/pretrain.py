@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import tempfile
@@ -337,24 +336,16 @@ def run_baseline(objective: str, args, tokenizer, train_ds, batches, run_dir: Pa
 
 
 def run_nlpssl(objective: str, args, tokenizer_dir: Path, batches, run_dir: Path, cache_dir: Path) -> RunResult:
-    from nlpssl.data import prepare_data
-    from nlpssl.models import build_model, max_positions
-    from nlpssl.pretrain import (attention_implementation, build_collator, get_tokenizer, make_trainer,
-                                 training_arguments)
+    from nlpssl.pretrain import setup
 
     recipe = nlpssl_recipe(objective, args, tokenizer_dir, run_dir, cache_dir)
-    targs = training_arguments(recipe, **({"use_cpu": True} if args.device == "cpu" else {}))
-    tokenizer = get_tokenizer(recipe, model_max_length=max_positions(recipe.model))
-    data = prepare_data(recipe, tokenizer)  # a cache hit after the timed preparation
-    torch.manual_seed(42)
-    model = build_model(recipe.model, tokenizer, attn=attention_implementation(recipe, targs))
-    collator = build_collator(recipe, tokenizer)
     clock = make_clock(args, batches, args.batch_size * args.block_size)
-    trainer = make_trainer(recipe, targs, model, data, collator, [clock])
-    trainer.train()
+    # the data is a cache hit after the timed preparation; the model starts from training.seed (42)
+    run = setup(recipe, [clock], **({"use_cpu": True} if args.device == "cpu" else {}))
+    run.trainer.train()
     sparse = objective == "mlm" and recipe.speed.sparse_mlm_head
     return RunResult("nlpssl", clock.tokens_per_s(), clock.elapsed, clock.curve,
-                     head_share=collator.rate if sparse else 1.0)
+                     head_share=run.collator.rate if sparse else 1.0)
 
 
 def tokenizer_alone(texts_split, tokenizer) -> float:

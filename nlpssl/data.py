@@ -46,22 +46,18 @@ class PackedData:
     from_cache: bool
 
 
-def objective_of(recipe: Recipe) -> str:
-    from nlpssl.models import OBJECTIVE
-
-    return OBJECTIVE[recipe.model.arch]
-
-
 def row_length(recipe: Recipe) -> int:
-    """Tokens per packed row: T5 rows hold the raw text that corruption shortens to block_size."""
-    if objective_of(recipe) == "t5":
-        from nlpssl.collators.t5 import t5_input_target_lengths
+    """Tokens per packed row (the objective's: T5 rows hold the raw text that corruption shortens)."""
+    from nlpssl.objectives import objective_for
 
-        raw, _ = t5_input_target_lengths(
-            recipe.data.block_size, recipe.collator.noise_density, recipe.collator.mean_span_length
-        )
-        return raw
-    return recipe.data.block_size
+    return objective_for(recipe).row_length()
+
+
+def framing(recipe: Recipe) -> str:
+    """How the recipe's objective lays out packed rows (see :func:`pack`)."""
+    from nlpssl.objectives import objective_for
+
+    return objective_for(recipe).framing
 
 
 def needs_words(recipe: Recipe) -> bool:
@@ -77,7 +73,7 @@ def cache_key(recipe: Recipe, tokenizer) -> str:
     payload = {
         "version": CACHE_VERSION,
         "data": data,
-        "objective": objective_of(recipe),
+        "objective": framing(recipe),  # the row layout (named after the first objective that used it)
         "row_length": row_length(recipe),
         "words": needs_words(recipe),
         "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
@@ -183,12 +179,16 @@ def _flat(column) -> tuple[np.ndarray, np.ndarray]:
     return values[offsets[0] : offsets[-1]], offsets - offsets[0]
 
 
-def pack(tokens: Tokens, row_len: int, objective: str, special: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Pack every document into rows of ``row_len`` tokens; returns (ids, word_starts) 2-D arrays."""
+def pack(tokens: Tokens, row_len: int, framing: str, special: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pack every document into rows of ``row_len`` tokens; returns (ids, word_starts) 2-D arrays.
+
+    ``framing`` "mlm": documents separated by [SEP], each row framed by [CLS] ... [SEP];
+    otherwise documents separated by [EOS], rows unframed.
+    """
     ids, offsets = tokens.ids, tokens.offsets
     n_docs = len(offsets) - 1
-    sep = special["sep"] if objective == "mlm" else special["eos"]
-    content = row_len - 2 if objective == "mlm" else row_len
+    sep = special["sep"] if framing == "mlm" else special["eos"]
+    content = row_len - 2 if framing == "mlm" else row_len
     # One separator after each document: token j of document d moves to j + d.
     n_stream = len(ids) + n_docs
     n_rows = -(-n_stream // content)
@@ -203,7 +203,7 @@ def pack(tokens: Tokens, row_len: int, objective: str, special: dict[str, int]) 
     if tokens.starts is not None:
         padded_starts[moved] = tokens.starts
     rows, row_starts = padded.reshape(n_rows, content), padded_starts.reshape(n_rows, content)
-    if objective == "mlm":
+    if framing == "mlm":
         rows = np.concatenate(
             [np.full((n_rows, 1), special["cls"], np.int32), rows, np.full((n_rows, 1), special["sep"], np.int32)],
             axis=1,
@@ -284,7 +284,7 @@ def build_packed(recipe: Recipe, tokenizer) -> tuple:
         txt_unit=d.txt_unit, max_texts=d.max_texts, builtin_stories=d.builtin_stories, seed=d.seed,
         unwrap=d.unwrap, clean=d.clean,
     )
-    objective, row_len = objective_of(recipe), row_length(recipe)
+    layout, row_len = framing(recipe), row_length(recipe)
     special = _special_ids(tokenizer)
     # Tokenized once in corpus order (contiguous reads), then split with a numpy gather.
     tokens = tokenize(texts, tokenizer, d.num_proc, words=needs_words(recipe))
@@ -308,7 +308,7 @@ def build_packed(recipe: Recipe, tokenizer) -> tuple:
                 f"data.block_size={row_len} (source {d.source!r}). Use more text, a smaller "
                 + ("data.block_size." if name == "train" else "data.block_size or a larger data.eval_fraction.")
             )
-        rows, starts = pack(part, row_len, objective, special)
+        rows, starts = pack(part, row_len, layout, special)
         if name == "eval":
             rows, starts = rows[: d.eval_max_blocks], starts[: d.eval_max_blocks]
         else:

@@ -17,19 +17,14 @@ from pathlib import Path
 
 from nlpssl.errors import NlpsslError
 
-# The Hub task of each objective. T5 has none: transformers 5 removed the text2text-generation pipeline
-# (and the Hub its task), and its text-generation pipeline does not take encoder-decoder models.
-PIPELINE_TAG = {"mlm": "fill-mask", "causal": "text-generation", "t5": None}
-OBJECTIVE_TAG = {"mlm": "masked-lm", "causal": "causal-lm", "t5": "span-corruption"}
 # The oldest transformers 4.x line checked to load every architecture the same as 5.x (tests/test_clients.py;
 # ModernBERT arrived in 4.48, older lines are not checked).
 OLDEST_4X = "4.48"
-SPAN_BOUNDARY_HEAD = "span_boundary_head"  # training-only submodule (nlpssl.training), never exported
 
 
 def find_weights(run_dir: Path) -> Path:
     """The run's final model folder, else its newest completely saved checkpoint."""
-    from nlpssl.pretrain import has_weights, newest_complete_checkpoint
+    from nlpssl.runs import has_weights, newest_complete_checkpoint
 
     final = run_dir / "final"
     if has_weights(final):
@@ -99,19 +94,19 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     raw = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     recipe = recipe_from_dict(raw, name=run_dir.name, where=str(run_dir / "recipe.yaml"))
     weights = find_weights(run_dir)
-    from nlpssl.models import OBJECTIVE
+    from nlpssl.objectives import objective_for
 
-    objective = OBJECTIVE[recipe.model.arch]
+    objective = objective_for(recipe)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     tmp.mkdir()
     try:
         shutil.copy2(weights / "config.json", tmp / "config.json")
-        model_type = write_stock_config(tmp / "config.json", objective)
-        write_stock_weights(weights, tmp, model_type)
+        model_type = write_stock_config(tmp / "config.json", decoder_only=objective.decoder_only)
+        write_stock_weights(weights, tmp, model_type, drop=objective.training_only)
         write_tokenizer(recipe, run_dir, tmp, objective)
-        if objective != "mlm":
+        if objective.generative:
             write_generation_config(tmp)
         (tmp / "recipe.yaml").write_text((run_dir / "recipe.yaml").read_text())
         metrics = {}
@@ -170,21 +165,22 @@ def follow_umask(folder: Path) -> None:
 LEGACY_COPIES = {"roberta": {"lm_head.bias": "lm_head.decoder.bias"}}
 
 
-def write_stock_weights(weights: Path, out: Path, model_type: str) -> None:
-    """Copy the weights, leaving out training-only heads (the span boundary head) and adding the
-    second names that transformers 4.x needs (``LEGACY_COPIES``)."""
+def write_stock_weights(weights: Path, out: Path, model_type: str, drop: tuple[str, ...] = ()) -> None:
+    """Copy the weights, leaving out training-only weights (names starting with a ``drop`` prefix:
+    the span boundary head, ELECTRA's generator) and adding the second names that transformers 4.x
+    needs (``LEGACY_COPIES``)."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    prefix = f"{SPAN_BOUNDARY_HEAD}."
+    prefix = tuple(drop)
     index = weights / "model.safetensors.index.json"
     if index.is_file():  # sharded (large models): copied as they are
         weight_map = json.loads(index.read_text()).get("weight_map", {})
-        if any(n.startswith(prefix) for n in weight_map):
+        if prefix and any(n.startswith(prefix) for n in weight_map):
             raise NlpsslError(
-                f"export: {str(weights)!r} holds sharded weights with the training-only span boundary "
-                "head (got a model.safetensors.index.json). Re-save the model unsharded (a larger "
-                "max_shard_size) before exporting, or train without collator.span_boundary."
+                f"export: {str(weights)!r} holds sharded weights with training-only tensors "
+                f"({', '.join(p.rstrip('.') for p in prefix)}; got a model.safetensors.index.json). Re-save the "
+                "model unsharded (a larger max_shard_size) before exporting."
             )
         for name in [index.name, *sorted(set(weight_map.values()))]:
             shutil.copy2(weights / name, out / name)
@@ -194,10 +190,10 @@ def write_stock_weights(weights: Path, out: Path, model_type: str) -> None:
     with safe_open(str(src), framework="pt") as f:
         names, metadata = list(f.keys()), f.metadata()
         missing = {new: old for old, new in copies.items() if old in names and new not in names}
-        if not missing and not any(n.startswith(prefix) for n in names):
+        if not missing and not (prefix and any(n.startswith(prefix) for n in names)):
             shutil.copy2(src, dst)
             return
-        kept = {n: f.get_tensor(n) for n in names if not n.startswith(prefix)}
+        kept = {n: f.get_tensor(n) for n in names if not (prefix and n.startswith(prefix))}
     kept |= {new: kept[old].clone() for new, old in missing.items()}
     save_file(kept, str(dst), metadata=metadata or {"format": "pt"})
 
@@ -224,7 +220,7 @@ def recipe_name(run_dir: Path) -> str:
     return found.group(1) if found else run_dir.name
 
 
-def write_stock_config(path: Path, objective: str) -> str:
+def write_stock_config(path: Path, *, decoder_only: bool) -> str:
     """Make ``config.json`` mean the same model to transformers 4.x as to 5.x, and to llama.cpp.
 
     - ModernBERT: 5.x describes attention only with ``layer_types`` / ``rope_parameters``; 4.x ignores
@@ -232,7 +228,7 @@ def write_stock_config(path: Path, objective: str) -> str:
       rope thetas. The legacy keys beside the new ones make both lines build the same model.
     - Llama: the legacy ``rope_theta`` beside ``rope_parameters``.
     - GPT-2: ``n_ctx`` (5.x no longer writes it; llama.cpp's converter needs it).
-    - Causal-LM: BOS is [EOS]. The packer separates documents with [EOS] only, so a document's start
+    - Decoder-only (causal-LM): BOS is [EOS]. The packer separates documents with [EOS] only, so a document's start
       follows [EOS]; the [BOS] embedding was never trained, and clients that prepend BOS (generate()
       with no prompt, lm-evaluation-harness) would condition on noise.
     """
@@ -250,7 +246,7 @@ def write_stock_config(path: Path, objective: str) -> str:
                 config["rope_theta"] = theta
         case "gpt2":
             config["n_ctx"] = config["n_positions"]
-    if objective == "causal":
+    if decoder_only:
         config["bos_token_id"] = config["eos_token_id"]
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return config["model_type"]
@@ -267,27 +263,27 @@ def global_every(layer_types: list[str]) -> int:
     )
 
 
-def write_tokenizer(recipe, run_dir: Path, out: Path, objective: str) -> None:
+def write_tokenizer(recipe, run_dir: Path, out: Path, objective) -> None:
     from nlpssl.tokenizer import load_tokenizer, set_template
 
     source = Path(recipe.tokenizer.path) if recipe.tokenizer.path else run_dir / "tokenizer"
     tokenizer = load_tokenizer(source)
-    set_template(tokenizer, objective)
-    save_stock_tokenizer(tokenizer, out, recipe.model.arch, objective)
+    set_template(tokenizer, objective.template)
+    save_stock_tokenizer(tokenizer, out, recipe.model.arch, decoder_only=objective.decoder_only)
 
 
-def save_stock_tokenizer(tokenizer, out: Path, arch: str, objective: str) -> None:
+def save_stock_tokenizer(tokenizer, out: Path, arch: str, *, decoder_only: bool = False) -> None:
     """``save_pretrained``, then a ``tokenizer_config.json`` that transformers 4.x and 5.x read alike.
 
     - ``tokenizer_class: PreTrainedTokenizerFast`` (4.x has no ``TokenizersBackend``);
     - the sentinels under ``additional_special_tokens`` (4.x reads ``extra_special_tokens`` as a dict);
     - no ``is_local`` / ``local_files_only`` (facts about this machine's load, not the tokenizer);
     - ``token_type_ids`` for classic BERT (segment ids for sentence pairs), none for the others;
-    - causal-LM: left padding (batched ``generate``) and BOS = [EOS] (see ``write_stock_config``).
+    - decoder-only: left padding (batched ``generate``) and BOS = [EOS] (see ``write_stock_config``).
     """
     from nlpssl.tokenizer import EOS_TOKEN
 
-    if objective == "causal":
+    if decoder_only:
         tokenizer.bos_token = EOS_TOKEN
     tokenizer.save_pretrained(str(out))
     path = out / "tokenizer_config.json"
@@ -300,7 +296,7 @@ def save_stock_tokenizer(tokenizer, out: Path, arch: str, objective: str) -> Non
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config["model_input_names"] = (["input_ids", "token_type_ids", "attention_mask"] if arch == "bert"
                                    else ["input_ids", "attention_mask"])
-    config["padding_side"] = "left" if objective == "causal" else "right"
+    config["padding_side"] = "left" if decoder_only else "right"
     path.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
@@ -322,56 +318,30 @@ def write_generation_config(out: Path) -> None:
     ).save_pretrained(str(out))
 
 
-def model_card(recipe, objective: str, metrics: dict, weights: Path, title: str, out_dir: Path) -> str:
+def model_card(recipe, objective, metrics: dict, weights: Path, title: str, out_dir: Path) -> str:
     """A model card with Hub metadata (YAML front matter, ``model-index`` results) and the run's figures."""
     import yaml
 
-    from nlpssl.tokenizer import FIRST_SENTINEL_ID
-
     source = recipe.data.source
     arch = recipe.model.arch
-    metric, value = ("accuracy", metrics.get("eval_mlm_accuracy")) if objective == "mlm" else \
-        ("perplexity", metrics.get("eval_perplexity"))
+    metric, key = objective.metric
+    value = metrics.get(key)
     held_out = f"held-out {recipe.data.eval_fraction:g} of the training text"
     meta = {"library_name": "transformers"}
-    if PIPELINE_TAG[objective]:
-        meta["pipeline_tag"] = PIPELINE_TAG[objective]
-    meta |= {"license": recipe.export.license, "tags": ["nlpssl", arch, OBJECTIVE_TAG[objective], "pretraining"]}
+    if objective.pipeline_tag:
+        meta["pipeline_tag"] = objective.pipeline_tag
+    meta |= {"license": recipe.export.license, "tags": ["nlpssl", arch, objective.tag, "pretraining"]}
     if source.startswith("hub:"):  # the Hub's datasets: field takes dataset ids only
         meta["datasets"] = [source.removeprefix("hub:").split(":")[0]]
     if isinstance(value, (int, float)):
         meta["model-index"] = [{"name": title, "results": [{
-            "task": {"type": PIPELINE_TAG[objective] or "text-generation", "name": OBJECTIVE_TAG[objective]},
+            "task": {"type": objective.pipeline_tag or objective.task_type, "name": objective.tag},
             "dataset": {"name": f"{_source_name(source)} ({held_out})", "type": _source_id(source)},
             "metrics": [{"type": metric, "value": round(float(value), 4), "name": f"eval {metric}"}],
         }]}]
     where = out_dir.as_posix()
     rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not isinstance(v, (list, dict)))
-    usage = {
-        "mlm": 'from transformers import pipeline\npipe = pipeline("fill-mask", model=model)\n'
-               'pipe("The cat sat on the [MASK].")',
-        "causal": 'from transformers import pipeline\npipe = pipeline("text-generation", model=model)\n'
-                  'pipe("Once upon a time")',
-        "t5": 'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
-              'tok = AutoTokenizer.from_pretrained(model)\n'
-              'lm = AutoModelForSeq2SeqLM.from_pretrained(model)\n'
-              'out = lm.generate(**tok("The cat <extra_id_0> on the mat.", return_tensors="pt"))\n'
-              'print(tok.decode(out[0]))',
-    }[objective]
-    notes = {
-        "mlm": "Loading it as an encoder (`AutoModel`, sentence-transformers, a classifier) prints a load "
-               "report listing the masked-LM head's weights as unused" +
-               (" and a newly initialised pooler" if arch in ("bert", "roberta") else "") +
-               ": that is expected, the head is only for fill-mask.",
-        "causal": "BOS is `[EOS]`: training separated documents with `[EOS]`, so a text's start follows it. "
-                  "Clients that prepend BOS (`generate()` with no prompt, lm-evaluation-harness) therefore "
-                  "condition on what training saw. The tokenizer pads on the left, for batched `generate()`.",
-        "t5": f"Span-corruption sentinels `<extra_id_0>`, `<extra_id_1>`, ... sit at ids {FIRST_SENTINEL_ID}, "
-              f"{FIRST_SENTINEL_ID + 1}, ... ascending (Google's T5 tokenizers put `<extra_id_0>` at the top of "
-              "the vocabulary instead): look sentinels up by name, never by arithmetic on the vocabulary "
-              "size. There is no pipeline for it in transformers 5 (text2text-generation was removed), "
-              "so it carries no pipeline tag; use `generate()` as above (greedy by default).",
-    }[objective]
+    usage, notes = objective.usage, objective.card_notes(arch)
     curve = "\n## Loss curve\n\n![loss curve](loss_curve.png)\n" if (weights.parent / "loss_curve.png").exists() else ""
     return f"""---
 {yaml.safe_dump(meta, sort_keys=False).strip()}
@@ -379,7 +349,7 @@ def model_card(recipe, objective: str, metrics: dict, weights: Path, title: str,
 
 # {title}
 
-A {recipe.model.size} {arch} ({OBJECTIVE_TAG[objective]}) pretrained from scratch with nlpssl on
+A {recipe.model.size} {arch} ({objective.tag}) pretrained from scratch with nlpssl on
 {_source_name(source)} (collator `{recipe.collator.kind}`, block size {recipe.data.block_size},
 {recipe.tokenizer.algorithm} tokenizer of {recipe.tokenizer.vocab_size} tokens).
 It is a stock transformers model: no `trust_remote_code`, no nlpssl needed to load it.

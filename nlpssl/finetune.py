@@ -46,7 +46,7 @@ def finetune(recipe: Recipe | str | Path, overrides: Sequence[str] = ()) -> Fine
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides, kind="finetune")
-    from nlpssl.pretrain import check_output_dir, run_lock
+    from nlpssl.runs import check_output_dir, run_lock
 
     check_recipe(recipe)
     model_dir = check_model_folder(recipe.finetune_model)
@@ -56,7 +56,7 @@ def finetune(recipe: Recipe | str | Path, overrides: Sequence[str] = ()) -> Fine
 
 
 def _finetune(recipe: Recipe, model_dir: Path) -> FinetuneResult:
-    from nlpssl.pretrain import log, write_run_recipe
+    from nlpssl.runs import log, write_run_recipe
 
     tokenizer = load_classifier_tokenizer(model_dir)
     data = load_task_data(recipe.task)
@@ -348,7 +348,8 @@ def finetune_arguments(recipe: Recipe):
     Returns:
         (TrainingArguments, whether the best checkpoint is tracked, which early stopping needs).
     """
-    from nlpssl.pretrain import log, training_arguments
+    from nlpssl.pretrain import training_arguments
+    from nlpssl.runs import log
 
     extra, best = finetune_defaults(recipe)
     if not best and recipe.task.early_stopping_patience:
@@ -427,7 +428,7 @@ def summarise(recipe: Recipe, model_dir: Path, trainer, result, encoded: dict[st
 def write_outputs(out: Path, metrics: dict[str, Any], history: list[dict], label_names: list[str]) -> None:
     """metrics.json, log_history.json, loss_curve.png and confusion_matrix.png (test split if any)."""
     from nlpssl.metrics import plot_confusion_matrix
-    from nlpssl.pretrain import write_metrics
+    from nlpssl.runs import write_metrics
 
     write_metrics(out, metrics, history)
     split, prefix = ("test", "test") if "test" in metrics["report"] else ("validation", "eval")
@@ -443,7 +444,7 @@ def export_classifier(trainer, tokenizer, recipe: Recipe, metrics: dict[str, Any
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))  # after load_best_model_at_end these are the best weights
-    save_stock_tokenizer(tokenizer, tmp, trainer.model.config.model_type, "classify")
+    save_stock_tokenizer(tokenizer, tmp, trainer.model.config.model_type)
     (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the export holds recipe.yaml instead
     for name in ("recipe.yaml", "metrics.json", "confusion_matrix.png", "loss_curve.png"):
         if (recipe.output_dir / name).is_file():

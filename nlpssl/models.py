@@ -1,16 +1,19 @@
 """Size presets for stock transformers architectures.
 
-Every model is a stock class (BertForMaskedLM, RobertaForMaskedLM, GPT2LMHeadModel,
-LlamaForCausalLM, T5ForConditionalGeneration) built from a config; the vocabulary size and the
-special-token ids come from the shared tokenizer, never from the recipe.
+Every model is a stock class built from a config (which class: the objective's, in
+``nlpssl.objectives``); the vocabulary size and the special-token ids come from the shared
+tokenizer, never from the recipe.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nlpssl.errors import NlpsslError
-from nlpssl.recipe import ModelSection
+
+if TYPE_CHECKING:
+    from nlpssl.recipe import ModelSection
 
 
 @dataclass(frozen=True)
@@ -28,9 +31,6 @@ PRESETS: dict[str, Shape] = {
     "base": Shape(hidden=768, layers=12, heads=12, intermediate=3072),
 }
 MAX_POSITIONS = 512
-OBJECTIVE = {
-    "bert": "mlm", "roberta": "mlm", "modernbert": "mlm", "gpt2": "causal", "llama": "causal", "t5": "t5",
-}
 
 
 def resolve_shape(section: ModelSection) -> Shape:
@@ -87,6 +87,16 @@ def build_config(section: ModelSection, tokenizer, attn: str = "sdpa"):
                 attention_probs_dropout_prob=drop,
                 **ids,
             )
+        case "electra":
+            # The discriminator: BERT's post-LN body (Clark et al. 2020); the generator is derived
+            # from this config by nlpssl.objectives.electra.
+            from transformers import ElectraConfig
+
+            config = ElectraConfig(
+                embedding_size=s.hidden, hidden_size=s.hidden, num_hidden_layers=s.layers,
+                num_attention_heads=s.heads, intermediate_size=s.intermediate, max_position_embeddings=positions,
+                type_vocab_size=2, hidden_dropout_prob=drop, attention_probs_dropout_prob=drop, **ids,
+            )
         case "modernbert":
             # Pre-LN encoder with rotary positions (Warner et al. 2024). On tiny budgets it leaves
             # the unigram plateau that post-LN BERT with learned positions sits on for thousands
@@ -133,18 +143,6 @@ def build_config(section: ModelSection, tokenizer, attn: str = "sdpa"):
         config.initializer_range = section.init_std
     config._attn_implementation = attn
     return config
-
-
-def build_model(section: ModelSection, tokenizer, attn: str = "sdpa"):
-    """A freshly initialised stock model for ``section``."""
-    from transformers import (
-        AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM,
-    )
-
-    config = build_config(section, tokenizer, attn)
-    auto = {"mlm": AutoModelForMaskedLM, "causal": AutoModelForCausalLM, "t5": AutoModelForSeq2SeqLM}
-    model = auto[OBJECTIVE[section.arch]].from_config(config, attn_implementation=attn)
-    return model
 
 
 def count_parameters(model) -> int:

@@ -1,23 +1,24 @@
-"""The pretraining pipeline: tokenizer -> data -> collator -> model -> Trainer -> export.
+"""The pretraining pipeline: tokenizer -> data -> model -> collator -> Trainer -> export.
 
-Read :func:`pretrain` top to bottom; each step is one function below it.
+Read :func:`pretrain` top to bottom; :func:`setup` wires one run (what benchmarks and tests reuse),
+and the recipe's objective (``nlpssl.objectives``) supplies every objective-specific part.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
 import shutil
-import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from nlpssl.errors import NlpsslError
 from nlpssl.recipe import Recipe, check_kind, load_recipe
+from nlpssl.runs import (
+    budget_used_s, check_output_dir, has_weights, last_checkpoint, log, rank, run_lock, write_metrics,
+    write_run_recipe,
+)
 
 
 @dataclass(frozen=True)
@@ -42,45 +43,19 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides, kind="pretrain")
     check_kind(recipe.kind, "pretrain", recipe.source_path or recipe.name)
-    from nlpssl.data import objective_of, prepare_data
-    from nlpssl.models import build_model, count_parameters, max_positions
-
     check_output_dir(recipe)
     done = finished_run(recipe)
     if done is not None:
         return done
-    if recipe.export.enabled and int(os.environ.get("RANK", "0")) == 0:
+    if recipe.export.enabled and rank() == 0:
         from nlpssl.export import check_export_target
 
         check_export_target(recipe.output_dir, recipe.output_dir / "export")  # before hours of training
-    args = training_arguments(recipe)
     with run_lock(recipe.output_dir):
-        with args.main_process_first(desc="tokenizer and data", local=False):
-            if args.process_index == 0:
-                write_run_recipe(recipe)
-            tokenizer = get_tokenizer(recipe, model_max_length=max_positions(recipe.model))
-            data = prepare_data(recipe, tokenizer)
-        log(f"data: {data.stats['train_blocks']} train / {data.stats['eval_blocks']} eval blocks of "
-            f"{recipe.data.block_size} tokens ({'cache hit' if data.from_cache else 'built'}: {data.cache_path})")
-        model = build_model(recipe.model, tokenizer, attn=attention_implementation(recipe, args))
-        params = count_parameters(model)  # the exported model's (training-only heads come later)
-        objective = objective_of(recipe)
-        collator = build_collator(recipe, tokenizer)
-        from nlpssl.training import GracefulStop, TimeBudget
-
-        stopper = GracefulStop()
-        resume_from = last_checkpoint(recipe) if recipe.resume else None
-        extra = [TimeBudget(recipe.budget_minutes, budget_used_s(resume_from))] if recipe.budget_minutes else []
-        trainer = make_trainer(recipe, args, model, data, collator, [stopper, *extra, *callbacks])
-        if extra:
-            from transformers.trainer_callback import ProgressCallback
-
-            extra[0].progress_bars = next((cb for cb in trainer.callback_handler.callbacks
-                                           if isinstance(cb, ProgressCallback)), None)
-            log(f"time budget: {recipe.budget_minutes:g} minutes of training (max_steps={trainer.args.max_steps} "
-                "is a cap); the learning rate decays over the budget")
-        result = trainer.train(resume_from_checkpoint=resume_from)
-        if stopper.stopped:
+        run = setup(recipe, callbacks)
+        trainer = run.trainer
+        result = trainer.train(resume_from_checkpoint=run.resume_from)
+        if run.stopper.stopped:
             log(f"interrupted at step {trainer.state.global_step}; checkpoint saved. Rerun with "
                 "training.resume=true to continue.")
             return PretrainResult(recipe.output_dir, None, {}, interrupted=True)
@@ -88,8 +63,7 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
         if budget is not None:
             log(f"time budget: {budget.elapsed_s / 60:.2f} of {budget.minutes:g} minutes used, "
                 f"{trainer.state.global_step} steps" + (" (budget reached)" if budget.stopped else ""))
-        metrics = trainer.evaluate()
-        metrics = summarise(recipe, trainer, result, metrics, data.stats, params, objective)
+        metrics = summarise(run, result, trainer.evaluate())
         trainer.save_model(str(recipe.output_dir / "final"))
         export_dir = None
         if trainer.is_world_process_zero():
@@ -102,69 +76,63 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
     return PretrainResult(recipe.output_dir, export_dir, metrics)
 
 
-def budget_used_s(checkpoint: str | None) -> float:
-    """Seconds of the time budget a checkpoint had used (0 for a new run).
+@dataclass
+class Run:
+    """A pretraining run wired and ready: ``run.trainer.train(resume_from_checkpoint=run.resume_from)``."""
 
-    Read from the checkpoint's ``trainer_state.json`` (``stateful_callbacks``) here rather than by the
-    Trainer, which restores callback state only with ``restore_callback_states_from_checkpoint``.
+    recipe: Recipe
+    objective: Any  # nlpssl.objectives.base.Objective
+    args: Any  # transformers.TrainingArguments
+    tokenizer: Any
+    data: Any  # nlpssl.data.PackedData
+    model: Any  # the model being trained (the objective may have added training-only parts)
+    params: int  # parameters of the exported model
+    collator: Any
+    trainer: Any  # the objective's Trainer
+    stopper: Any  # nlpssl.training.GracefulStop: .stopped after SIGINT/SIGTERM
+    resume_from: str | None  # the checkpoint ``training.resume=true`` continues from
+
+
+def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -> Run:
+    """Tokenizer -> data -> model -> collator -> Trainer, wired as :func:`pretrain` wires them.
+
+    Writes the run's ``recipe.yaml`` and tokenizer (rank 0 first, the others wait) and reads or
+    builds the processed-data cache; trains nothing. ``training_args`` override TrainingArguments
+    fields (benchmarks and tests pass e.g. ``use_cpu=True``). The model is initialised from
+    ``training.seed``, so two setups of one recipe start from the same weights.
     """
-    if checkpoint is None:
-        return 0.0
-    try:
-        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
-        return float(state["stateful_callbacks"]["TimeBudget"]["args"]["used_s"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0.0
+    from transformers import set_seed
 
+    from nlpssl.data import prepare_data
+    from nlpssl.models import count_parameters, max_positions
+    from nlpssl.objectives import objective_for
+    from nlpssl.training import GracefulStop, TimeBudget
 
-def log(message: str) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"[nlpssl] {message}", flush=True)
+    objective = objective_for(recipe)
+    args = training_arguments(recipe, **training_args)
+    with args.main_process_first(desc="tokenizer and data", local=False):
+        if args.process_index == 0:
+            write_run_recipe(recipe)
+        tokenizer = get_tokenizer(recipe, model_max_length=max_positions(recipe.model))
+        data = prepare_data(recipe, tokenizer)
+    log(f"data: {data.stats['train_blocks']} train / {data.stats['eval_blocks']} eval blocks of "
+        f"{recipe.data.block_size} tokens ({'cache hit' if data.from_cache else 'built'}: {data.cache_path})")
+    set_seed(args.seed)
+    model = objective.build_model(tokenizer, attn=attention_implementation(recipe, args))
+    params = count_parameters(model)  # the exported model's (training-only parts come later)
+    collator = objective.build_collator(tokenizer)
+    stopper = GracefulStop()
+    resume_from = last_checkpoint(recipe) if recipe.resume else None
+    extra = [TimeBudget(recipe.budget_minutes, budget_used_s(resume_from))] if recipe.budget_minutes else []
+    trainer = objective.make_trainer(args, model, data, collator, [stopper, *extra, *callbacks])
+    if extra:
+        from transformers.trainer_callback import ProgressCallback
 
-
-# ------------------------------------------------------------------------------------------------
-# Checks that run before any data is read
-
-
-def check_output_dir(recipe: Recipe) -> None:
-    """Refuse to train into a folder that holds another run, unless resuming that run."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        return  # rank 0 decides; the other ranks may see the recipe rank 0 just wrote
-    out = recipe.output_dir
-    if out.exists() and not out.is_dir():
-        raise NlpsslError(
-            f"training.output_dir={str(out)!r}: a file is there, not a folder. Choose another training.output_dir."
-        )
-    if not out.exists() or not [p for p in out.iterdir() if p.name != LOCK_NAME]:
-        return
-    saved = out / "recipe.yaml"
-    where = f"training.output_dir={str(out)!r}"
-    if not saved.is_file():
-        raise NlpsslError(
-            f"{where}: the folder exists and is not an nlpssl run (no recipe.yaml). "
-            "Choose another training.output_dir or empty the folder."
-        )
-    if not recipe.resume:
-        raise NlpsslError(
-            f"{where}: the folder already holds a run. Pass training.resume=true to continue it, "
-            "choose another training.output_dir, or delete the folder."
-        )
-    import yaml
-
-    before = yaml.safe_load(saved.read_text())
-    now = recipe.to_dict()
-    for d in (before, now):
-        d.get("training", {}).pop("resume", None)
-    if before != now:
-        changed = sorted(
-            f"{s}.{k}" for s in now if isinstance(now[s], dict)
-            for k in set(now[s]) | set(before.get(s) or {})
-            if (before.get(s) or {}).get(k) != now[s].get(k)
-        )
-        raise NlpsslError(
-            f"{where}: cannot resume, the recipe differs from the run's recipe.yaml in {', '.join(changed)}. "
-            "Resume with the same settings, or start a new run in another folder."
-        )
+        extra[0].progress_bars = next((cb for cb in trainer.callback_handler.callbacks
+                                       if isinstance(cb, ProgressCallback)), None)
+        log(f"time budget: {recipe.budget_minutes:g} minutes of training (max_steps={trainer.args.max_steps} "
+            "is a cap); the learning rate decays over the budget")
+    return Run(recipe, objective, args, tokenizer, data, trainer.model, params, collator, trainer, stopper, resume_from)
 
 
 def finished_run(recipe: Recipe) -> PretrainResult | None:
@@ -189,115 +157,6 @@ def finished_run(recipe: Recipe) -> PretrainResult | None:
     return PretrainResult(out, export if (export / "config.json").is_file() else None, metrics, already_finished=True)
 
 
-LOCK_NAME = ".nlpssl.lock"
-
-
-@contextlib.contextmanager
-def run_lock(folder: Path):
-    """Hold an exclusive lock on a run folder for the life of the run (rank 0 only).
-
-    A second process that tries to train into the same folder is refused with the process id and
-    command of the one that holds it. The lock is an ``flock`` on ``<folder>/.nlpssl.lock``, released
-    by the system when the holder exits, however it exits; the file stays.
-    """
-    if int(os.environ.get("RANK", "0")) != 0:
-        yield
-        return
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory locks, run unlocked
-        yield
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
-    handle = open(path, "a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise NlpsslError(
-                f"training.output_dir={str(folder)!r}: the run folder is in use by {holder}. Wait for it to "
-                "finish (or stop it; Ctrl-C saves a checkpoint), or choose another training.output_dir."
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()} on {socket.gethostname()} (`{' '.join(sys.argv)}`)\n")
-        handle.flush()
-        yield
-    finally:
-        handle.close()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all (a reader never sees half of it)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_run_recipe(recipe: Recipe) -> None:
-    """The resolved recipe, written whole or not at all."""
-    recipe.output_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(recipe.output_dir / "recipe.yaml", recipe.to_yaml())
-
-
-def last_checkpoint(recipe: Recipe) -> str | None:
-    """The newest complete checkpoint of the run (see :func:`newest_complete_checkpoint`), or None."""
-    found = newest_complete_checkpoint(recipe.output_dir)
-    return None if found is None else str(found)
-
-
-def newest_complete_checkpoint(run_dir: Path) -> Path | None:
-    """The newest ``checkpoint-N`` folder that was saved completely and reads back, or None.
-
-    A process killed while saving (or a disk that filled up) can leave a checkpoint whose
-    ``trainer_state.json`` (the Trainer writes it last) is missing or half-written, or whose weights
-    or optimizer files are truncated; resuming from it would crash, so such a folder is skipped with
-    a note saying why, and the one before it is used.
-    """
-    if not run_dir.is_dir():
-        return None
-    steps = sorted(
-        (int(p.name.removeprefix("checkpoint-")), p) for p in run_dir.glob("checkpoint-*")
-        if p.name.removeprefix("checkpoint-").isdigit()
-    )
-    for _, folder in reversed(steps):
-        problem = checkpoint_problem(folder)
-        if problem is None:
-            return folder
-        log(f"skipping {folder}, which was not completely saved ({problem}); using the one before it")
-    return None
-
-
-def checkpoint_problem(folder: Path) -> str | None:
-    """Why ``folder`` cannot be resumed from (None if it can): cheap header and index checks only."""
-    import zipfile
-
-    try:
-        json.loads((folder / "trainer_state.json").read_text())
-    except (OSError, ValueError) as err:
-        return f"trainer_state.json: {type(err).__name__}"
-    if not has_weights(folder):
-        return "no model.safetensors"
-    if (folder / "model.safetensors").is_file():
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(folder / "model.safetensors"), framework="pt"):
-                pass
-        except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
-            return f"model.safetensors: {str(err).splitlines()[0][:120]}"
-    for state in sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth")):
-        if not zipfile.is_zipfile(state):  # torch.save writes zip archives; a truncated one has no index
-            return f"{state.name} is truncated"
-    return None
-
-
-def has_weights(folder: Path) -> bool:
-    """True if ``folder`` holds safetensors weights, single-file or sharded."""
-    return (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -354,26 +213,6 @@ def train_recipe_tokenizer(recipe: Recipe, out_dir: Path, model_max_length: int 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return tokenizer
-
-
-def build_collator(recipe: Recipe, tokenizer):
-    """The collator named by ``collator.kind``, with ids read from the shared tokenizer."""
-    from nlpssl.collators import CausalCollator, MaskingCollator, T5SpanCorruptionCollator
-
-    c, seed = recipe.collator, int(recipe.training.get("seed", 42))
-    match c.kind:
-        case "token" | "word" | "span":
-            return MaskingCollator.from_tokenizer(
-                tokenizer, unit=c.kind, rate=c.rate, mask_frac=c.mask_frac, random_frac=c.random_frac,
-                exact_budget=c.exact_budget, span_p=c.span_p, span_max_len=c.span_max, seed=seed,
-            )
-        case "causal":
-            return CausalCollator.from_tokenizer(tokenizer, reset_positions=c.reset_positions)
-        case "t5":
-            return T5SpanCorruptionCollator.from_tokenizer(
-                tokenizer, noise_density=c.noise_density, mean_noise_span_length=c.mean_span_length, seed=seed,
-            )
-    raise NlpsslError(f"collator.kind: unknown kind (got {c.kind!r}).")  # pragma: no cover
 
 
 def bf16_supported() -> bool:
@@ -470,45 +309,18 @@ def training_arguments(recipe: Recipe, **extra: Any):
 
 
 # ------------------------------------------------------------------------------------------------
-# Trainer
-
-
-def make_trainer(recipe: Recipe, args, model, data, collator, callbacks: list):
-    from nlpssl.collators.diagnostics import MaskingDiagnosticsCallback
-    from nlpssl.data import objective_of
-    from nlpssl.training import PretrainTrainer
-
-    objective = objective_of(recipe)
-    columns = ["input_ids", "word_starts"] if recipe.collator.kind in ("word", "span") else ["input_ids"]
-    trainer = PretrainTrainer(
-        model=model, args=args, data_collator=collator,
-        train_dataset=data.train.select_columns(columns), eval_dataset=data.eval.select_columns(columns),
-        callbacks=callbacks, objective=objective,
-        sparse_mlm_head=recipe.speed.sparse_mlm_head and objective == "mlm",
-        chunked_lm_loss=recipe.speed.chunked_lm_loss and objective == "causal",
-        span_boundary=recipe.collator.span_boundary,
-    )
-    if objective == "mlm" and args.dataloader_num_workers == 0:
-        # First in the list, so the stats reach log_history and the progress bar.
-        MaskingDiagnosticsCallback.attach(trainer, collator)
-    return trainer
-
-
-# ------------------------------------------------------------------------------------------------
 # Metrics
 
 
-def summarise(recipe, trainer, result, eval_metrics, stats, params: int, objective: str) -> dict[str, Any]:
+def summarise(run: Run, result, eval_metrics: dict[str, Any]) -> dict[str, Any]:
     """The run's headline figures (what metrics.json and the model card report)."""
-    import numpy as np
-
-    args = trainer.args
+    trainer, args = run.trainer, run.trainer.args
     steps = trainer.state.global_step
     rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    train_tokens = steps * rows_per_step * recipe.data.block_size
+    train_tokens = steps * rows_per_step * run.recipe.data.block_size
     runtime = float(result.metrics.get("train_runtime", float("nan")))
     m: dict[str, Any] = {
-        "params": params,
+        "params": run.params,
         "steps": steps,
         "world_size": args.world_size,
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
@@ -518,59 +330,10 @@ def summarise(recipe, trainer, result, eval_metrics, stats, params: int, objecti
         "train_loss": result.metrics.get("train_loss"),
         "eval_loss": eval_metrics.get("eval_loss"),
     }
-    if objective == "mlm":
-        m["eval_mlm_accuracy"] = eval_metrics.get("eval_mlm_accuracy")
-    else:
-        loss = m["eval_loss"]
-        m["eval_perplexity"] = math.exp(loss) if loss is not None and loss < 50 else None
-        if stats.get("eval_bytes"):
-            # bits per byte compares models across tokenizers: NLL in bits over UTF-8 bytes.
-            m["eval_bits_per_byte"] = loss / math.log(2) * stats["eval_tokens"] / stats["eval_bytes"]
-        counts = np.asarray(stats.get("train_unigram_counts", []), dtype=np.float64)
-        if counts.size and objective == "causal":
-            m["eval_unigram_perplexity"] = unigram_perplexity(counts, trainer.eval_dataset, trainer)
+    m |= run.objective.headline(eval_metrics, run.data.stats, trainer)
     m["eval_runtime_s"] = eval_metrics.get("eval_runtime")
     budget = trainer._time_budget()
     if budget is not None:
         m["budget_minutes"] = budget.minutes
         m["budget_used_minutes"] = round(budget.elapsed_s / 60, 3)
     return m
-
-
-def unigram_perplexity(counts, eval_dataset, trainer) -> float:
-    """Perplexity of an add-one unigram model fitted on the training tokens, on the held-out blocks."""
-    import numpy as np
-
-    probs = (counts + 1.0) / (counts.sum() + len(counts))
-    ids = np.asarray(eval_dataset.with_format("numpy")["input_ids"])[:, 1:].reshape(-1)
-    pad = trainer.data_collator.pad_id if hasattr(trainer.data_collator, "pad_id") else 0
-    ids = ids[ids != pad]
-    return float(np.exp(-np.log(probs[ids]).mean()))
-
-
-def write_metrics(out: Path, metrics: dict[str, Any], history: list[dict]) -> None:
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "log_history.json").write_text(json.dumps(history, indent=1))
-    plot_loss_curve(history, out / "loss_curve.png")
-
-
-def plot_loss_curve(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
-    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    if train:
-        ax.plot(*zip(*train), label="train loss")
-    if evals:
-        ax.plot(*zip(*evals), "o-", label="eval loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

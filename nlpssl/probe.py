@@ -137,7 +137,7 @@ def probe(
         NlpsslError: a bad model folder, task, label budget or output folder, before any training.
     """
     from nlpssl.finetune import check_model_folder, check_recipe, load_classifier_tokenizer
-    from nlpssl.pretrain import log
+    from nlpssl.runs import log
 
     model_path = check_model_folder(str(model_dir))
     recipe = task_recipe(task, model_path, overrides)
@@ -383,7 +383,7 @@ def format_table(report: ProbeReport) -> str:
 
 def write_report(report: ProbeReport, plot: bool = False) -> None:
     """probe.json and probe.md (and probe.png), each written whole or not at all."""
-    from nlpssl.pretrain import write_text_atomic
+    from nlpssl.runs import write_text_atomic
 
     out = report.out_dir
     write_text_atomic(out / MARKER, json.dumps(report.to_dict(), indent=2))
@@ -476,6 +476,6 @@ def add_to_card(model_dir: Path, report: ProbeReport, recipe: Recipe) -> None:
                f"seed(s); `nlpssl probe` against the same architecture from scratch and bag-of-words, on the "
                f"same rows.\n\n{format_table(report)}\n\n")
     text = "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body.rstrip("\n") + "\n\n" + section
-    from nlpssl.pretrain import write_text_atomic
+    from nlpssl.runs import write_text_atomic
 
     write_text_atomic(model_dir / "README.md", text)

@@ -96,7 +96,7 @@ class CollatorSection:
 class ModelSection:
     """A stock transformers architecture built from a size preset."""
 
-    arch: Literal["bert", "roberta", "modernbert", "gpt2", "llama", "t5"] = "bert"
+    arch: Literal["bert", "roberta", "modernbert", "gpt2", "llama", "t5", "electra"] = "bert"
     size: Literal["tiny", "small", "base"] = "tiny"
     hidden_size: int | None = None  # override the preset
     num_layers: int | None = None
@@ -105,6 +105,15 @@ class ModelSection:
     dropout: float | None = None  # None: 0 (pretraining does not overfit; Cramming); e.g. 0.1 for classic BERT
     max_positions: int | None = None
     init_std: float | None = None  # config.initializer_range (None: the architecture's, 0.02); see bert-classic-tiny
+
+
+@dataclass(frozen=True)
+class ElectraSection:
+    """ELECTRA replaced-token detection (model.arch=electra; Clark et al. 2020)."""
+
+    generator_fraction: float = 0.25  # generator width (and FFN, heads) as a share of the discriminator's
+    discriminator_weight: float = 50.0  # lambda: loss = generator MLM + lambda x discriminator loss
+    temperature: float = 1.0  # generator sampling temperature (1: sample from its softmax)
 
 
 @dataclass(frozen=True)
@@ -168,9 +177,12 @@ PRETRAIN_SECTIONS: dict[str, type] = {
     "data": DataSection,
     "collator": CollatorSection,
     "model": ModelSection,
+    "electra": ElectraSection,
     "speed": SpeedSection,
     "export": ExportSection,
 }
+# Sections of one objective's settings, and the model.arch that trains it.
+OBJECTIVE_SECTIONS = {"electra": "electra"}
 FINETUNE_SECTIONS: dict[str, type] = {"task": FinetuneSection, "speed": SpeedSection}
 FINETUNE_TOP: dict[str, type] = {"model": str, "init": Literal["pretrained", "scratch"]}
 
@@ -185,6 +197,7 @@ class Recipe:
     data: DataSection = field(default_factory=DataSection)
     collator: CollatorSection = field(default_factory=CollatorSection)
     model: ModelSection = field(default_factory=ModelSection)
+    electra: ElectraSection = field(default_factory=ElectraSection)
     speed: SpeedSection = field(default_factory=SpeedSection)
     export: ExportSection = field(default_factory=ExportSection)
     task: FinetuneSection = field(default_factory=FinetuneSection)
@@ -221,6 +234,8 @@ class Recipe:
             out["model"] = self.finetune_model
             out["init"] = self.init
         for name in sections:
+            if name in OBJECTIVE_SECTIONS and OBJECTIVE_SECTIONS[name] != self.model.arch:
+                continue  # another objective's settings: neither used nor shown
             out[name] = dataclasses.asdict(getattr(self, name))
         out["training"] = dict(self.training)
         return out
@@ -477,14 +492,9 @@ def _check_values(recipe: Recipe, where: str, problems: list[str]) -> None:
             f"{where}: collator.span_boundary=true needs collator.kind='span' (got {c.kind!r}). "
             "Set collator.kind=span, or collator.span_boundary=false."
         )
-    from nlpssl.models import OBJECTIVE as objective
-    wanted = {"mlm": ("token", "word", "span"), "causal": ("causal",), "t5": ("t5",)}
-    ok = wanted[objective[recipe.model.arch]]
-    if recipe.kind == "pretrain" and c.kind not in ok:
-        problems.append(
-            f"{where}: collator.kind does not fit model.arch={recipe.model.arch!r} "
-            f"(got {c.kind!r}). Use one of {', '.join(map(repr, ok))}."
-        )
+    from nlpssl.objectives import objective_for
+
+    objective_for(recipe).check(where, problems)
 
 
 def _check_training_values(recipe: Recipe, where: str, problems: list[str]) -> None:
@@ -664,6 +674,10 @@ def recipe_from_dict(
             problems.append(f"{where}: {key}: unknown section.{_did_you_mean(str(key), known)}")
     training = _load_training(raw.get("training"), f"{where}: training", name, problems)
     recipe = Recipe(name=name, kind=kind, training=training, source_path=source_path, **built)
+    for section, arch in OBJECTIVE_SECTIONS.items():
+        if section in raw and kind == "pretrain" and recipe.model.arch != arch:
+            problems.append(f"{where}: {section}: these settings apply to model.arch={arch!r} only (got "
+                            f"model.arch={recipe.model.arch!r}). Remove the {section} section, or set model.arch={arch}.")
     if kind == "pretrain":
         _check_values(recipe, where, problems)
     elif not recipe.finetune_model:

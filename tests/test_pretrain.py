@@ -268,7 +268,7 @@ def test_resume_after_interrupt_reaches_the_same_step(tmp_path, sig):
 
 
 def test_resume_skips_a_checkpoint_killed_while_saving(tmp_path, capsys):
-    from nlpssl.pretrain import last_checkpoint
+    from nlpssl.runs import last_checkpoint
 
     import torch
     from safetensors.torch import save_file
@@ -367,7 +367,7 @@ def test_span_boundary_objective_trains_and_is_dropped_at_export(tmp_path):
 def test_span_boundaries_are_the_nearest_unmasked_neighbours():
     import torch
 
-    from nlpssl.training import span_boundaries
+    from nlpssl.objectives.mlm import span_boundaries
 
     selected = torch.tensor([[0, 1, 1, 1, 0, 1, 0], [0, 0, 1, 0, 1, 1, 0]], dtype=torch.bool)
     left, right, offset = span_boundaries(selected, max_offset=3)
@@ -385,21 +385,16 @@ def test_span_boundary_needs_span_masking(tmp_path):
 
 
 def test_every_evaluation_pass_asks_the_same_questions(tmp_path):
-    from nlpssl.data import prepare_data
-    from nlpssl.models import build_model
-    from nlpssl.pretrain import build_collator, get_tokenizer, make_trainer, training_arguments
+    from nlpssl.pretrain import setup
 
-    r = load_recipe("bert-tiny-span", tiny_overrides(tmp_path))
-    tok = get_tokenizer(r)
-    collator = build_collator(r, tok)
-    trainer = make_trainer(r, training_arguments(r), build_model(r.model, tok, attn="eager"),
-                           prepare_data(r, tok), collator, [])
+    run = setup(load_recipe("bert-tiny-span", tiny_overrides(tmp_path)))
+    trainer, collator = run.trainer, run.collator
     first, second = trainer.evaluate(), trainer.evaluate()
     assert first["eval_loss"] > 0 and 0 <= first["eval_mlm_accuracy"] < 1
     assert (first["eval_loss"], first["eval_mlm_accuracy"]) == (second["eval_loss"], second["eval_mlm_accuracy"])
     # and evaluating drew nothing from the training masks' generator
-    rows = [prepare_data(r, tok).train[i] for i in range(4)]
-    assert (collator(rows)["labels"] == build_collator(r, tok)(rows)["labels"]).all()
+    rows = [run.data.train[i] for i in range(4)]
+    assert (collator(rows)["labels"] == run.objective.build_collator(run.tokenizer)(rows)["labels"]).all()
 
 
 def test_t5_pretrains_exports_and_fills_sentinels(tmp_path):

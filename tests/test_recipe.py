@@ -12,7 +12,7 @@ SHIPPED = [p.stem for p in list_recipes()]
 PACKAGED = Path(__file__).resolve().parent.parent / "nlpssl" / "recipes"
 EXPECTED = {
     "bert-classic-tiny", "bert-imdb", "bert-small", "bert-tiny", "bert-tiny-span", "bert-tiny-wwm", "finetune-sst2", "finetune-tiny",
-    "gpt-small", "gpt-tiny", "llama-small", "roberta-small", "t5-tiny",
+    "electra-small", "electra-tiny", "gpt-small", "gpt-tiny", "llama-small", "roberta-small", "t5-tiny",
 }
 
 

@@ -9,8 +9,6 @@
   and initialisation agree within bf16 tolerance, for masked-LM and causal-LM.
 """
 
-import copy
-
 import pytest
 import torch
 
@@ -18,27 +16,18 @@ from conftest import tiny_overrides
 from nlpssl.recipe import load_recipe
 
 
-def _setup(tmp_path, tokenizer, name: str, **extra):
-    from nlpssl.data import prepare_data
-    from nlpssl.models import build_model
-    from nlpssl.pretrain import attention_implementation, build_collator, training_arguments
+def _setup(tmp_path, tokenizer, name: str, callbacks=(), **extra):
+    from nlpssl.pretrain import setup
 
     overrides = {"model.dropout": 0.0, "training.logging_steps": 1, "training.save_strategy": "'no'",
-                 "training.eval_strategy": "'no'", "export.enabled": False, **extra}
+                 "training.eval_strategy": "'no'", "export.enabled": False, "tokenizer.path": tokenizer.name_or_path,
+                 **extra}
     recipe = load_recipe(name, tiny_overrides(tmp_path, **overrides))
-    args = training_arguments(recipe, **({} if torch.cuda.is_available() else {"use_cpu": True}))
-    data = prepare_data(recipe, tokenizer)
-    torch.manual_seed(0)
-    model = build_model(recipe.model, tokenizer, attn=attention_implementation(recipe, args))
-    return recipe, args, data, model, build_collator(recipe, tokenizer)
+    return setup(recipe, callbacks, **({} if torch.cuda.is_available() else {"use_cpu": True}))
 
 
 def _first_losses(tmp_path, tokenizer, name: str, steps: int = 3, **extra) -> list[float]:
     from transformers import TrainerCallback
-
-    from nlpssl.pretrain import make_trainer
-
-    recipe, args, data, model, collator = _setup(tmp_path, tokenizer, name, **{"training.max_steps": steps, **extra})
 
     class Losses(TrainerCallback):
         losses: list[float] = []
@@ -49,16 +38,15 @@ def _first_losses(tmp_path, tokenizer, name: str, steps: int = 3, **extra) -> li
 
     cb = Losses()
     cb.losses = []
-    make_trainer(recipe, args, model, data, collator, [cb]).train()
+    _setup(tmp_path, tokenizer, name, [cb], **{"training.max_steps": steps, **extra}).trainer.train()
     return cb.losses
 
 
-def _loss_and_grads(model, args, collator, batch, **trainer_kwargs):
-    """One compute_loss + backward on a copy of ``model``: (loss, {parameter name: gradient})."""
-    from nlpssl.training import PretrainTrainer
-
-    m = copy.deepcopy(model)
-    trainer = PretrainTrainer(model=m, args=args, data_collator=collator, **trainer_kwargs)
+def _loss_and_grads(run, batch, **trainer_kwargs):
+    """One compute_loss + backward on a fresh model of the run's recipe (seed 0): (loss, {name: gradient})."""
+    torch.manual_seed(0)
+    m = run.objective.build_model(run.tokenizer, attn=run.model.config._attn_implementation)
+    trainer = run.objective.trainer_class()(model=m, args=run.args, data_collator=run.collator, **trainer_kwargs)
     loss = trainer.compute_loss(m, {k: v.clone() for k, v in batch.items()})
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
@@ -73,18 +61,18 @@ def _assert_same(reference, other) -> None:
 
 
 def test_sparse_and_dense_mlm_head_give_the_same_loss_and_gradients(tmp_path, tiny_tokenizer):
-    recipe, args, data, model, collator = _setup(tmp_path, tiny_tokenizer, "bert-tiny", **{"speed.bf16": "off"})
-    batch = collator([data.train[i] for i in range(8)])
-    _assert_same(_loss_and_grads(model, args, collator, batch, objective="mlm", sparse_mlm_head=False),
-                 _loss_and_grads(model, args, collator, batch, objective="mlm", sparse_mlm_head=True))
+    run = _setup(tmp_path, tiny_tokenizer, "bert-tiny", **{"speed.bf16": "off"})
+    batch = run.collator([run.data.train[i] for i in range(8)])
+    _assert_same(_loss_and_grads(run, batch, sparse_mlm_head=False),
+                 _loss_and_grads(run, batch, sparse_mlm_head=True))
 
 
 def test_chunked_and_stock_causal_loss_give_the_same_loss_and_gradients(tmp_path, tiny_tokenizer):
-    recipe, args, data, model, collator = _setup(tmp_path, tiny_tokenizer, "gpt-tiny", **{"speed.bf16": "off"})
-    batch = collator([data.train[i] for i in range(8)])
+    run = _setup(tmp_path, tiny_tokenizer, "gpt-tiny", **{"speed.bf16": "off"})
+    batch = run.collator([run.data.train[i] for i in range(8)])
     batch["labels"][0, 5:9] = -100  # ignored positions count in neither
-    _assert_same(_loss_and_grads(model, args, collator, batch, objective="causal", chunked_lm_loss=False),
-                 _loss_and_grads(model, args, collator, batch, objective="causal", chunked_lm_loss=True))
+    _assert_same(_loss_and_grads(run, batch, chunked_lm_loss=False),
+                 _loss_and_grads(run, batch, chunked_lm_loss=True))
 
 
 @pytest.mark.parametrize("name", ["bert-tiny", "gpt-tiny"])

@@ -124,11 +124,11 @@ def test_resuming_a_finished_run_trains_nothing(finished_runs, tmp_path, capsys)
 
 
 def test_a_run_folder_in_use_is_refused_with_the_holder(tmp_path):
-    from nlpssl.pretrain import run_lock
+    from nlpssl.runs import run_lock
 
     folder = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from nlpssl.pretrain import run_lock\n"
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from nlpssl.runs import run_lock\n"
          "with run_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(60)", str(folder)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )
@@ -247,7 +247,7 @@ def test_an_export_missing_its_weights_says_re_export(finished_runs, tmp_path):
 
 
 def test_a_truncated_newest_checkpoint_is_skipped_for_the_one_before(finished_runs, tmp_path, capsys):
-    from nlpssl.pretrain import newest_complete_checkpoint
+    from nlpssl.runs import newest_complete_checkpoint
 
     run = _copy_run(finished_runs["bert-tiny"], tmp_path)
     good = run / "checkpoint-5"

@@ -1,0 +1,90 @@
+"""What every pretraining objective answers; the pipeline asks, it never branches on names.
+
+An objective is built from a recipe and owns: how rows are framed (``framing``, ``row_length``,
+the columns its collator reads), its collator and model, its Trainer (loss and metrics), the
+headline figures of a run, and its export facts (stock class, Hub tags, tokenizer template,
+training-only weights, the model card's usage and notes). The defaults below are a masked-LM's
+framing and a plain Trainer's loss; each objective module overrides what differs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from nlpssl.recipe import Recipe
+
+
+class Objective:
+    name: ClassVar[str]  # "mlm", "causal", "t5", "electra"
+    framing: ClassVar[str]  # packed-row layout (nlpssl.data.pack): "mlm" [CLS] ... [SEP]; "causal"/"t5": [EOS]-separated
+    template: ClassVar[str]  # tokenizer post-processor of the export (nlpssl.tokenizer.set_template)
+    collators: ClassVar[tuple[str, ...]]  # collator.kind values that fit
+    tag: ClassVar[str]  # Hub tag naming the objective
+    pipeline_tag: ClassVar[str | None] = None  # the Hub task the export serves (None: no pipeline runs it)
+    task_type: ClassVar[str] = "text-generation"  # model-index task type when there is no pipeline tag
+    generative: ClassVar[bool] = False  # writes generation_config.json
+    decoder_only: ClassVar[bool] = False  # export BOS = [EOS] (the document separator) and pads on the left
+    metric: ClassVar[tuple[str, str]] = ("perplexity", "eval_perplexity")  # (model-index name, metrics key)
+    training_only: ClassVar[tuple[str, ...]] = ()  # weight-name prefixes that the export drops
+    usage: ClassVar[str] = ""  # model card: Python that uses the export (``model`` is its folder)
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+
+    # -- data ---------------------------------------------------------------------------------
+    def row_length(self) -> int:
+        """Tokens per packed row (the collator may shorten it, as T5's span corruption does)."""
+        return self.recipe.data.block_size
+
+    def columns(self) -> list[str]:
+        """The packed columns the collator reads."""
+        return ["input_ids", "word_starts"] if self.recipe.collator.kind in ("word", "span") else ["input_ids"]
+
+    # -- training -----------------------------------------------------------------------------
+    def build_collator(self, tokenizer):
+        raise NotImplementedError
+
+    def build_model(self, tokenizer, attn: str = "sdpa"):
+        raise NotImplementedError
+
+    def make_trainer(self, args, model, data, collator, callbacks: list):
+        """A Trainer for this objective over the packed blocks."""
+        return self.trainer_class()(
+            model=model, args=args, data_collator=collator,
+            train_dataset=data.train.select_columns(self.columns()),
+            eval_dataset=data.eval.select_columns(self.columns()),
+            callbacks=callbacks, **self.trainer_kwargs(),
+        )
+
+    def trainer_class(self):
+        from nlpssl.training import PretrainTrainer
+
+        return PretrainTrainer
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def headline(self, eval_metrics: dict[str, Any], stats: dict, trainer) -> dict[str, Any]:
+        """Objective-specific figures of a finished run for metrics.json and the card."""
+        loss = eval_metrics.get("eval_loss")
+        m: dict[str, Any] = {"eval_perplexity": math.exp(loss) if loss is not None and loss < 50 else None}
+        if stats.get("eval_bytes") and loss is not None:
+            # bits per byte compares models across tokenizers: NLL in bits over UTF-8 bytes.
+            m["eval_bits_per_byte"] = loss / math.log(2) * stats["eval_tokens"] / stats["eval_bytes"]
+        return m
+
+    # -- export -------------------------------------------------------------------------------
+    def card_notes(self, arch: str) -> str:
+        """Model card: what a user of the export should know."""
+        return ""
+
+    def check(self, where: str, problems: list[str]) -> None:
+        """Recipe checks only this objective knows (appended to ``problems``)."""
+        c = self.recipe.collator
+        if self.recipe.kind == "pretrain" and c.kind not in self.collators:
+            problems.append(
+                f"{where}: collator.kind does not fit model.arch={self.recipe.model.arch!r} "
+                f"(got {c.kind!r}). Use one of {', '.join(map(repr, self.collators))}."
+            )
