@@ -17,9 +17,6 @@ from pathlib import Path
 
 from nlpssl.errors import NlpsslError
 
-# The oldest transformers 4.x line checked to load every architecture the same as 5.x (tests/test_clients.py;
-# ModernBERT arrived in 4.48, older lines are not checked).
-OLDEST_4X = "4.48"
 
 
 def find_weights(run_dir: Path) -> Path:
@@ -82,6 +79,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     """
     import yaml
 
+    from nlpssl.cards import pretrained_card
     from nlpssl.recipe import recipe_from_dict
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -115,7 +113,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         if (run_dir / "loss_curve.png").is_file():
             shutil.copy2(run_dir / "loss_curve.png", tmp / "loss_curve.png")
         title = recipe.export.model_name or recipe_name(run_dir)
-        (tmp / "README.md").write_text(model_card(recipe, objective, metrics, weights, title, out_dir))
+        (tmp / "README.md").write_text(pretrained_card(recipe, objective, metrics, weights, title, out_dir))
         follow_umask(tmp)
         replace_dir(tmp, out_dir)
     except BaseException:
@@ -316,88 +314,3 @@ def write_generation_config(out: Path) -> None:
         decoder_start_token_id=getattr(config, "decoder_start_token_id", None),
         max_new_tokens=48, **sampling,
     ).save_pretrained(str(out))
-
-
-def model_card(recipe, objective, metrics: dict, weights: Path, title: str, out_dir: Path) -> str:
-    """A model card with Hub metadata (YAML front matter, ``model-index`` results) and the run's figures."""
-    import yaml
-
-    source = recipe.data.source
-    arch = recipe.model.arch
-    metric, key = objective.metric
-    value = metrics.get(key)
-    held_out = f"held-out {recipe.data.eval_fraction:g} of the training text"
-    meta = {"library_name": "transformers"}
-    if objective.pipeline_tag:
-        meta["pipeline_tag"] = objective.pipeline_tag
-    meta |= {"license": recipe.export.license, "tags": ["nlpssl", arch, objective.tag, "pretraining"]}
-    if source.startswith("hub:"):  # the Hub's datasets: field takes dataset ids only
-        meta["datasets"] = [source.removeprefix("hub:").split(":")[0]]
-    if isinstance(value, (int, float)):
-        meta["model-index"] = [{"name": title, "results": [{
-            "task": {"type": objective.pipeline_tag or objective.task_type, "name": objective.tag},
-            "dataset": {"name": f"{_source_name(source)} ({held_out})", "type": _source_id(source)},
-            "metrics": [{"type": metric, "value": round(float(value), 4), "name": f"eval {metric}"}],
-        }]}]
-    where = out_dir.as_posix()
-    rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not isinstance(v, (list, dict)))
-    usage, notes = objective.usage, objective.card_notes(arch)
-    curve = "\n## Loss curve\n\n![loss curve](loss_curve.png)\n" if (weights.parent / "loss_curve.png").exists() else ""
-    return f"""---
-{yaml.safe_dump(meta, sort_keys=False).strip()}
----
-
-# {title}
-
-A {recipe.model.size} {arch} ({objective.tag}) pretrained from scratch with nlpssl on
-{_source_name(source)} (collator `{recipe.collator.kind}`, block size {recipe.data.block_size},
-{recipe.tokenizer.algorithm} tokenizer of {recipe.tokenizer.vocab_size} tokens).
-It is a stock transformers model: no `trust_remote_code`, no nlpssl needed to load it.
-
-## Use
-
-```python
-model = "{where}"  # this folder, or its Hub id once uploaded
-{usage}
-```
-
-{notes}
-
-## Compatibility
-
-Loads with transformers {OLDEST_4X} and newer (4.x and 5.x give the same outputs), as
-`PreTrainedTokenizerFast` plus a stock `{_architecture(weights)}`; the weights are safetensors.
-
-## Results ({held_out})
-
-| metric | value |
-|---|---|
-{rows}
-{curve}
-## Training recipe
-
-The full resolved recipe is in `recipe.yaml` beside this card.
-"""
-
-
-def _source_name(source: str) -> str:
-    if source == "builtin":
-        return "the nlpssl built-in story corpus"
-    return _source_id(source) if source.startswith("hub:") else f"local text `{_source_id(source)}`"
-
-
-def _source_id(source: str) -> str:
-    if source == "builtin":
-        return "nlpssl-builtin-stories"
-    return source.removeprefix("hub:") if source.startswith("hub:") else Path(source.split(",")[0]).name
-
-
-def _architecture(weights: Path) -> str:
-    architectures = json.loads((weights / "config.json").read_text()).get("architectures") or ["model"]
-    return architectures[0]
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)

@@ -438,6 +438,7 @@ def write_outputs(out: Path, metrics: dict[str, Any], history: list[dict], label
 
 def export_classifier(trainer, tokenizer, recipe: Recipe, metrics: dict[str, Any]) -> Path:
     """Write the (best) model, tokenizer, recipe, plots and a model card; replace the export atomically."""
+    from nlpssl.cards import classifier_card
     from nlpssl.export import replace_dir, save_stock_tokenizer
 
     out = recipe.output_dir / "export"
@@ -449,56 +450,6 @@ def export_classifier(trainer, tokenizer, recipe: Recipe, metrics: dict[str, Any
     for name in ("recipe.yaml", "metrics.json", "confusion_matrix.png", "loss_curve.png"):
         if (recipe.output_dir / name).is_file():
             shutil.copy2(recipe.output_dir / name, tmp / name)
-    (tmp / "README.md").write_text(model_card(recipe, metrics, trainer.model.config.model_type, out))
+    (tmp / "README.md").write_text(classifier_card(recipe, metrics, trainer.model.config.model_type, out))
     replace_dir(tmp, out)
     return out
-
-
-def model_card(recipe: Recipe, metrics: dict[str, Any], model_type: str, out_dir: Path) -> str:
-    """A model card with Hub metadata (YAML front matter), labels and scores."""
-    import yaml
-
-    task = recipe.task
-    source = task.source
-    meta = {"library_name": "transformers", "pipeline_tag": "text-classification",
-            "tags": ["nlpssl", model_type, "text-classification", f"init-{recipe.init}"], "metrics": ["accuracy", "f1"]}
-    if source.startswith("hub:"):  # the Hub's datasets: field takes dataset ids only
-        meta["datasets"] = [source.removeprefix("hub:")]
-    rows = "\n".join(
-        f"| {split} | {metrics[f'{p}_accuracy']:.4f} | {metrics[f'{p}_macro_f1']:.4f} |"
-        for split, p in (("validation", "eval"), ("test", "test")) if f"{p}_accuracy" in metrics
-    )
-    start = "random weights (control run)" if recipe.init == "scratch" else f"`{metrics['model']}`"
-    return f"""---
-{yaml.safe_dump(meta, sort_keys=False).strip()}
----
-
-# {recipe.name}
-
-A {model_type} text classifier fine-tuned with nlpssl from {start}
-on `{source}` ({metrics['train_examples']} training examples, {metrics['steps']} steps,
-{metrics['train_runtime_s']:.0f} s). Labels: {', '.join(f'`{n}`' for n in metrics['labels'])}.
-It is a stock transformers model: no `trust_remote_code`, no nlpssl needed to load it.
-
-## Use
-
-```python
-from transformers import pipeline
-pipe = pipeline("text-classification", model="{out_dir.as_posix()}")  # or its Hub id once uploaded
-pipe("some text", top_k=None)
-```
-
-## Results
-
-| split | accuracy | macro-F1 |
-|---|---|---|
-{rows}
-
-Per-class precision and recall are in `metrics.json` (`report`).
-
-![confusion matrix](confusion_matrix.png)
-
-## Training recipe
-
-The full resolved recipe is in `recipe.yaml` beside this card.
-"""

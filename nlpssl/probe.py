@@ -149,6 +149,8 @@ def probe(
     if epochs is not None and epochs < 1:
         raise NlpsslError(f"probe: --epochs must be 1 or more (got {epochs}). Leave it out for the default.")
     if card:
+        from nlpssl.cards import check_card
+
         check_card(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.parent / f"probe-{_slug(recipe.task.source)}"
     check_out_dir(out)
@@ -423,59 +425,14 @@ def plot_report(report: ProbeReport, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def check_card(model_dir: Path) -> None:
-    """--card rewrites only a model card nlpssl wrote (its metadata carries the nlpssl tag)."""
-    meta, _ = _read_card(model_dir)
-    if "nlpssl" not in (meta.get("tags") or []):
-        raise NlpsslError(
-            f"probe: --card edits only model cards written by nlpssl, and {str(model_dir / 'README.md')!r} "
-            "is missing or has no 'nlpssl' tag. Leave out --card and copy the table from probe.md."
-        )
-
-
-def _read_card(model_dir: Path) -> tuple[dict[str, Any], str]:
-    import yaml
-
-    path = model_dir / "README.md"
-    if not path.is_file():
-        return {}, ""
-    text = path.read_text(encoding="utf-8")
-    if not text.startswith("---\n") or "\n---\n" not in text[4:]:
-        return {}, text
-    head, body = text[4:].split("\n---\n", 1)
-    meta = yaml.safe_load(head) or {}
-    return (meta if isinstance(meta, dict) else {}), body
-
-
 def add_to_card(model_dir: Path, report: ProbeReport, recipe: Recipe) -> None:
-    """Put the results in the card's ``model-index`` (one result per label budget and arm) and a table."""
-    import yaml
+    """The report in the export's card: ``model-index`` results (per label budget and arm) and a table."""
+    from nlpssl.cards import add_classification_results
 
-    meta, body = _read_card(model_dir)
-    # The card's own model-index entry (the export writes one with its held-out figure), else a new one.
-    entries = meta.get("model-index") or []
-    name = (entries[0].get("name") if entries else None) or model_dir.parent.name or model_dir.name
-    dataset = {"name": _slug(report.task), "type": _slug(recipe.task.source)}
-    results = [{
-        "task": {"type": "text-classification", "name": "Text Classification"},
-        "dataset": dataset,
-        "metrics": [{"type": "accuracy", "value": round(mean, 4),
-                     "name": f"accuracy, {n} labels, {arm}, mean of {k} seed(s)"}
-                    for n, row in report.summary().items() for arm, (mean, _, k) in row.items()],
-    }]
-    index = [entry for entry in meta.get("model-index") or [] if entry.get("name") != name]
-    others = [r for entry in meta.get("model-index") or [] if entry.get("name") == name
-              for r in entry.get("results", []) if r.get("dataset") != dataset]
-    meta["model-index"] = index + [{"name": name, "results": others + results}]
-    marker = f"## Downstream probe: {_slug(report.task)}"
-    if marker in body:  # replace the section a previous probe of this task wrote
-        before, _, after = body.partition(marker)
-        rest = after.split("\n## ", 1)
-        body = before + (("## " + rest[1]) if len(rest) > 1 else "")
-    section = (f"{marker}\n\nAccuracy on {report.scored_on}; mean ± standard deviation over {report.seeds} "
+    metrics = [(f"accuracy, {n} labels, {arm}, mean of {k} seed(s)", mean)
+               for n, row in report.summary().items() for arm, (mean, _, k) in row.items()]
+    section = (f"Accuracy on {report.scored_on}; mean ± standard deviation over {report.seeds} "
                f"seed(s); `nlpssl probe` against the same architecture from scratch and bag-of-words, on the "
-               f"same rows.\n\n{format_table(report)}\n\n")
-    text = "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body.rstrip("\n") + "\n\n" + section
-    from nlpssl.runs import write_text_atomic
-
-    write_text_atomic(model_dir / "README.md", text)
+               f"same rows.\n\n{format_table(report)}")
+    add_classification_results(model_dir, f"Downstream probe: {_slug(report.task)}",
+                               {"name": _slug(report.task), "type": _slug(recipe.task.source)}, metrics, section)

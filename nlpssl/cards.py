@@ -1,0 +1,212 @@
+"""Model cards, in one place: the Hub-format README.md of pretraining exports and fine-tuned
+classifiers (YAML front matter with ``model-index`` results, usage, figures), and the edits
+``nlpssl probe --card`` makes to them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nlpssl.errors import NlpsslError
+
+if TYPE_CHECKING:
+    from nlpssl.recipe import Recipe
+
+# The oldest transformers 4.x line checked to load every architecture the same as 5.x (tests/test_clients.py;
+# ModernBERT arrived in 4.48, older lines are not checked).
+OLDEST_4X = "4.48"
+
+
+def pretrained_card(recipe, objective, metrics: dict, weights: Path, title: str, out_dir: Path) -> str:
+    """A model card with Hub metadata (YAML front matter, ``model-index`` results) and the run's figures."""
+    import yaml
+
+    source = recipe.data.source
+    arch = recipe.model.arch
+    metric, key = objective.metric
+    value = metrics.get(key)
+    held_out = f"held-out {recipe.data.eval_fraction:g} of the training text"
+    meta = {"library_name": "transformers"}
+    if objective.pipeline_tag:
+        meta["pipeline_tag"] = objective.pipeline_tag
+    meta |= {"license": recipe.export.license, "tags": ["nlpssl", arch, objective.tag, "pretraining"]}
+    if source.startswith("hub:"):  # the Hub's datasets: field takes dataset ids only
+        meta["datasets"] = [source.removeprefix("hub:").split(":")[0]]
+    if isinstance(value, (int, float)):
+        meta["model-index"] = [{"name": title, "results": [{
+            "task": {"type": objective.pipeline_tag or objective.task_type, "name": objective.tag},
+            "dataset": {"name": f"{_source_name(source)} ({held_out})", "type": _source_id(source)},
+            "metrics": [{"type": metric, "value": round(float(value), 4), "name": f"eval {metric}"}],
+        }]}]
+    where = out_dir.as_posix()
+    rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not isinstance(v, (list, dict)))
+    usage, notes = objective.usage, objective.card_notes(arch)
+    curve = "\n## Loss curve\n\n![loss curve](loss_curve.png)\n" if (weights.parent / "loss_curve.png").exists() else ""
+    return f"""---
+{yaml.safe_dump(meta, sort_keys=False).strip()}
+---
+
+# {title}
+
+A {recipe.model.size} {arch} ({objective.tag}) pretrained from scratch with nlpssl on
+{_source_name(source)} (collator `{recipe.collator.kind}`, block size {recipe.data.block_size},
+{recipe.tokenizer.algorithm} tokenizer of {recipe.tokenizer.vocab_size} tokens).
+It is a stock transformers model: no `trust_remote_code`, no nlpssl needed to load it.
+
+## Use
+
+```python
+model = "{where}"  # this folder, or its Hub id once uploaded
+{usage}
+```
+
+{notes}
+
+## Compatibility
+
+Loads with transformers {OLDEST_4X} and newer (4.x and 5.x give the same outputs), as
+`PreTrainedTokenizerFast` plus a stock `{_architecture(weights)}`; the weights are safetensors.
+
+## Results ({held_out})
+
+| metric | value |
+|---|---|
+{rows}
+{curve}
+## Training recipe
+
+The full resolved recipe is in `recipe.yaml` beside this card.
+"""
+
+
+def _source_name(source: str) -> str:
+    if source == "builtin":
+        return "the nlpssl built-in story corpus"
+    return _source_id(source) if source.startswith("hub:") else f"local text `{_source_id(source)}`"
+
+
+def _source_id(source: str) -> str:
+    if source == "builtin":
+        return "nlpssl-builtin-stories"
+    return source.removeprefix("hub:") if source.startswith("hub:") else Path(source.split(",")[0]).name
+
+
+def _architecture(weights: Path) -> str:
+    architectures = json.loads((weights / "config.json").read_text()).get("architectures") or ["model"]
+    return architectures[0]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def classifier_card(recipe: Recipe, metrics: dict[str, Any], model_type: str, out_dir: Path) -> str:
+    """A model card with Hub metadata (YAML front matter), labels and scores."""
+    import yaml
+
+    task = recipe.task
+    source = task.source
+    meta = {"library_name": "transformers", "pipeline_tag": "text-classification",
+            "tags": ["nlpssl", model_type, "text-classification", f"init-{recipe.init}"], "metrics": ["accuracy", "f1"]}
+    if source.startswith("hub:"):  # the Hub's datasets: field takes dataset ids only
+        meta["datasets"] = [source.removeprefix("hub:")]
+    rows = "\n".join(
+        f"| {split} | {metrics[f'{p}_accuracy']:.4f} | {metrics[f'{p}_macro_f1']:.4f} |"
+        for split, p in (("validation", "eval"), ("test", "test")) if f"{p}_accuracy" in metrics
+    )
+    start = "random weights (control run)" if recipe.init == "scratch" else f"`{metrics['model']}`"
+    return f"""---
+{yaml.safe_dump(meta, sort_keys=False).strip()}
+---
+
+# {recipe.name}
+
+A {model_type} text classifier fine-tuned with nlpssl from {start}
+on `{source}` ({metrics['train_examples']} training examples, {metrics['steps']} steps,
+{metrics['train_runtime_s']:.0f} s). Labels: {', '.join(f'`{n}`' for n in metrics['labels'])}.
+It is a stock transformers model: no `trust_remote_code`, no nlpssl needed to load it.
+
+## Use
+
+```python
+from transformers import pipeline
+pipe = pipeline("text-classification", model="{out_dir.as_posix()}")  # or its Hub id once uploaded
+pipe("some text", top_k=None)
+```
+
+## Results
+
+| split | accuracy | macro-F1 |
+|---|---|---|
+{rows}
+
+Per-class precision and recall are in `metrics.json` (`report`).
+
+![confusion matrix](confusion_matrix.png)
+
+## Training recipe
+
+The full resolved recipe is in `recipe.yaml` beside this card.
+"""
+
+
+def check_card(model_dir: Path) -> None:
+    """--card rewrites only a model card nlpssl wrote (its metadata carries the nlpssl tag)."""
+    meta, _ = read_card(model_dir)
+    if "nlpssl" not in (meta.get("tags") or []):
+        raise NlpsslError(
+            f"probe: --card edits only model cards written by nlpssl, and {str(model_dir / 'README.md')!r} "
+            "is missing or has no 'nlpssl' tag. Leave out --card and copy the table from probe.md."
+        )
+
+
+def read_card(model_dir: Path) -> tuple[dict[str, Any], str]:
+    """(front-matter metadata, body) of the folder's README.md; ({}, text) without front matter."""
+    import yaml
+
+    path = model_dir / "README.md"
+    if not path.is_file():
+        return {}, ""
+    text = path.read_text(encoding="utf-8")
+    if not text.startswith("---\n") or "\n---\n" not in text[4:]:
+        return {}, text
+    head, body = text[4:].split("\n---\n", 1)
+    meta = yaml.safe_load(head) or {}
+    return (meta if isinstance(meta, dict) else {}), body
+
+
+def add_classification_results(model_dir: Path, heading: str, dataset: dict[str, str],
+                               metrics: list[tuple[str, float]], section: str) -> None:
+    """Add text-classification results to the card's ``model-index`` and a ``## heading`` section.
+
+    The card's own model-index entry (the export writes one with its held-out figure) gets the
+    results; a section with the same heading from an earlier call is replaced.
+    """
+    import yaml
+
+    from nlpssl.runs import write_text_atomic
+
+    meta, body = read_card(model_dir)
+    entries = meta.get("model-index") or []
+    name = (entries[0].get("name") if entries else None) or model_dir.parent.name or model_dir.name
+    results = [{
+        "task": {"type": "text-classification", "name": "Text Classification"},
+        "dataset": dataset,
+        "metrics": [{"type": "accuracy", "value": round(value, 4), "name": label} for label, value in metrics],
+    }]
+    index = [entry for entry in entries if entry.get("name") != name]
+    others = [r for entry in entries if entry.get("name") == name
+              for r in entry.get("results", []) if r.get("dataset") != dataset]
+    meta["model-index"] = index + [{"name": name, "results": others + results}]
+    marker = f"## {heading}"
+    if marker in body:  # replace the section an earlier call wrote
+        before, _, after = body.partition(marker)
+        rest = after.split("\n## ", 1)
+        body = before + (("## " + rest[1]) if len(rest) > 1 else "")
+    text = ("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body.rstrip("\n")
+            + f"\n\n{marker}\n\n{section}\n\n")
+    write_text_atomic(model_dir / "README.md", text)
