@@ -56,9 +56,10 @@ def check_output_dir(recipe: Recipe) -> None:
             "Choose another training.output_dir or empty the folder."
         )
     if not recipe.resume:
+        resume = "Pass training.resume=true to continue it, " if recipe.kind == "pretrain" else ""
         raise NlpsslError(
-            f"{where}: the folder already holds a run. Pass training.resume=true to continue it, "
-            "choose another training.output_dir, or delete the folder."
+            f"{where}: the folder already holds a run. {resume}"
+            f"{'c' if resume else 'C'}hoose another training.output_dir, or delete the folder."
         )
     import yaml
 

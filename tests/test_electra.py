@@ -24,6 +24,19 @@ def test_replaced_labels_are_exact_and_a_lucky_sample_counts_as_original():
     assert original.tolist() == [[5, 6, 7, 8], [9, 10, 11, 12]], "the input is not modified"
 
 
+def test_samples_follow_the_generator_distribution():
+    from nlpssl.objectives.electra import sample_rows
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.5], [0.9, 0.0, 0.1, 0.0], [0.0, 0.0, 0.0, 1.0]]).repeat(4000, 1)
+    drawn = sample_rows(probs, torch.Generator().manual_seed(0)).view(4000, 3)
+    assert probs[torch.arange(len(probs)), drawn.reshape(-1)].min() > 0, "never a token of probability 0"
+    assert abs((drawn[:, 0] == 1).float().mean().item() - 0.5) < 0.03
+    assert abs((drawn[:, 1] == 0).float().mean().item() - 0.9) < 0.02
+    assert (drawn[:, 2] == 3).all()
+    again = sample_rows(probs, torch.Generator().manual_seed(0)).view(4000, 3)
+    assert torch.equal(drawn, again), "seeded: evaluation draws repeat"
+
+
 def test_generator_is_a_quarter_as_wide_and_shares_the_embedding_tensor(tmp_path):
     from nlpssl.objectives.electra import GENERATOR
     from nlpssl.pretrain import setup

@@ -132,6 +132,17 @@ def attach_generator(discriminator, fraction: float):
     return generator
 
 
+def sample_rows(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One index per row of ``probs`` [N, V], drawn from that row's distribution (inverse CDF).
+
+    The same distribution as ``torch.multinomial(probs, 1)``, from N uniform numbers instead of the
+    N x V exponential draws multinomial makes: on a 2-core CPU that was 18% of an electra-tiny step.
+    """
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand(probs.shape[0], 1, device=probs.device, dtype=cdf.dtype, generator=generator) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=probs.shape[-1] - 1)
+
+
 def replaced_token_labels(original: torch.Tensor, selected: torch.Tensor, sampled: torch.Tensor):
     """(discriminator input, labels): ``original`` with the ``selected`` positions set to ``sampled``
     (one per selected position, row-major), labelled 1 where the sample differs from the original.
@@ -184,7 +195,7 @@ class ElectraTrainer(PretrainTrainer):
             gen_loss = F.cross_entropy(gen_logits.float(), target)
             with torch.no_grad():
                 probs = torch.softmax(gen_logits.float() / trainer.temperature, dim=-1)
-                sampled = torch.multinomial(probs, 1, generator=trainer._generator(probs.device)).squeeze(1)
+                sampled = sample_rows(probs, trainer._generator(probs.device))
                 original = torch.where(selected, labels, input_ids)
                 corrupted, is_replaced = replaced_token_labels(original, selected, sampled)
             disc_logits = stock(input_ids=corrupted, attention_mask=attention_mask).logits.float()  # [B, L]

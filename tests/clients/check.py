@@ -29,17 +29,20 @@ T5_TEXT = "The cat <extra_id_0> on the mat."
 def objective(config) -> str:
     if config.is_encoder_decoder:
         return "t5"
+    if config.architectures == ["ElectraForPreTraining"]:
+        return "rtd"  # ELECTRA's discriminator: replaced-token detection
     return "causal" if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in config.architectures) \
         else "mlm"
 
 
 def load(path):
-    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM,
-                              AutoTokenizer)
+    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForPreTraining,
+                              AutoModelForSeq2SeqLM, AutoTokenizer)
 
     config = AutoConfig.from_pretrained(path)
     kind = objective(config)
-    cls = {"mlm": AutoModelForMaskedLM, "causal": AutoModelForCausalLM, "t5": AutoModelForSeq2SeqLM}[kind]
+    cls = {"mlm": AutoModelForMaskedLM, "causal": AutoModelForCausalLM, "t5": AutoModelForSeq2SeqLM,
+           "rtd": AutoModelForPreTraining}[kind]
     return kind, AutoTokenizer.from_pretrained(path), cls.from_pretrained(path).eval()
 
 
