@@ -340,7 +340,8 @@ def run_nlpssl(objective: str, args, tokenizer_dir: Path, batches, run_dir: Path
 
     recipe = nlpssl_recipe(objective, args, tokenizer_dir, run_dir, cache_dir)
     clock = make_clock(args, batches, args.batch_size * args.block_size)
-    # the data is a cache hit after the timed preparation; the model starts from training.seed (42)
+    # the data is a cache hit after the timed preparation; the same initial weights every run
+    torch.manual_seed(42)
     run = setup(recipe, [clock], **({"use_cpu": True} if args.device == "cpu" else {}))
     run.trainer.train()
     sparse = objective == "mlm" and recipe.speed.sparse_mlm_head

@@ -98,11 +98,9 @@ def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -
 
     Writes the run's ``recipe.yaml`` and tokenizer (rank 0 first, the others wait) and reads or
     builds the processed-data cache; trains nothing. ``training_args`` override TrainingArguments
-    fields (benchmarks and tests pass e.g. ``use_cpu=True``). The model is initialised from
-    ``training.seed``, so two setups of one recipe start from the same weights.
+    fields (benchmarks and tests pass e.g. ``use_cpu=True``). The model's initial weights come from
+    torch's random state as it is (seed it first, ``torch.manual_seed``, for two setups to match).
     """
-    from transformers import set_seed
-
     from nlpssl.data import prepare_data
     from nlpssl.models import count_parameters, max_positions
     from nlpssl.objectives import objective_for
@@ -117,7 +115,6 @@ def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -
         data = prepare_data(recipe, tokenizer)
     log(f"data: {data.stats['train_blocks']} train / {data.stats['eval_blocks']} eval blocks of "
         f"{recipe.data.block_size} tokens ({'cache hit' if data.from_cache else 'built'}: {data.cache_path})")
-    set_seed(args.seed)
     model = objective.build_model(tokenizer, attn=attention_implementation(recipe, args))
     params = count_parameters(model)  # the exported model's (training-only parts come later)
     collator = objective.build_collator(tokenizer)

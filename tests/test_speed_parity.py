@@ -23,6 +23,7 @@ def _setup(tmp_path, tokenizer, name: str, callbacks=(), **extra):
                  "training.eval_strategy": "'no'", "export.enabled": False, "tokenizer.path": tokenizer.name_or_path,
                  **extra}
     recipe = load_recipe(name, tiny_overrides(tmp_path, **overrides))
+    torch.manual_seed(0)  # the same initial weights for every setup compared
     return setup(recipe, callbacks, **({} if torch.cuda.is_available() else {"use_cpu": True}))
 
 
