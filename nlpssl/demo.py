@@ -31,9 +31,9 @@ class LabelScore:
 
 def check_model_dir(model_dir: str | Path, where: str) -> Path:
     """A folder with a config.json and weights (an export), with an error that says what to pass otherwise."""
-    path = Path(model_dir)
-    if (path / "export" / "config.json").is_file() and not (path / "config.json").is_file():
-        path = path / "export"  # a run folder: use its export
+    from nlpssl.runs import export_folder
+
+    path = export_folder(Path(model_dir))  # a run folder: its export
     if not (path / "config.json").is_file():
         raise NlpsslError(
             f"{where}: {str(model_dir)!r} is not a model folder (no config.json). Pass an export folder, "

@@ -158,9 +158,11 @@ def model_note(recipe: Recipe) -> str | None:
 
 def check_model_folder(model: str | None) -> Path:
     """The Hub-format folder to start from: an export, or a run folder that holds one."""
+    from nlpssl.runs import export_folder
+
     path = Path(str(model))
-    if (path / "export" / "config.json").is_file() and not (path / "config.json").is_file():
-        return path / "export"  # a pretraining run folder: use its export
+    if (found := export_folder(path)) != path:
+        return found  # a pretraining run folder: use its export
     if not path.is_dir():
         raise NlpsslError(
             f"model: folder not found (got {str(model)!r}, looked for {str(path.absolute())!r}). "

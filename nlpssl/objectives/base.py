@@ -17,10 +17,10 @@ if TYPE_CHECKING:
 
 
 class Objective:
-    name: ClassVar[str]  # "mlm", "causal", "t5", "electra"
     framing: ClassVar[str]  # packed-row layout (nlpssl.data.pack): "mlm" [CLS] ... [SEP]; "causal"/"t5": [EOS]-separated
     template: ClassVar[str]  # tokenizer post-processor of the export (nlpssl.tokenizer.set_template)
     collators: ClassVar[tuple[str, ...]]  # collator.kind values that fit
+    auto_class: ClassVar[str]  # the transformers Auto class that builds the trained model from its config
     tag: ClassVar[str]  # Hub tag naming the objective
     pipeline_tag: ClassVar[str | None] = None  # the Hub task the export serves (None: no pipeline runs it)
     task_type: ClassVar[str] = "text-generation"  # model-index task type when there is no pipeline tag
@@ -47,7 +47,13 @@ class Objective:
         raise NotImplementedError
 
     def build_model(self, tokenizer, attn: str = "sdpa"):
-        raise NotImplementedError
+        """A freshly initialised stock model of ``auto_class`` for the recipe's model section."""
+        import transformers
+
+        from nlpssl.models import build_config
+
+        auto = getattr(transformers, self.auto_class)
+        return auto.from_config(build_config(self.recipe.model, tokenizer, attn), attn_implementation=attn)
 
     def make_trainer(self, args, model, data, collator, callbacks: list):
         """A Trainer for this objective over the packed blocks."""

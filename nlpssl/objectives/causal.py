@@ -20,10 +20,10 @@ from nlpssl.training import PretrainTrainer
 
 
 class CausalLM(Objective):
-    name = "causal"
     framing = "causal"
     template = "causal"
     collators = ("causal",)
+    auto_class = "AutoModelForCausalLM"
     tag = "causal-lm"
     pipeline_tag = "text-generation"
     generative = True
@@ -35,13 +35,6 @@ class CausalLM(Objective):
         from nlpssl.collators import CausalCollator
 
         return CausalCollator.from_tokenizer(tokenizer, reset_positions=self.recipe.collator.reset_positions)
-
-    def build_model(self, tokenizer, attn: str = "sdpa"):
-        from transformers import AutoModelForCausalLM
-
-        from nlpssl.models import build_config
-
-        return AutoModelForCausalLM.from_config(build_config(self.recipe.model, tokenizer, attn), attn_implementation=attn)
 
     def trainer_class(self):
         return CausalLMTrainer

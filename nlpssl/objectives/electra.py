@@ -36,7 +36,6 @@ SHARED = "electra.embeddings.word_embeddings.weight"  # the token embeddings bot
 
 
 class Electra(Objective):
-    name = "electra"
     framing = "mlm"
     template = "mlm"
     collators = ("token", "word", "span")
@@ -67,7 +66,7 @@ class Electra(Objective):
     def trainer_kwargs(self) -> dict[str, Any]:
         e = self.recipe.electra
         return {"generator_fraction": e.generator_fraction, "discriminator_weight": e.discriminator_weight,
-                "temperature": e.temperature, "seed": int(self.recipe.training.get("seed", 42))}
+                "temperature": e.temperature}
 
     def headline(self, eval_metrics: dict[str, Any], stats: dict, trainer) -> dict[str, Any]:
         return {f"eval_{k}": eval_metrics.get(f"eval_{k}") for k in EVAL_FIGURES}
@@ -163,13 +162,12 @@ class ElectraTrainer(PretrainTrainer):
     """
 
     def __init__(self, *args, generator_fraction: float = 0.25, discriminator_weight: float = 50.0,
-                 temperature: float = 1.0, seed: int = 42, **kwargs):
+                 temperature: float = 1.0, **kwargs):
         model = kwargs["model"]
         attach_generator(model, generator_fraction)
         super().__init__(*args, **kwargs)
         self.discriminator_weight = float(discriminator_weight)
         self.temperature = float(temperature)
-        self.seed = int(seed)
         self._rng: torch.Generator | None = None  # sampling; a fixed one during evaluation
         self._sums = torch.zeros(len(COUNTS), dtype=torch.float64)  # training counts since the last log
         self._eval_sums = torch.zeros(len(COUNTS), dtype=torch.float64)
@@ -179,7 +177,7 @@ class ElectraTrainer(PretrainTrainer):
 
     def _generator(self, device) -> torch.Generator:
         if self._rng is None or self._rng.device != torch.device(device):
-            self._rng = torch.Generator(device=device).manual_seed(self.seed + self.args.process_index)
+            self._rng = torch.Generator(device=device).manual_seed(self.args.seed + self.args.process_index)
         return self._rng
 
     def _wrap_forward(self, disc) -> None:
@@ -200,12 +198,11 @@ class ElectraTrainer(PretrainTrainer):
                 corrupted, is_replaced = replaced_token_labels(original, selected, sampled)
             disc_logits = stock(input_ids=corrupted, attention_mask=attention_mask).logits.float()  # [B, L]
             real = original != trainer.pad_id if attention_mask is None else attention_mask.bool()
-            disc_loss = F.binary_cross_entropy_with_logits(disc_logits[real], is_replaced[real])
-            loss = gen_loss + trainer.discriminator_weight * disc_loss
+            scores, replaced = disc_logits[real], is_replaced[real]  # non-pad tokens only
+            loss = gen_loss + trainer.discriminator_weight * F.binary_cross_entropy_with_logits(scores, replaced)
             with torch.no_grad():
-                counts = count_figures(gen_logits.argmax(-1) == target, disc_logits[real], is_replaced[real])
-            return {"loss": loss, "counts": counts, "scores": disc_logits[real].detach(),
-                    "replaced": is_replaced[real]}
+                counts = count_figures(gen_logits.argmax(-1) == target, scores, replaced)
+            return {"loss": loss, "counts": counts, "scores": scores.detach(), "replaced": replaced}
 
         disc.forward = forward
 

@@ -22,13 +22,12 @@ SPAN_BOUNDARY_HEAD = "span_boundary_head"  # training-only submodule, never expo
 
 
 class MaskedLM(Objective):
-    name = "mlm"
     framing = "mlm"
     template = "mlm"
     collators = ("token", "word", "span")
+    auto_class = "AutoModelForMaskedLM"
     tag = "masked-lm"
     pipeline_tag = "fill-mask"
-    task_type = "fill-mask"
     metric = ("accuracy", "eval_mlm_accuracy")
     training_only = (f"{SPAN_BOUNDARY_HEAD}.",)
     usage = ('from transformers import pipeline\npipe = pipeline("fill-mask", model=model)\n'
@@ -36,13 +35,6 @@ class MaskedLM(Objective):
 
     def build_collator(self, tokenizer):
         return masking_collator(self.recipe, tokenizer)
-
-    def build_model(self, tokenizer, attn: str = "sdpa"):
-        from transformers import AutoModelForMaskedLM
-
-        from nlpssl.models import build_config
-
-        return AutoModelForMaskedLM.from_config(build_config(self.recipe.model, tokenizer, attn), attn_implementation=attn)
 
     def trainer_class(self):
         return MaskedLMTrainer

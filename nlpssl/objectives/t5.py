@@ -13,10 +13,10 @@ from nlpssl.objectives.base import Objective
 
 
 class SpanCorruption(Objective):
-    name = "t5"
     framing = "t5"
     template = "t5"
     collators = ("t5",)
+    auto_class = "AutoModelForSeq2SeqLM"
     tag = "span-corruption"
     generative = True
     usage = ('from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
@@ -40,13 +40,6 @@ class SpanCorruption(Objective):
             tokenizer, noise_density=c.noise_density, mean_noise_span_length=c.mean_span_length,
             seed=int(self.recipe.training.get("seed", 42)),
         )
-
-    def build_model(self, tokenizer, attn: str = "sdpa"):
-        from transformers import AutoModelForSeq2SeqLM
-
-        from nlpssl.models import build_config
-
-        return AutoModelForSeq2SeqLM.from_config(build_config(self.recipe.model, tokenizer, attn), attn_implementation=attn)
 
     def make_trainer(self, args, model, data, collator, callbacks: list):
         trainer = super().make_trainer(args, model, data, collator, callbacks)
