@@ -24,7 +24,7 @@ def pretrained_card(recipe, objective, metrics: dict, weights: Path, title: str,
     import yaml
 
     source = recipe.data.source
-    arch = recipe.model.arch
+    arch = objective.arch
     metric, key = objective.metric
     value = metrics.get(key)
     held_out = f"held-out {recipe.data.eval_fraction:g} of the training text"
@@ -50,9 +50,9 @@ def pretrained_card(recipe, objective, metrics: dict, weights: Path, title: str,
 
 # {title}
 
-A {recipe.model.size} {arch} ({objective.tag}) pretrained from scratch with nlpssl on
+A {objective.described()} ({objective.tag}) {objective.origin()} with nlpssl on
 {_source_name(source)} (collator `{recipe.collator.kind}`, block size {recipe.data.block_size},
-{recipe.tokenizer.algorithm} tokenizer of {recipe.tokenizer.vocab_size} tokens).
+{_tokenizer_phrase(recipe, objective)}).
 It is a stock transformers model: no `trust_remote_code`, no nlpssl needed to load it.
 
 ## Use
@@ -91,6 +91,13 @@ def _source_id(source: str) -> str:
     if source == "builtin":
         return "nlpssl-builtin-stories"
     return source.removeprefix("hub:") if source.startswith("hub:") else Path(source.split(",")[0]).name
+
+
+def _tokenizer_phrase(recipe, objective) -> str:
+    reused = objective.tokenizer_path()
+    if reused:
+        return f"the tokenizer of `{reused}`"
+    return f"{recipe.tokenizer.algorithm} tokenizer of {recipe.tokenizer.vocab_size} tokens"
 
 
 def _architecture(weights: Path) -> str:

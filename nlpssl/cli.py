@@ -179,6 +179,29 @@ def cmd_classify(a) -> None:
             print(f"{p.score:6.3f}  {p.label}")
 
 
+def cmd_embed(a) -> None:
+    from dataclasses import asdict
+
+    from nlpssl.demo import embed
+
+    texts = list(a.texts)
+    if a.file:
+        from pathlib import Path
+
+        texts += [line.strip() for line in Path(a.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    found = embed(a.model_dir, texts, nearest=a.nearest)
+    if a.nearest is None:
+        for text, vector in zip(texts, found):
+            print(json.dumps({"text": text, "vector": [round(x, 6) for x in vector]}))
+    elif a.json:
+        print(json.dumps([{"text": t, "nearest": [asdict(n) for n in ns]} for t, ns in zip(texts, found)], indent=2))
+    else:
+        for text, neighbours in zip(texts, found):
+            print(text)
+            for n in neighbours:
+                print(f"  {n.score:6.3f}  {n.text}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nlpssl", description="Self-supervised pretraining of language models on Hugging Face parts."
@@ -264,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default=None, help="output folder (default: probe-TASK beside the export)")
     pr.add_argument("--card", action="store_true", help="add the results to the export's model card (model-index)")
     pr.set_defaults(fn=cmd_probe)
+
+    em = sub.add_parser("embed", help="sentence vectors of texts, or each text's nearest neighbours among them",
+                        description="Encode texts with an encoder export (a SimCSE export pools as it declares; "
+                        "others: mean pooling). Prints one JSON line per text with its vector, or with --nearest K "
+                        "each text's K most similar other texts (cosine similarity).")
+    em.add_argument("model_dir")
+    em.add_argument("texts", nargs="*", help="texts to encode")
+    em.add_argument("--file", default=None, help="a UTF-8 text file, one text per line (added after TEXTS)")
+    em.add_argument("--nearest", type=int, default=None, metavar="K", help="print the K nearest other texts instead")
+    em.add_argument("--json", action="store_true", help="with --nearest: JSON output")
+    em.set_defaults(fn=cmd_embed)
 
     cl = sub.add_parser("classify", help="classify a text with a fine-tuned export")
     cl.add_argument("model_dir")

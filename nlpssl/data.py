@@ -183,8 +183,11 @@ def pack(tokens: Tokens, row_len: int, framing: str, special: dict[str, int]) ->
     """Pack every document into rows of ``row_len`` tokens; returns (ids, word_starts) 2-D arrays.
 
     ``framing`` "mlm": documents separated by [SEP], each row framed by [CLS] ... [SEP];
+    "sentence": one row per document, ``[CLS] doc [SEP] [PAD] ...`` (cut to fit, empty ones dropped);
     otherwise documents separated by [EOS], rows unframed.
     """
+    if framing == "sentence":
+        return _sentence_rows(tokens, row_len, special)
     ids, offsets = tokens.ids, tokens.offsets
     n_docs = len(offsets) - 1
     sep = special["sep"] if framing == "mlm" else special["eos"]
@@ -211,6 +214,40 @@ def pack(tokens: Tokens, row_len: int, framing: str, special: dict[str, int]) ->
         ones = np.ones((n_rows, 1), np.int8)
         row_starts = np.concatenate([ones, row_starts, ones], axis=1)
     return rows, row_starts
+
+
+def _sentence_rows(tokens: Tokens, row_len: int, special: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """One ``[CLS] ... [SEP]`` row per non-empty document, padded (or cut) to ``row_len``."""
+    lengths = np.minimum(np.diff(tokens.offsets), row_len - 2)
+    keep = lengths > 0
+    first, lengths = tokens.offsets[:-1][keep], lengths[keep]
+    n = len(lengths)
+    rows = np.full((n, row_len), special["pad"], dtype=np.int32)
+    rows[:, 0] = special["cls"]
+    row = np.repeat(np.arange(n), lengths)
+    col = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    rows[row, col + 1] = tokens.ids[np.repeat(first, lengths) + col]
+    rows[np.arange(n), lengths + 1] = special["sep"]
+    return rows, np.ones_like(rows, dtype=np.int8)
+
+
+SENTENCE_END = r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+|\n+"  # after . ! ? (closing quote or bracket kept), or a line break
+
+
+def split_sentences(texts):
+    """Every document cut into sentences (rows of a new ``datasets.Dataset``, column ``text``), in order.
+
+    A rule, not a model: a sentence ends after ``.``, ``!`` or ``?`` (and any closing quotes or
+    brackets) before white space, or at a line break; so "Mr. Smith" splits too. Empty pieces are dropped.
+    """
+    import re
+
+    end = re.compile(SENTENCE_END)
+
+    def cut(batch):
+        return {"text": [piece.strip() for text in batch["text"] for piece in end.split(text) if piece.strip()]}
+
+    return texts.map(cut, batched=True, remove_columns=texts.column_names, desc="Splitting sentences")
 
 
 def _to_dataset(rows: np.ndarray, starts: np.ndarray):
@@ -285,6 +322,8 @@ def build_packed(recipe: Recipe, tokenizer) -> tuple:
         unwrap=d.unwrap, clean=d.clean,
     )
     layout, row_len = framing(recipe), row_length(recipe)
+    if layout == "sentence":
+        texts = split_sentences(texts)  # the held-out split below is then by sentence
     special = _special_ids(tokenizer)
     # Tokenized once in corpus order (contiguous reads), then split with a numpy gather.
     tokens = tokenize(texts, tokenizer, d.num_proc, words=needs_words(recipe))
@@ -302,7 +341,7 @@ def build_packed(recipe: Recipe, tokenizer) -> tuple:
     out, stats = [], {}
     for name, part, docs, n_bytes in zip(("train", "eval"), parts, parts_docs, part_bytes):
         n_tokens = int(len(part.ids))
-        if n_tokens + len(docs) < row_len:
+        if layout != "sentence" and n_tokens + len(docs) < row_len:
             raise NlpsslError(
                 f"data: the {name} split holds {n_tokens} tokens, fewer than one block of "
                 f"data.block_size={row_len} (source {d.source!r}). Use more text, a smaller "

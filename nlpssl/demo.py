@@ -213,3 +213,32 @@ def classify(model_dir: str | Path, text: str, top_k: int | None = None) -> list
     if preds and isinstance(preds[0], list):
         preds = preds[0]
     return [LabelScore(label=p["label"], score=float(p["score"])) for p in preds]
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A text and its cosine similarity to the query, from :func:`embed`."""
+
+    text: str
+    score: float
+
+
+def embed(model_dir: str | Path, texts: list[str], nearest: int | None = None):
+    """Sentence vectors of ``texts`` from an encoder export (pooling as the export declares, else mean).
+
+    Returns the L2-normalised vectors as lists of floats, or with ``nearest=k`` each text's ``k``
+    nearest other texts (cosine similarity) as :class:`Neighbour` lists.
+    """
+    from nlpssl.embeddings import Encoder, nearest as nearest_rows
+
+    path = check_model_dir(model_dir, "embed")
+    if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
+        raise NlpsslError(f"embed: give one or more non-empty texts (got {texts!r}).")
+    if nearest is not None and not 1 <= nearest < len(texts):
+        raise NlpsslError(f"embed: --nearest must be between 1 and the number of other texts, {len(texts) - 1} "
+                          f"(got {nearest}). Pass more texts or a smaller --nearest.")
+    vectors = Encoder(path).encode(list(texts), normalize=True)
+    if nearest is None:
+        return [v.tolist() for v in vectors]
+    found = nearest_rows(vectors, vectors, nearest + 1)
+    return [[Neighbour(texts[j], round(float(s), 4)) for j, s in row if j != i][:nearest] for i, row in enumerate(found)]

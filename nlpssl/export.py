@@ -40,7 +40,9 @@ EXPORT_FILES = frozenset({
     "config.json", "model.safetensors", "model.safetensors.index.json", "generation_config.json",
     "recipe.yaml", "README.md", "loss_curve.png", "tokenizer.json", "tokenizer_config.json",
     "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "chat_template.jinja",
+    "modules.json", "sentence_bert_config.json",  # sentence-transformers (SimCSE exports)
 })
+EXPORT_FOLDERS = {"1_Pooling": {"config.json"}}
 _SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 
 
@@ -48,7 +50,12 @@ def is_export(folder: Path) -> bool:
     """True if ``folder`` is an export that nlpssl wrote: its files and nothing else."""
     if not ((folder / "config.json").is_file() and (folder / "recipe.yaml").is_file()):
         return False
-    return all(p.is_file() and (p.name in EXPORT_FILES or _SHARD.fullmatch(p.name)) for p in folder.iterdir())
+    def ours(p: Path) -> bool:
+        if p.is_dir() and not p.is_symlink() and p.name in EXPORT_FOLDERS:
+            return all(q.is_file() and q.name in EXPORT_FOLDERS[p.name] for q in p.iterdir())
+        return p.is_file() and (p.name in EXPORT_FILES or bool(_SHARD.fullmatch(p.name)))
+
+    return all(ours(p) for p in folder.iterdir())
 
 
 def check_export_target(run_dir: Path, out_dir: Path) -> None:
@@ -106,6 +113,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         write_tokenizer(recipe, run_dir, tmp, objective)
         if objective.generative:
             write_generation_config(tmp)
+        objective.write_extra(tmp, json.loads((tmp / "config.json").read_text()))
         (tmp / "recipe.yaml").write_text((run_dir / "recipe.yaml").read_text())
         metrics = {}
         if (run_dir / "metrics.json").is_file():
@@ -264,10 +272,10 @@ def global_every(layer_types: list[str]) -> int:
 def write_tokenizer(recipe, run_dir: Path, out: Path, objective) -> None:
     from nlpssl.tokenizer import load_tokenizer, set_template
 
-    source = Path(recipe.tokenizer.path) if recipe.tokenizer.path else run_dir / "tokenizer"
-    tokenizer = load_tokenizer(source)
+    path = objective.tokenizer_path()
+    tokenizer = load_tokenizer(Path(path) if path else run_dir / "tokenizer")
     set_template(tokenizer, objective.template)
-    save_stock_tokenizer(tokenizer, out, recipe.model.arch, decoder_only=objective.decoder_only)
+    save_stock_tokenizer(tokenizer, out, objective.arch, decoder_only=objective.decoder_only)
 
 
 def save_stock_tokenizer(tokenizer, out: Path, arch: str, *, decoder_only: bool = False) -> None:

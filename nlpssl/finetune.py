@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from nlpssl.errors import NlpsslError
 from nlpssl.labelled import TaskData, file_problems, load_task_data
+from nlpssl.models import set_dropout
 from nlpssl.recipe import Recipe, RecipeError, check_kind, load_recipe
 
 # Files a Hub-format folder may hold its tokenizer in (fast tokenizer, WordPiece, BPE, SentencePiece).
@@ -249,9 +250,13 @@ def build_classifier(model_dir: Path, recipe: Recipe, label_names: list[str], to
         config.use_cache = False  # no generation here; past_key_values would only cost memory
     set_dropout(config, recipe.task.dropout)
     if hasattr(config, "classifier_pooling"):
-        # ModernBERT: our pretraining has no sentence-level objective, so its [CLS] state is not
-        # trained; the mean of the token states is what carries the pretrained knowledge.
-        config.classifier_pooling = "mean"
+        # ModernBERT: the pooling the export declares for sentence vectors (a SimCSE export's
+        # 1_Pooling/config.json), else the mean: masked-LM pretraining has no sentence-level
+        # objective, so its [CLS] state is not trained and the mean of the token states carries
+        # the pretrained knowledge. Other stock classifiers pool [CLS] and have no choice.
+        from nlpssl.embeddings import read_pooling
+
+        config.classifier_pooling = read_pooling(model_dir)
     set_seed(int(recipe.training.get("seed", 42)))  # the new head (and, for scratch, everything)
     try:
         if recipe.init == "scratch":
@@ -263,27 +268,6 @@ def build_classifier(model_dir: Path, recipe: Recipe, label_names: list[str], to
             f"{type(err).__name__}: {str(err).splitlines()[0][:200]}). Start from an encoder or decoder "
             "export (bert, roberta, gpt2, llama)."
         ) from err
-
-
-# Dropout fields of the stock configs (BERT/RoBERTa, ModernBERT, GPT-2, Llama, T5).
-DROPOUT_FIELDS = (
-    "hidden_dropout_prob", "attention_probs_dropout_prob", "embedding_dropout", "mlp_dropout",
-    "attention_dropout", "classifier_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop",
-    "summary_first_dropout", "dropout_rate",
-)
-
-
-def set_dropout(config, rate: float | None) -> None:
-    """Set every dropout rate the config has to ``rate`` (None: keep the export's own).
-
-    Exports carry pretraining's dropout, 0 by default (it does not overfit there); ``task.dropout``
-    sets it for fine-tuning only (off by default: BENCHMARKS.md "Fine-tuning search").
-    """
-    if rate is None:
-        return
-    for name in DROPOUT_FIELDS:
-        if hasattr(config, name):
-            setattr(config, name, float(rate))
 
 
 # ------------------------------------------------------------------------------------------------

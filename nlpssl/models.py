@@ -145,6 +145,28 @@ def build_config(section: ModelSection, tokenizer, attn: str = "sdpa"):
     return config
 
 
+# Dropout fields of the stock configs (BERT/RoBERTa, ModernBERT, GPT-2, Llama, T5).
+DROPOUT_FIELDS = (
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "embedding_dropout", "mlp_dropout",
+    "attention_dropout", "classifier_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop",
+    "summary_first_dropout", "dropout_rate",
+)
+
+
+def set_dropout(config, rate: float | None) -> None:
+    """Set every dropout rate the config has to ``rate`` (None: keep the export's own).
+
+    Exports carry pretraining's dropout, 0 by default (it does not overfit there); ``task.dropout``
+    sets it for fine-tuning only (off by default: BENCHMARKS.md "Fine-tuning search"), and
+    ``simcse.dropout`` for SimCSE's two views.
+    """
+    if rate is None:
+        return
+    for name in DROPOUT_FIELDS:
+        if hasattr(config, name):
+            setattr(config, name, float(rate))
+
+
 def count_parameters(model) -> int:
     """Parameters counted once (tied embeddings are shared)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -107,11 +107,12 @@ def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -
     from nlpssl.training import GracefulStop, TimeBudget
 
     objective = objective_for(recipe)
+    objective.preflight()
     args = training_arguments(recipe, **training_args)
     with args.main_process_first(desc="tokenizer and data", local=False):
         if args.process_index == 0:
             write_run_recipe(recipe)
-        tokenizer = get_tokenizer(recipe, model_max_length=max_positions(recipe.model))
+        tokenizer = get_tokenizer(recipe, model_max_length=max_positions(recipe.model), path=objective.tokenizer_path())
         data = prepare_data(recipe, tokenizer)
     log(f"data: {data.stats['train_blocks']} train / {data.stats['eval_blocks']} eval blocks of "
         f"{recipe.data.block_size} tokens ({'cache hit' if data.from_cache else 'built'}: {data.cache_path})")
@@ -160,13 +161,13 @@ def finished_run(recipe: Recipe) -> PretrainResult | None:
 # Tokenizer, collator, training arguments
 
 
-def get_tokenizer(recipe: Recipe, model_max_length: int = 512):
-    """The run's shared tokenizer: reused from ``tokenizer.path`` or the run folder, else trained."""
+def get_tokenizer(recipe: Recipe, model_max_length: int = 512, path: str | None = None):
+    """The run's shared tokenizer: reused from ``path`` (default ``tokenizer.path``) or the run folder, else trained."""
     from nlpssl.tokenizer import load_tokenizer
 
-    t = recipe.tokenizer
-    if t.path:
-        return load_tokenizer(t.path)
+    path = path or recipe.tokenizer.path
+    if path:
+        return load_tokenizer(path)
     saved = recipe.output_dir / "tokenizer"
     if (saved / "tokenizer.json").is_file():
         return load_tokenizer(saved)

@@ -117,6 +117,31 @@ class ElectraSection:
 
 
 @dataclass(frozen=True)
+class DistillSection:
+    """Knowledge distillation into a smaller student (DistilBERT, Sanh et al. 2019); set ``teacher`` to use it."""
+
+    teacher: str | None = None  # folder of a masked-LM or causal-LM teacher (an nlpssl export or any Hub-format model)
+    init: Literal["teacher", "preset"] = "teacher"  # teacher: the student is the teacher with fewer layers; preset: model section
+    layers: list[int] | None = None  # init=teacher: the teacher layers the student keeps (null: every other, 0, 2, 4, ...)
+    temperature: float = 2.0  # soft targets: softmax(logits / T); the KL term is scaled by T^2
+    kl_weight: float = 5.0  # loss = kl_weight x KL + lm_weight x the student's own loss + cosine_weight x cosine
+    lm_weight: float = 2.0  # (DistilBERT's alpha_ce, alpha_mlm, alpha_cos: 5, 2, 1)
+    cosine_weight: float = 1.0  # last hidden states; used only when student and teacher widths match
+    soft_targets: Literal["masked", "all"] = "masked"  # masked-LM: KL on the masked positions only, or on every token
+
+
+@dataclass(frozen=True)
+class SimcseSection:
+    """Unsupervised SimCSE sentence embeddings (Gao et al. 2021); set ``encoder`` to use it."""
+
+    encoder: str | None = None  # the encoder folder to start from (an nlpssl masked-LM export or any Hub-format encoder)
+    pooling: Literal["mean", "cls"] = "mean"  # how a sentence vector is read from the token states (export too)
+    mlp: bool | None = None  # a training-only MLP on the pooled vector (null: on with cls pooling, as SimCSE)
+    temperature: float = 0.05  # InfoNCE temperature on cosine similarities
+    dropout: float = 0.1  # dropout of the two views (the only augmentation); the export keeps the encoder's own
+
+
+@dataclass(frozen=True)
 class SpeedSection:
     """Speed options; each is on by default where it is safe, and each can be turned off."""
 
@@ -178,11 +203,13 @@ PRETRAIN_SECTIONS: dict[str, type] = {
     "collator": CollatorSection,
     "model": ModelSection,
     "electra": ElectraSection,
+    "distill": DistillSection,
+    "simcse": SimcseSection,
     "speed": SpeedSection,
     "export": ExportSection,
 }
-# Sections of one objective's settings, and the model.arch that trains it.
-OBJECTIVE_SECTIONS = {"electra": "electra"}
+# Sections of one objective's settings -> that objective (nlpssl.objectives.objective_name).
+OBJECTIVE_SECTIONS = {"electra": "electra", "distill": "distill", "simcse": "simcse"}
 FINETUNE_SECTIONS: dict[str, type] = {"task": FinetuneSection, "speed": SpeedSection}
 FINETUNE_TOP: dict[str, type] = {"model": str, "init": Literal["pretrained", "scratch"]}
 
@@ -198,6 +225,8 @@ class Recipe:
     collator: CollatorSection = field(default_factory=CollatorSection)
     model: ModelSection = field(default_factory=ModelSection)
     electra: ElectraSection = field(default_factory=ElectraSection)
+    distill: DistillSection = field(default_factory=DistillSection)
+    simcse: SimcseSection = field(default_factory=SimcseSection)
     speed: SpeedSection = field(default_factory=SpeedSection)
     export: ExportSection = field(default_factory=ExportSection)
     task: FinetuneSection = field(default_factory=FinetuneSection)
@@ -233,8 +262,11 @@ class Recipe:
         if self.kind == "finetune":
             out["model"] = self.finetune_model
             out["init"] = self.init
+        from nlpssl.objectives import objective_name
+
+        trained = objective_name(self) if self.kind == "pretrain" else None
         for name in sections:
-            if name in OBJECTIVE_SECTIONS and OBJECTIVE_SECTIONS[name] != self.model.arch:
+            if name in OBJECTIVE_SECTIONS and OBJECTIVE_SECTIONS[name] != trained:
                 continue  # another objective's settings: neither used nor shown
             out[name] = dataclasses.asdict(getattr(self, name))
         out["training"] = dict(self.training)
@@ -497,6 +529,31 @@ def _check_values(recipe: Recipe, where: str, problems: list[str]) -> None:
     objective_for(recipe).check(where, problems)
 
 
+# What turns each objective section on (None: model.arch does).
+SECTION_SWITCH = {"electra": None, "distill": "teacher", "simcse": "encoder"}
+
+
+def _check_objective_sections(recipe: Recipe, raw: dict[str, Any], where: str, problems: list[str]) -> None:
+    """An objective's section only where that objective trains, and the switch that turns it on."""
+    from nlpssl.objectives import objective_name
+
+    trained = objective_name(recipe)
+    switched = [s for s, key in SECTION_SWITCH.items() if key and getattr(getattr(recipe, s), key)]
+    if len(switched) > 1:
+        problems.append(f"{where}: {' and '.join(switched)} are two objectives; a recipe trains one. "
+                        f"Keep one of the sections.")
+    for section, objective in OBJECTIVE_SECTIONS.items():
+        if section not in raw or objective == trained:
+            continue
+        key = SECTION_SWITCH[section]
+        if key is None:
+            problems.append(f"{where}: {section}: these settings apply to model.arch={objective!r} only (got "
+                            f"model.arch={recipe.model.arch!r}). Remove the {section} section, or set model.arch={objective}.")
+        elif not getattr(getattr(recipe, section), key):
+            problems.append(f"{where}: {section}.{key}: a {section} section needs it (got null). Set {section}.{key}=FOLDER, "
+                            f"or remove the {section} section.")
+
+
 def _check_training_values(recipe: Recipe, where: str, problems: list[str]) -> None:
     """Ranges of the ``training`` values that TrainingArguments accepts but torch later rejects."""
     t = recipe.training
@@ -674,10 +731,8 @@ def recipe_from_dict(
             problems.append(f"{where}: {key}: unknown section.{_did_you_mean(str(key), known)}")
     training = _load_training(raw.get("training"), f"{where}: training", name, problems)
     recipe = Recipe(name=name, kind=kind, training=training, source_path=source_path, **built)
-    for section, arch in OBJECTIVE_SECTIONS.items():
-        if section in raw and kind == "pretrain" and recipe.model.arch != arch:
-            problems.append(f"{where}: {section}: these settings apply to model.arch={arch!r} only (got "
-                            f"model.arch={recipe.model.arch!r}). Remove the {section} section, or set model.arch={arch}.")
+    if kind == "pretrain":
+        _check_objective_sections(recipe, raw, where, problems)
     if kind == "pretrain":
         _check_values(recipe, where, problems)
     elif not recipe.finetune_model:

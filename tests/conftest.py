@@ -40,6 +40,17 @@ def tiny_tokenizer(tmp_path_factory, story_texts):
     return train_tokenizer(story_texts, out, algorithm="wordpiece", vocab_size=600, num_sentinels=16)
 
 
+@pytest.fixture(scope="session")
+def mlm_export(tmp_path_factory):
+    """A 4-layer ModernBERT masked-LM export of the tiny shape (a few steps: tests need its files, not its skill)."""
+    from nlpssl.pretrain import pretrain
+
+    out = tmp_path_factory.mktemp("mlm-export")
+    return pretrain("bert-tiny", tiny_overrides(out, **{
+        "model.num_layers": 4, "training.max_steps": 4, "training.eval_strategy": "'no'",
+        "training.save_strategy": "'no'", "speed.bf16": "off"})).export_dir
+
+
 def tiny_overrides(tmp_path, **extra) -> list[str]:
     """Overrides that shrink a shipped recipe to a seconds-long run in ``tmp_path``."""
     base = {

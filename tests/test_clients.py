@@ -55,6 +55,20 @@ def exports(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
+def simcse_exports(exports, tmp_path_factory) -> dict[str, Path]:
+    """SimCSE exports of the ModernBERT export, one per pooling (a few steps: the files are what is tested)."""
+    from nlpssl import load_recipe, pretrain
+
+    out = {}
+    for pooling in ("mean", "cls"):
+        folder = tmp_path_factory.mktemp(f"simcse-{pooling}")
+        pretrain(load_recipe("simcse-tiny", tiny_overrides(folder, **{
+            "simcse.encoder": str(exports["modernbert"]), "simcse.pooling": pooling, "training.max_steps": 4})))
+        out[pooling] = folder / "run" / "export"
+    return out
+
+
+@pytest.fixture(scope="module")
 def ggufs(exports, tmp_path_factory) -> dict[str, Path]:
     """Each causal export converted by ``nlpssl gguf`` with llama.cpp's converter (its own venv)."""
     from nlpssl.gguf import convert
@@ -116,6 +130,18 @@ def test_sentence_transformers_encodes(arch, env, exports, tmp_path):
     got = client(env, "sentence", exports[arch], tmp_path)
     assert got["shape"] == [2, 32]
     assert got["max_diff"] < 1e-5  # its default (mean) pooling of the stock encoder
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("env", ["tf5", "tf457"])
+def test_sentence_transformers_pools_a_simcse_export_as_trained(pooling, env, simcse_exports, tmp_path):
+    got = client(env, "sentence", simcse_exports[pooling], tmp_path)
+    assert got["pooling"] == pooling and got["shape"] == [2, 32]
+    assert got["max_diff"] < 1e-5  # the pooling its 1_Pooling/config.json declares, done by hand
+    card = client("tf5", "card", simcse_exports[pooling], tmp_path)
+    assert card["pipeline_tag"] == "feature-extraction"
+    [(metric, value, dataset)] = card["eval_results"]
+    assert metric == "uniformity" and value < 0
 
 
 @pytest.mark.parametrize("arch", CAUSAL)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from nlpssl.errors import NlpsslError
+
 if TYPE_CHECKING:
     from nlpssl.recipe import Recipe
 
@@ -32,6 +34,18 @@ class Objective:
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
+
+    @property
+    def arch(self) -> str:
+        """The architecture trained and exported (``model.arch``; a SimCSE encoder's own)."""
+        return self.recipe.model.arch
+
+    def tokenizer_path(self) -> str | None:
+        """A tokenizer folder to reuse (``tokenizer.path``; a teacher's or encoder's), else None: train one."""
+        return self.recipe.tokenizer.path or None
+
+    def preflight(self) -> None:
+        """Checks that read files the recipe names (a teacher, an encoder), run before any data is read."""
 
     # -- data ---------------------------------------------------------------------------------
     def row_length(self) -> int:
@@ -82,6 +96,17 @@ class Objective:
         return m
 
     # -- export -------------------------------------------------------------------------------
+    def write_extra(self, out_dir, config: dict) -> None:
+        """Files the export holds beside the stock ones (``config`` is its config.json)."""
+
+    def described(self) -> str:
+        """Model card: what the model is (size and architecture)."""
+        return f"{self.recipe.model.size} {self.arch}"
+
+    def origin(self) -> str:
+        """Model card: how the weights came about."""
+        return "pretrained from scratch"
+
     def card_notes(self, arch: str) -> str:
         """Model card: what a user of the export should know."""
         return ""
@@ -94,3 +119,26 @@ class Objective:
                 f"{where}: collator.kind does not fit model.arch={self.recipe.model.arch!r} "
                 f"(got {c.kind!r}). Use one of {', '.join(map(repr, self.collators))}."
             )
+
+
+def check_same_tokenizer(path: str | None, reference: str, where: str, whose: str) -> None:
+    """Refuse a ``tokenizer.path`` whose vocabulary differs from the tokenizer in ``reference``.
+
+    Distillation's soft targets are over the teacher's vocabulary, and an encoder's embeddings are
+    rows of its own: either run with another tokenizer would read every id as a different token.
+    """
+    if not path:
+        return
+    from pathlib import Path
+
+    from nlpssl.tokenizer import load_tokenizer
+
+    if Path(path).expanduser().resolve() == Path(reference).expanduser().resolve():
+        return
+    mine, theirs = load_tokenizer(path).get_vocab(), load_tokenizer(reference).get_vocab()
+    if mine != theirs:
+        raise NlpsslError(
+            f"{where}: tokenizer.path={path!r} ({len(mine)} tokens) differs from the tokenizer of {whose} "
+            f"{reference!r} ({len(theirs)} tokens), whose ids the model was trained on. Use {whose}'s tokenizer: "
+            "remove tokenizer.path (nlpssl then uses it)."
+        )

@@ -95,6 +95,8 @@ class MaskedLMTrainer(PretrainTrainer):
     model is untouched. Evaluation counts masked-token accuracy, reported as ``eval_mlm_accuracy``.
     """
 
+    keep_hidden = False  # a subclass that needs the final token states (distillation) reads self._hidden
+
     def __init__(self, *args, sparse_mlm_head: bool = True, span_boundary: bool = False, **kwargs):
         if span_boundary:
             model = kwargs.get("model")
@@ -110,9 +112,10 @@ class MaskedLMTrainer(PretrainTrainer):
         self._boundary_steps = 0
         self._selected: torch.Tensor | None = None
         self._boundary_logits: torch.Tensor | None = None
+        self._hidden: torch.Tensor | None = None
         self._sparse = sparse_mlm_head
         self._span_boundary = span_boundary
-        if sparse_mlm_head or span_boundary:
+        if sparse_mlm_head or span_boundary or self.keep_hidden:
             self._wrap_head(mlm_head(self.model))
 
     def _wrap_head(self, head: torch.nn.Module) -> None:
@@ -128,6 +131,8 @@ class MaskedLMTrainer(PretrainTrainer):
         model = self.model
 
         def forward(hidden):
+            if self.keep_hidden:
+                self._hidden = hidden  # [B, L, H]
             if self._selected is not None:
                 if self._span_boundary and head.training:
                     z = getattr(model, SPAN_BOUNDARY_HEAD)(hidden, self._selected)  # [N, H]

@@ -18,6 +18,7 @@ user of that client would write. CHECK is one of:
 
 import json
 import sys
+from pathlib import Path
 
 TEXTS = ["The cat sat on the [MASK].", "A dog ran to the park and played with a red ball."]
 # Over 128 tokens: transformers 4.x reading a ModernBERT config without the legacy keys would give
@@ -92,12 +93,17 @@ def sentence(path, out, work):
     st = SentenceTransformer(path, device="cpu")
     got = st.encode(TEXTS, convert_to_tensor=True)
     tok, enc = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    pooling = "mean"  # sentence-transformers' default for a folder without its files
+    declared = Path(path) / "1_Pooling" / "config.json"
+    if declared.is_file():
+        pooling = "cls" if json.loads(declared.read_text()).get("pooling_mode_cls_token") else "mean"
     want = []
     with torch.no_grad():
         for text in TEXTS:
             x = tok(text, return_tensors="pt")
-            want.append(enc(**x).last_hidden_state[0].mean(0))
-    return {"sentence_transformers": sentence_transformers.__version__, "shape": list(got.shape),
+            states = enc(**x).last_hidden_state[0]
+            want.append(states[0] if pooling == "cls" else states.mean(0))
+    return {"sentence_transformers": sentence_transformers.__version__, "shape": list(got.shape), "pooling": pooling,
             "max_diff": float((got - torch.stack(want)).abs().max())}
 
 
@@ -125,7 +131,6 @@ def lmeval(path, out, work):
 
 def onnx(path, out, work):
     import subprocess
-    from pathlib import Path
 
     import numpy as np
     import onnxruntime

@@ -1,0 +1,198 @@
+"""SimCSE: sentence rows, the InfoNCE loss by hand, duplicates, the export and what reads it."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_overrides
+from nlpssl.errors import NlpsslError
+from nlpssl.recipe import RecipeError, load_recipe
+
+
+def _simcse(tmp_path, encoder, **extra):
+    return tiny_overrides(tmp_path, **{"simcse.encoder": str(encoder), "speed.bf16": "off", **extra})
+
+
+def test_sentences_are_split_and_framed_one_per_row():
+    import datasets
+
+    from nlpssl.data import Tokens, pack, split_sentences
+
+    texts = datasets.Dataset.from_dict({"text": ['He said "Stop!" Then he left. Why?\nA new line', "   "]})
+    assert split_sentences(texts)["text"] == ['He said "Stop!"', "Then he left.", "Why?", "A new line"]
+    tokens = Tokens(np.array([5, 6, 7, 8, 9, 10, 11], np.int32), np.array([0, 2, 2, 7], np.int64))
+    rows, _ = pack(tokens, 5, "sentence", {"pad": 0, "cls": 2, "sep": 3, "eos": 4})
+    # an empty document is dropped; a long one is cut to fit [CLS] ... [SEP]
+    assert rows.tolist() == [[2, 5, 6, 3, 0], [2, 7, 8, 9, 3]]
+
+
+def test_collator_trims_padding_and_masks_it():
+    from nlpssl.objectives.simcse import SentenceCollator
+
+    batch = SentenceCollator(pad_id=0)([{"input_ids": [2, 5, 3, 0, 0, 0]}, {"input_ids": [2, 5, 6, 7, 3, 0]}])
+    assert batch["input_ids"].tolist() == [[2, 5, 3, 0, 0], [2, 5, 6, 7, 3]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def test_duplicates_are_not_negatives():
+    from nlpssl.objectives.simcse import duplicate_pairs, simcse_loss
+
+    ids = torch.tensor([[2, 5, 3], [2, 6, 3], [2, 5, 3]])
+    dup = duplicate_pairs(ids)
+    assert dup.tolist() == [[False, False, True], [False, False, False], [True, False, False]]
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(3, 4), torch.randn(3, 4)
+    sim = torch.nn.functional.normalize(z1, dim=-1) @ torch.nn.functional.normalize(z2, dim=-1).T / 0.05
+    by_hand = torch.stack([
+        torch.logsumexp(sim[0, [0, 1]], 0) - sim[0, 0],  # row 0 leaves out row 2, the same sentence
+        torch.logsumexp(sim[1, :], 0) - sim[1, 1],
+        torch.logsumexp(sim[2, [1, 2]], 0) - sim[2, 2],
+    ]).mean()
+    assert simcse_loss(z1, z2, 0.05, dup).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert simcse_loss(z1, z2, 0.05).item() > 0 and simcse_loss(z1, z2, 0.05).item() != pytest.approx(by_hand.item())
+
+
+def test_with_dropout_off_the_views_agree_and_the_loss_is_infonce_by_hand(tmp_path, mlm_export):
+    from nlpssl.objectives.simcse import MLP, duplicate_pairs
+    from nlpssl.pretrain import setup
+
+    # temperature 1: a loss near log(8), not near 0, so the comparison below means something
+    run = setup(load_recipe("simcse-tiny", _simcse(tmp_path, mlm_export, **{"simcse.dropout": 0.0,
+                                                                            "simcse.temperature": 1.0})), use_cpu=True)
+    assert not hasattr(run.model, MLP), "mean pooling trains no MLP"
+    batch = run.collator([run.data.train[i] for i in range(8)])
+    assert not duplicate_pairs(batch["input_ids"]).any()
+    run.model.train()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        z = run.model(input_ids=torch.cat([ids, ids]), attention_mask=torch.cat([mask, mask]))["embeddings"]
+        loss = run.trainer.compute_loss(run.model, dict(batch))
+    z1, z2 = z.chunk(2)
+    assert torch.allclose(z1, z2, atol=1e-6), "without dropout the two views are the same"
+    unit = torch.nn.functional.normalize(z1, dim=-1)
+    sim = unit @ unit.T / 1.0
+    by_hand = (torch.logsumexp(sim, dim=1) - sim.diagonal()).mean()
+    assert 0.1 < loss.item() < np.log(8)
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    # mean pooling over the real tokens of each sentence, by hand (the class's forward: the stock one)
+    with torch.no_grad():
+        hidden = type(run.model).forward(run.model, input_ids=ids, attention_mask=mask).last_hidden_state
+    for i in range(len(ids)):
+        n = int(mask[i].sum())
+        assert torch.allclose(z1[i], hidden[i, :n].mean(0), atol=1e-5)
+
+
+def test_with_dropout_on_the_views_differ_and_training_lowers_the_loss(tmp_path, mlm_export):
+    from nlpssl.pretrain import setup
+
+    run = setup(load_recipe("simcse-tiny", _simcse(tmp_path, mlm_export, **{
+        "training.learning_rate": 1e-3, "training.max_steps": 12})), use_cpu=True)
+    batch = run.collator([run.data.train[i] for i in range(8)])
+    run.model.train()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        z = run.model(input_ids=torch.cat([ids, ids]), attention_mask=torch.cat([mask, mask]))["embeddings"]
+    assert not torch.allclose(*z.chunk(2)), "dropout makes two views"
+    run.trainer.train()
+    losses = [h["loss"] for h in run.trainer.state.log_history if "loss" in h]
+    assert len(losses) >= 3 and losses[-1] < losses[0]
+
+
+def test_cls_export_is_stock_drops_the_mlp_and_pools_as_trained(tmp_path, mlm_export):
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModel
+
+    from nlpssl.embeddings import Encoder, read_pooling
+    from nlpssl.objectives.simcse import MLP
+    from nlpssl.pretrain import pretrain
+
+    result = pretrain("simcse-tiny", _simcse(tmp_path, mlm_export, **{"simcse.pooling": "cls", "training.max_steps": 4}))
+    out = result.export_dir
+    with safe_open(str(tmp_path / "run" / "final" / "model.safetensors"), framework="pt") as f:
+        assert any(k.startswith(MLP) for k in f.keys()), "cls pooling trains the MLP (SimCSE)"
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        assert not any(k.startswith(MLP) for k in f.keys()), "the export leaves it out"
+    model = AutoModel.from_pretrained(out)
+    assert type(model).__name__ == "ModernBertModel"
+    config, encoder = AutoConfig.from_pretrained(out), AutoConfig.from_pretrained(mlm_export)
+    assert config.mlp_dropout == encoder.mlp_dropout == 0.0, "the export keeps the encoder's dropout, not SimCSE's"
+    assert read_pooling(out) == "cls"
+    assert json.loads((out / "modules.json").read_text())[1]["path"] == "1_Pooling"
+    assert result.metrics["eval_uniformity"] < 0 and result.metrics["eval_loss"] is not None
+    vectors = Encoder(out).encode(["The cat sat on the mat.", "A dog ran."], progress=False)
+    assert vectors.shape == (2, config.hidden_size)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_embed_command_prints_vectors_and_nearest_neighbours(tmp_path, mlm_export):
+    from nlpssl.pretrain import pretrain
+
+    out = pretrain("simcse-tiny", _simcse(tmp_path, mlm_export, **{"training.max_steps": 2})).export_dir
+    texts = ["The cat sat on the mat.", "The cat sat on a mat.", "Rain fell all night over the hills."]
+    run = subprocess.run([sys.executable, "-m", "nlpssl", "embed", str(out), *texts, "--nearest", "1", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    found = json.loads(run.stdout)
+    assert [f["text"] for f in found] == texts
+    assert all(len(f["nearest"]) == 1 and f["nearest"][0]["text"] != f["text"] for f in found)
+    assert found[0]["nearest"][0]["text"] == texts[1], "the near-copy is the nearest"
+    plain = subprocess.run([sys.executable, "-m", "nlpssl", "embed", str(out), texts[0]], capture_output=True,
+                           text=True, timeout=120)
+    vector = json.loads(plain.stdout)["vector"]
+    assert len(vector) == 32 and abs(sum(x * x for x in vector) - 1.0) < 1e-4
+    bad = subprocess.run([sys.executable, "-m", "nlpssl", "embed", str(out), texts[0], "--nearest", "3"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--nearest must be between 1 and" in bad.stderr
+
+
+def test_finetune_pools_as_the_export_declares(tmp_path, mlm_export):
+    from nlpssl.embeddings import write_pooling_files
+    from nlpssl.finetune import build_classifier
+    from nlpssl.tokenizer import load_tokenizer
+
+    recipe = load_recipe("finetune-tiny", [f"model={mlm_export}", f"training.output_dir={tmp_path / 'ft'}"])
+    tok = load_tokenizer(mlm_export)
+    assert build_classifier(mlm_export, recipe, ["a", "b"], tok).config.classifier_pooling == "mean"
+    declared = tmp_path / "declared"
+    import shutil
+
+    shutil.copytree(mlm_export, declared)
+    write_pooling_files(declared, "cls", 32, 32)
+    assert build_classifier(declared, recipe, ["a", "b"], tok).config.classifier_pooling == "cls"
+
+
+def test_bad_encoders_and_settings_are_refused(tmp_path, mlm_export):
+    from nlpssl.pretrain import pretrain
+
+    with pytest.raises(NlpsslError, match=r"not a model folder \(no config.json\)"):
+        pretrain("simcse-tiny", _simcse(tmp_path / "a", tmp_path / "nowhere"))
+    gpt = tmp_path / "gpt"
+    gpt.mkdir()
+    (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    with pytest.raises(NlpsslError, match=r"is a 'gpt2' model, not an encoder"):
+        pretrain("simcse-tiny", _simcse(tmp_path / "b", gpt))
+    with pytest.raises(RecipeError) as err:
+        load_recipe("simcse-tiny", _simcse(tmp_path / "c", mlm_export, **{
+            "simcse.temperature": 0, "simcse.dropout": 1.5, "training.per_device_train_batch_size": 1}))
+    text = str(err.value)
+    assert "simcse.temperature is out of range (got 0.0)" in text and "simcse.dropout is out of range" in text
+    assert "too small for SimCSE (got 1)" in text
+    with pytest.raises(RecipeError, match=r"distill and simcse are two objectives"):
+        load_recipe("simcse-tiny", _simcse(tmp_path / "d", mlm_export, **{"distill.teacher": str(mlm_export)}))
+
+
+def test_sentence_transformers_reads_the_export_when_installed(tmp_path, mlm_export):
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import SentenceTransformer
+
+    from nlpssl.embeddings import Encoder
+    from nlpssl.pretrain import pretrain
+
+    out = pretrain("simcse-tiny", _simcse(tmp_path, mlm_export, **{"training.max_steps": 2})).export_dir
+    texts = ["The cat sat on the mat.", "A dog ran to the park."]
+    got = SentenceTransformer(str(out), device="cpu").encode(texts, normalize_embeddings=True)
+    assert np.allclose(got, Encoder(out).encode(texts, progress=False), atol=1e-5)
