@@ -46,6 +46,13 @@ def cmd_recipe_validate(a) -> None:
 
                 check_recipe(recipe)
                 note = model_note(recipe)
+            else:  # a teacher or encoder folder may still be to be trained: a note, as for finetune
+                from nlpssl.objectives import objective_for
+
+                try:
+                    objective_for(recipe).preflight()
+                except NlpsslError as err:
+                    note = str(err)
             print(f"ok      {name}" + (f"\n        note: {note}" if note else ""))
         except NlpsslError as err:
             failed += 1

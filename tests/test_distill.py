@@ -168,3 +168,13 @@ def test_recipe_checks_name_the_key_and_the_fix(tmp_path):
     recipe = load_recipe("bert-tiny", [f"training.output_dir={tmp_path}"])
     assert "distill" not in recipe.to_dict() and "simcse" not in recipe.to_dict(), "unused sections are not shown"
     assert "distill" in load_recipe("distil-tiny").to_dict()
+
+
+def test_recipe_validate_notes_a_teacher_still_to_be_trained(capsys, tmp_path, monkeypatch):
+    from nlpssl.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no runs/bert-tiny/export here
+    assert main(["recipe", "validate", "distil-tiny", "simcse-tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "ok      distil-tiny\n        note: distill.teacher: 'runs/bert-tiny/export' is not a model folder" in out
+    assert "note: simcse.encoder: 'runs/bert-tiny/export' is not a model folder" in out

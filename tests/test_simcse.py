@@ -17,6 +17,16 @@ def _simcse(tmp_path, encoder, **extra):
     return tiny_overrides(tmp_path, **{"simcse.encoder": str(encoder), "speed.bf16": "off", **extra})
 
 
+@pytest.fixture(scope="module")
+def cls_run(tmp_path_factory, mlm_export):
+    """A finished SimCSE run with cls pooling (and so the MLP): (run folder, result)."""
+    from nlpssl.pretrain import pretrain
+
+    folder = tmp_path_factory.mktemp("simcse-cls")
+    return folder, pretrain("simcse-tiny", _simcse(folder, mlm_export, **{"simcse.pooling": "cls",
+                                                                          "training.max_steps": 4}))
+
+
 def test_sentences_are_split_and_framed_one_per_row():
     import datasets
 
@@ -102,17 +112,16 @@ def test_with_dropout_on_the_views_differ_and_training_lowers_the_loss(tmp_path,
     assert len(losses) >= 3 and losses[-1] < losses[0]
 
 
-def test_cls_export_is_stock_drops_the_mlp_and_pools_as_trained(tmp_path, mlm_export):
+def test_cls_export_is_stock_drops_the_mlp_and_pools_as_trained(cls_run, mlm_export):
     from safetensors import safe_open
     from transformers import AutoConfig, AutoModel
 
     from nlpssl.embeddings import Encoder, read_pooling
     from nlpssl.objectives.simcse import MLP
-    from nlpssl.pretrain import pretrain
 
-    result = pretrain("simcse-tiny", _simcse(tmp_path, mlm_export, **{"simcse.pooling": "cls", "training.max_steps": 4}))
+    folder, result = cls_run
     out = result.export_dir
-    with safe_open(str(tmp_path / "run" / "final" / "model.safetensors"), framework="pt") as f:
+    with safe_open(str(folder / "run" / "final" / "model.safetensors"), framework="pt") as f:
         assert any(k.startswith(MLP) for k in f.keys()), "cls pooling trains the MLP (SimCSE)"
     with safe_open(str(out / "model.safetensors"), framework="pt") as f:
         assert not any(k.startswith(MLP) for k in f.keys()), "the export leaves it out"
@@ -128,10 +137,8 @@ def test_cls_export_is_stock_drops_the_mlp_and_pools_as_trained(tmp_path, mlm_ex
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_embed_command_prints_vectors_and_nearest_neighbours(tmp_path, mlm_export):
-    from nlpssl.pretrain import pretrain
-
-    out = pretrain("simcse-tiny", _simcse(tmp_path, mlm_export, **{"training.max_steps": 2})).export_dir
+def test_embed_command_prints_vectors_and_nearest_neighbours(cls_run):
+    out = cls_run[1].export_dir
     texts = ["The cat sat on the mat.", "The cat sat on a mat.", "Rain fell all night over the hills."]
     run = subprocess.run([sys.executable, "-m", "nlpssl", "embed", str(out), *texts, "--nearest", "1", "--json"],
                          capture_output=True, text=True, timeout=120)
@@ -185,14 +192,13 @@ def test_bad_encoders_and_settings_are_refused(tmp_path, mlm_export):
         load_recipe("simcse-tiny", _simcse(tmp_path / "d", mlm_export, **{"distill.teacher": str(mlm_export)}))
 
 
-def test_sentence_transformers_reads_the_export_when_installed(tmp_path, mlm_export):
+def test_sentence_transformers_reads_the_export_when_installed(cls_run):
     pytest.importorskip("sentence_transformers")
     from sentence_transformers import SentenceTransformer
 
     from nlpssl.embeddings import Encoder
-    from nlpssl.pretrain import pretrain
 
-    out = pretrain("simcse-tiny", _simcse(tmp_path, mlm_export, **{"training.max_steps": 2})).export_dir
+    out = cls_run[1].export_dir
     texts = ["The cat sat on the mat.", "A dog ran to the park."]
     got = SentenceTransformer(str(out), device="cpu").encode(texts, normalize_embeddings=True)
     assert np.allclose(got, Encoder(out).encode(texts, progress=False), atol=1e-5)
