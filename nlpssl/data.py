@@ -1,15 +1,22 @@
-"""Tokenize, pack into fixed blocks, cache.
+"""Tokenize, pack into fixed blocks, cache: in chunks, so memory does not grow with the corpus.
 
-Data flow::
+Data flow (the cached path, :func:`prepare_data`)::
 
-    texts (datasets.Dataset, column "text")
-      -> token ids (+ word starts) per document, batches straight to the Rust tokenizer
-         (datasets.map with data.num_proc > 1), kept as flat numpy arrays
-      -> held-out split by *document* (evaluation text is never seen in training)
-      -> pack the whole token stream at once (no remainder dropped per map batch, unlike
-         transformers' ``group_texts``), documents separated by [SEP] (masked-LM) or [EOS]
-         (causal-LM, T5), masked-LM blocks framed by [CLS] ... [SEP]
-      -> cached with ``save_to_disk`` under a hash of the tokenizer and every data setting
+    texts, read lazily (nlpssl.sources.iter_texts), in chunks of about 4 MB
+      -> held-out split by *document*: a document is held out when a hash of (data.seed, its text)
+         falls below data.eval_fraction (deterministic, and the same in streaming, which cannot
+         know the corpus size in advance; duplicates land on the same side)
+      -> token ids (+ word starts) per chunk, straight to the Rust tokenizer (data.num_proc > 1:
+         chunks over that many processes, in order)
+      -> packed as they come (no remainder dropped per chunk, unlike transformers' ``group_texts``):
+         documents separated by [SEP] (masked-LM) or [EOS] (causal-LM, T5), masked-LM blocks framed
+         by [CLS] ... [SEP]; a chunk's unfinished row carries over to the next chunk
+      -> training rows appended to an Arrow file as they are made (memory-mapped when read), in
+         corpus order (the Trainer shuffles them); cached under a hash of the tokenizer and every
+         data setting
+
+Streaming (``data.streaming: true``, :mod:`nlpssl.stream`) runs the same chunks, split and
+:class:`Packer` on the fly, so its blocks are the cached path's, in the same order.
 
 Packing example (masked-LM, block_size=6, documents [a b c] and [d e])::
 
@@ -32,7 +39,9 @@ import numpy as np
 from nlpssl.errors import NlpsslError
 from nlpssl.recipe import Recipe
 
-CACHE_VERSION = 1  # bump when the packed layout changes
+# Bump when the packed layout changes. 2: the held-out split became a hash of each document (so
+# streaming can make the same split) and training rows keep corpus order (written as they are made).
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,7 @@ def needs_words(recipe: Recipe) -> bool:
 def cache_key(recipe: Recipe, tokenizer) -> str:
     """Hash of everything that changes the processed data (not of num_proc or cache_dir)."""
     data = asdict(recipe.data)
-    for irrelevant in ("num_proc", "cache_dir"):
+    for irrelevant in ("num_proc", "cache_dir", "streaming"):
         data.pop(irrelevant)
     payload = {
         "version": CACHE_VERSION,
@@ -116,37 +125,45 @@ class Tokens:
         return Tokens(self.ids[gather], offsets, None if self.starts is None else self.starts[gather])
 
 
+def encode(texts: list[str], tokenizer, words: bool = False) -> Tokens:
+    """Token ids (and word starts if ``words``) of a list of documents, as flat arrays."""
+    import pyarrow as pa
+
+    out = _encode_batch({"text": texts}, tokenizer, words)
+    column = pa.array(out["ids"], type=pa.list_(pa.int32()))  # list-of-lists -> int32 in C
+    ids = column.flatten().to_numpy()
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(column.value_lengths().to_numpy(zero_copy_only=False), out=offsets[1:])
+    starts = None
+    if words:
+        starts = np.concatenate(out["starts"]) if out["starts"] else np.zeros(0, np.int8)
+    return Tokens(ids, offsets, starts)
+
+
 def tokenize(texts, tokenizer, num_proc: int = 1, words: bool = False, batch_size: int = 2000) -> Tokens:
-    """Token ids (and word starts if ``words``) of every document, as flat arrays in corpus order.
+    """Token ids (and word starts if ``words``) of every document of a ``datasets.Dataset``, in order.
 
     With ``num_proc=1`` the batches go straight to the Rust tokenizer, which already uses every
-    core; no ``datasets.map`` bookkeeping (fingerprints, Arrow writer) sits in between. With
-    ``num_proc > 1`` (useful for word starts, whose per-token Python step is single-threaded) it is
-    a batched ``datasets.map`` over ``num_proc`` processes.
+    core; with ``num_proc > 1`` it is a batched ``datasets.map`` over ``num_proc`` processes.
+    Holds the whole result in memory: :func:`prepare_data` works chunk by chunk instead.
     """
     if num_proc > 1:
         return _tokenize_map(texts, tokenizer, num_proc, words, batch_size)
-    import pyarrow as pa
-    from datasets.utils.logging import is_progress_bar_enabled
-    from tqdm.auto import tqdm
-
     arrow = texts.with_format("arrow")
-    ids, lengths, starts = [], [], []  # numpy chunks: Python int lists never outlive their batch
-    with tqdm(total=len(texts), desc="Tokenizing", unit=" documents", disable=not is_progress_bar_enabled()) as bar:
-        for begin in range(0, len(texts), batch_size):
-            batch = {"text": arrow[begin : begin + batch_size].column("text").to_pylist()}
-            out = _encode_batch(batch, tokenizer, words)
-            column = pa.array(out["ids"], type=pa.list_(pa.int32()))  # list-of-lists -> int32 in C
-            ids.append(column.flatten().to_numpy())
-            lengths.append(column.value_lengths().to_numpy(zero_copy_only=False))
-            if words:
-                starts.append(np.concatenate(out["starts"]) if out["starts"] else np.zeros(0, np.int8))
-            bar.update(len(batch["text"]))
-    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = np.concatenate(ids) if ids else np.zeros(0, np.int32)
-    return Tokens(flat, offsets, np.concatenate(starts) if words and starts else None)
+    parts = [encode(arrow[begin : begin + batch_size].column("text").to_pylist(), tokenizer, words)
+             for begin in range(0, len(texts), batch_size)]
+    return concat(parts, words)
+
+
+def concat(parts: list[Tokens], words: bool) -> Tokens:
+    """One :class:`Tokens` of several, documents in order."""
+    lengths = [np.diff(p.offsets) for p in parts]
+    offsets = np.zeros(sum(len(n) for n in lengths) + 1, dtype=np.int64)
+    if lengths:
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    ids = np.concatenate([p.ids for p in parts]) if parts else np.zeros(0, np.int32)
+    starts = (np.concatenate([p.starts for p in parts]) if parts else np.zeros(0, np.int8)) if words else None
+    return Tokens(ids, offsets, starts)
 
 
 def _tokenize_map(texts, tokenizer, num_proc: int, words: bool, batch_size: int) -> Tokens:
@@ -179,41 +196,81 @@ def _flat(column) -> tuple[np.ndarray, np.ndarray]:
     return values[offsets[0] : offsets[-1]], offsets - offsets[0]
 
 
+class Packer:
+    """Packs documents into rows as they arrive, chunk by chunk.
+
+    ``add`` returns the rows a chunk completes and keeps the unfinished one; ``finish`` pads and
+    returns it. The rows equal :func:`pack` of all the chunks' documents at once. ``framing``:
+    "mlm": documents separated by [SEP], each row framed by [CLS] ... [SEP]; "sentence": one row
+    per document, ``[CLS] doc [SEP] [PAD] ...`` (cut to fit, empty ones dropped); otherwise
+    documents separated by [EOS], rows unframed.
+    """
+
+    def __init__(self, row_len: int, framing: str, special: dict[str, int]) -> None:
+        self.row_len, self.framing, self.special = row_len, framing, special
+        self.sep = special["sep"] if framing == "mlm" else special["eos"]
+        self.content = row_len - 2 if framing == "mlm" else row_len
+        self.carry = np.zeros(0, np.int32)  # the unfinished row's tokens (and their word starts)
+        self.carry_starts = np.zeros(0, np.int8)
+
+    def add(self, tokens: Tokens) -> tuple[np.ndarray, np.ndarray]:
+        """The rows completed by ``tokens``' documents: (ids, word_starts) 2-D arrays."""
+        if self.framing == "sentence":
+            return _sentence_rows(tokens, self.row_len, self.special)
+        ids, offsets = tokens.ids, tokens.offsets
+        n_docs, held = len(offsets) - 1, len(self.carry)
+        # One separator after each document: token j of document d moves to held + j + d.
+        stream = np.empty(held + len(ids) + n_docs, dtype=np.int32)
+        stream[:held] = self.carry
+        moved = np.repeat(np.arange(n_docs), np.diff(offsets))  # document of each token ...
+        moved += np.arange(len(ids)) + held  # ... plus its own position (in place: one int64 array)
+        stream[moved] = ids
+        stream[offsets[1:] + np.arange(n_docs) + held] = self.sep
+        # Without a word-level collator every token counts as its own word (the column stays unused).
+        starts = np.ones(len(stream), dtype=np.int8)
+        starts[:held] = self.carry_starts
+        if tokens.starts is not None:
+            starts[moved] = tokens.starts
+        n_rows = len(stream) // self.content
+        cut = n_rows * self.content
+        self.carry, self.carry_starts = stream[cut:].copy(), starts[cut:].copy()
+        return self._framed(stream[:cut].reshape(n_rows, self.content), starts[:cut].reshape(n_rows, self.content))
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """The unfinished row, padded (no rows if there is none); the packer starts afresh."""
+        if self.framing == "sentence" or len(self.carry) == 0:
+            return np.zeros((0, self.row_len), np.int32), np.zeros((0, self.row_len), np.int8)
+        row = np.full((1, self.content), self.special["pad"], dtype=np.int32)
+        starts = np.ones((1, self.content), dtype=np.int8)
+        row[0, : len(self.carry)], starts[0, : len(self.carry)] = self.carry, self.carry_starts
+        self.carry, self.carry_starts = np.zeros(0, np.int32), np.zeros(0, np.int8)
+        return self._framed(row, starts)
+
+    def _framed(self, rows: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.framing != "mlm":
+            return rows, starts
+        n, s = rows.shape[0], self.special
+        rows = np.concatenate([np.full((n, 1), s["cls"], np.int32), rows, np.full((n, 1), s["sep"], np.int32)], axis=1)
+        ones = np.ones((n, 1), np.int8)
+        return rows, np.concatenate([ones, starts, ones], axis=1)
+
+    def state(self) -> dict:
+        """The unfinished row as JSON-ready lists (streaming checkpoints)."""
+        return {"carry": self.carry.tolist(), "carry_starts": self.carry_starts.tolist()}
+
+    def restore(self, state: dict) -> None:
+        self.carry = np.asarray(state["carry"], dtype=np.int32)
+        self.carry_starts = np.asarray(state["carry_starts"], dtype=np.int8)
+
+
 def pack(tokens: Tokens, row_len: int, framing: str, special: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """Pack every document into rows of ``row_len`` tokens; returns (ids, word_starts) 2-D arrays.
 
-    ``framing`` "mlm": documents separated by [SEP], each row framed by [CLS] ... [SEP];
-    "sentence": one row per document, ``[CLS] doc [SEP] [PAD] ...`` (cut to fit, empty ones dropped);
-    otherwise documents separated by [EOS], rows unframed.
+    The final partial row is padded, not dropped; ``framing`` as in :class:`Packer`.
     """
-    if framing == "sentence":
-        return _sentence_rows(tokens, row_len, special)
-    ids, offsets = tokens.ids, tokens.offsets
-    n_docs = len(offsets) - 1
-    sep = special["sep"] if framing == "mlm" else special["eos"]
-    content = row_len - 2 if framing == "mlm" else row_len
-    # One separator after each document: token j of document d moves to j + d.
-    n_stream = len(ids) + n_docs
-    n_rows = -(-n_stream // content)
-    padded = np.full(n_rows * content, special["pad"], dtype=np.int32)
-    sep_pos = offsets[1:] + np.arange(n_docs)
-    moved = np.repeat(np.arange(n_docs), np.diff(offsets))  # document of each token ...
-    moved += np.arange(len(ids))  # ... plus its own position (in place: one int64 array)
-    padded[moved] = ids
-    padded[sep_pos] = sep
-    # Without a word-level collator every token counts as its own word (the column stays unused).
-    padded_starts = np.ones(n_rows * content, dtype=np.int8)
-    if tokens.starts is not None:
-        padded_starts[moved] = tokens.starts
-    rows, row_starts = padded.reshape(n_rows, content), padded_starts.reshape(n_rows, content)
-    if framing == "mlm":
-        rows = np.concatenate(
-            [np.full((n_rows, 1), special["cls"], np.int32), rows, np.full((n_rows, 1), special["sep"], np.int32)],
-            axis=1,
-        )
-        ones = np.ones((n_rows, 1), np.int8)
-        row_starts = np.concatenate([ones, row_starts, ones], axis=1)
-    return rows, row_starts
+    packer = Packer(row_len, framing, special)
+    (rows, starts), (last, last_starts) = packer.add(tokens), packer.finish()
+    return np.concatenate([rows, last]), np.concatenate([starts, last_starts])
 
 
 def _sentence_rows(tokens: Tokens, row_len: int, special: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -234,32 +291,38 @@ def _sentence_rows(tokens: Tokens, row_len: int, special: dict[str, int]) -> tup
 SENTENCE_END = r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+|\n+"  # after . ! ? (closing quote or bracket kept), or a line break
 
 
+def sentences(texts: list[str]) -> list[str]:
+    """Every text cut into sentences, in order (see :func:`split_sentences`)."""
+    import re
+
+    end = re.compile(SENTENCE_END)
+    return [piece.strip() for text in texts for piece in end.split(text) if piece.strip()]
+
+
 def split_sentences(texts):
     """Every document cut into sentences (rows of a new ``datasets.Dataset``, column ``text``), in order.
 
     A rule, not a model: a sentence ends after ``.``, ``!`` or ``?`` (and any closing quotes or
     brackets) before white space, or at a line break; so "Mr. Smith" splits too. Empty pieces are dropped.
     """
-    import re
-
-    end = re.compile(SENTENCE_END)
-
-    def cut(batch):
-        return {"text": [piece.strip() for text in batch["text"] for piece in end.split(text) if piece.strip()]}
-
-    return texts.map(cut, batched=True, remove_columns=texts.column_names, desc="Splitting sentences")
+    return texts.map(lambda batch: {"text": sentences(batch["text"])}, batched=True,
+                     remove_columns=texts.column_names, desc="Splitting sentences")
 
 
 def _to_dataset(rows: np.ndarray, starts: np.ndarray):
     import datasets
+
+    return datasets.Dataset(_rows_table(rows, starts))
+
+
+def _rows_table(rows: np.ndarray, starts: np.ndarray):
     import pyarrow as pa
 
     width = rows.shape[1]
-    table = pa.table({
-        "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), width),
-        "word_starts": pa.FixedSizeListArray.from_arrays(pa.array(starts.reshape(-1)), width),
+    return pa.table({
+        "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1), pa.int32()), width),
+        "word_starts": pa.FixedSizeListArray.from_arrays(pa.array(starts.reshape(-1), pa.int8()), width),
     })
-    return datasets.Dataset(table)
 
 
 def _special_ids(tokenizer) -> dict[str, int]:
@@ -269,20 +332,18 @@ def _special_ids(tokenizer) -> dict[str, int]:
     }
 
 
-def split_indices(n_docs: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) document indices: a seeded share of documents (at least one) held out.
+def held_out(texts: list[str], fraction: float, seed: int) -> np.ndarray:
+    """Which documents are held out for evaluation: bool per text.
 
-    The same permutation as ``Dataset.train_test_split(test_size=n_eval, seed=seed)`` (a test
-    checks it), so :func:`_split_documents` hands a baseline the very same documents.
+    A document is held out when a hash of (``seed``, its text) falls below ``fraction``: the
+    decision needs no count of the corpus (streaming makes the same one), never changes with the
+    order or number of files, and puts duplicate documents on the same side.
     """
-    if n_docs < 2:
-        raise NlpsslError(
-            f"data: the corpus has {n_docs} document(s); at least 2 are needed to hold one out "
-            "for evaluation. Add text or point data.source at a larger corpus."
-        )
-    n_eval = max(1, int(round(n_docs * fraction)))
-    permutation = np.random.default_rng(seed).permutation(n_docs)
-    return permutation[n_eval:], permutation[:n_eval]
+    prefix = f"nlpssl-held-out/{seed}/".encode()
+    threshold = int(fraction * 2**64)
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(prefix + t.encode(), digest_size=8).digest(), "little") < threshold
+         for t in texts), dtype=bool, count=len(texts))
 
 
 def split_tail(tokens: Tokens, fraction: float) -> tuple[Tokens, Tokens]:
@@ -304,85 +365,247 @@ def split_tail(tokens: Tokens, fraction: float) -> tuple[Tokens, Tokens]:
 
 
 def _split_documents(texts, fraction: float, seed: int):
-    """The held-out split as two ``datasets.Dataset`` views (for code that maps over texts)."""
-    train, held_out = split_indices(len(texts), fraction, seed)
-    return texts.select(train), texts.select(held_out)
+    """The held-out split of a ``datasets.Dataset`` of texts as two views (for baselines that map over texts)."""
+    mask = held_out(texts["text"], fraction, seed)
+    return texts.select(np.flatnonzero(~mask)), texts.select(np.flatnonzero(mask))
 
 
-def build_packed(recipe: Recipe, tokenizer) -> tuple:
-    """Load texts, tokenize, split by document and pack: returns (train_ds, eval_ds, stats)."""
-    import pyarrow.compute as pc
+# ------------------------------------------------------------------------------------------------
+# Chunked preparation
 
-    from nlpssl.sources import load_texts
+
+CHUNK_BYTES = 4 << 20  # text per tokenizer call: large enough for the Rust tokenizer's threads
+
+
+def text_chunks(texts, chunk_bytes: int = CHUNK_BYTES):
+    """Lists of consecutive texts of about ``chunk_bytes`` of UTF-8 each (the last may be smaller)."""
+    chunk, size = [], 0
+    for text in texts:
+        chunk.append(text)
+        size += len(text)
+        if size >= chunk_bytes:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def source_texts(recipe: Recipe):
+    """The recipe's texts, read lazily (a one-document corpus is read whole, as it is one text)."""
+    from nlpssl.sources import iter_texts
 
     d = recipe.data
-    texts = load_texts(
+    return iter_texts(
         d.source, text_column=d.text_column, hub_config=d.hub_config, split=d.split,
         txt_unit=d.txt_unit, max_texts=d.max_texts, builtin_stories=d.builtin_stories, seed=d.seed,
         unwrap=d.unwrap, clean=d.clean,
     )
-    layout, row_len = framing(recipe), row_length(recipe)
-    if layout == "sentence":
-        texts = split_sentences(texts)  # the held-out split below is then by sentence
-    special = _special_ids(tokenizer)
-    # Tokenized once in corpus order (contiguous reads), then split with a numpy gather.
-    tokens = tokenize(texts, tokenizer, d.num_proc, words=needs_words(recipe))
-    doc_bytes = pc.binary_length(texts.with_format("arrow")[:].column("text")).to_numpy(zero_copy_only=False)
-    if len(texts) == 1:
-        # One document (a whole book with txt_unit=file): its last eval_fraction of tokens is held out.
-        parts = split_tail(tokens, d.eval_fraction)
-        part_bytes = [round(int(doc_bytes[0]) * len(p.ids) / max(1, len(tokens.ids))) for p in parts]
-        parts_docs = [np.zeros(1, np.int64)] * 2  # each part counts as one document
-    else:
-        split = split_indices(len(texts), d.eval_fraction, d.seed)
-        parts = [tokens.take(docs) for docs in split]
-        part_bytes = [int(doc_bytes[docs].sum()) for docs in split]
-        parts_docs = list(split)
-    out, stats = [], {}
-    for name, part, docs, n_bytes in zip(("train", "eval"), parts, parts_docs, part_bytes):
-        n_tokens = int(len(part.ids))
-        if layout != "sentence" and n_tokens + len(docs) < row_len:
+
+
+def _encoded(chunks, tokenizer, words: bool, num_proc: int):
+    """(texts, Tokens) per chunk, in order; with ``num_proc > 1`` encoded in that many processes.
+
+    At most ``2 * num_proc`` chunks are in flight, so reading never runs ahead of tokenizing.
+    """
+    if num_proc <= 1:
+        for chunk in chunks:
+            yield chunk, encode(chunk, tokenizer, words)
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context("fork"),
+                             initializer=_worker_init, initargs=(tokenizer,)) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append((chunk, pool.submit(_worker_encode, chunk, words)))
+            if len(pending) >= 2 * num_proc:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+
+_WORKER_TOKENIZER = None
+
+
+def _worker_init(tokenizer) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenizer
+
+
+def _worker_encode(texts: list[str], words: bool) -> Tokens:
+    return encode(texts, _WORKER_TOKENIZER, words)
+
+
+class _RowFile:
+    """Rows appended to an Arrow stream file as they are made (what ``Dataset.from_file`` maps)."""
+
+    def __init__(self, path: Path, width: int) -> None:
+        import pyarrow as pa
+
+        self.schema = _rows_table(np.zeros((0, width), np.int32), np.zeros((0, width), np.int8)).schema
+        self.sink = pa.OSFile(str(path), "wb")
+        self.writer = pa.ipc.new_stream(self.sink, self.schema)
+        self.rows = 0
+
+    def write(self, rows: np.ndarray, starts: np.ndarray) -> None:
+        if len(rows):
+            self.writer.write_table(_rows_table(rows, starts))
+            self.rows += len(rows)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.sink.close()
+
+
+class _Split:
+    """One side of the split being packed: its packer, counts and where its rows go."""
+
+    def __init__(self, packer: Packer, out: _RowFile | None = None, max_rows: int | None = None) -> None:
+        self.packer, self.out, self.max_rows = packer, out, max_rows
+        self.kept: list[tuple[np.ndarray, np.ndarray]] = []  # rows held in memory (out=None)
+        self.documents = self.tokens = self.bytes = self.rows = 0
+
+    def add(self, tokens: Tokens, n_bytes: int) -> None:
+        self.documents += len(tokens.offsets) - 1
+        self.tokens += len(tokens.ids)
+        self.bytes += n_bytes
+        if self.max_rows is None or self.rows < self.max_rows:
+            self._put(*self.packer.add(tokens))
+
+    def finish(self) -> None:
+        if self.max_rows is None or self.rows < self.max_rows:
+            self._put(*self.packer.finish())
+
+    def _put(self, rows: np.ndarray, starts: np.ndarray) -> None:
+        if self.max_rows is not None:
+            rows, starts = rows[: self.max_rows - self.rows], starts[: self.max_rows - self.rows]
+        self.rows += len(rows)
+        if self.out is not None:
+            self.out.write(rows, starts)
+        elif len(rows):
+            self.kept.append((rows, starts))
+
+    def dataset(self):
+        """The rows held in memory as a ``datasets.Dataset``."""
+        width = self.packer.row_len
+        rows = [r for r, _ in self.kept] or [np.zeros((0, width), np.int32)]
+        starts = [s for _, s in self.kept] or [np.zeros((0, width), np.int8)]
+        return _to_dataset(np.concatenate(rows), np.concatenate(starts))
+
+    def check(self, name: str, recipe: Recipe) -> None:
+        """Refuse a split with too little text for one block (before it is cached or trained on)."""
+        d, row_len = recipe.data, self.packer.row_len
+        fix = "data.block_size." if name == "train" else "data.block_size or a larger data.eval_fraction."
+        if self.documents == 0 or (self.packer.framing != "sentence" and self.tokens + self.documents < row_len):
             raise NlpsslError(
-                f"data: the {name} split holds {n_tokens} tokens, fewer than one block of "
-                f"data.block_size={row_len} (source {d.source!r}). Use more text, a smaller "
-                + ("data.block_size." if name == "train" else "data.block_size or a larger data.eval_fraction.")
+                f"data: the {name} split holds {self.documents} document(s) and {self.tokens} tokens, fewer than "
+                f"one block of data.block_size={row_len} (source {d.source!r}, data.eval_fraction={d.eval_fraction}). "
+                f"Use more text, a smaller " + fix
+                + (" (Identical documents always fall on the same side of the split, a hash of each text.)"
+                   if self.documents == 0 else "")
             )
-        rows, starts = pack(part, row_len, layout, special)
-        if name == "eval":
-            rows, starts = rows[: d.eval_max_blocks], starts[: d.eval_max_blocks]
-        else:
-            counts = np.bincount(part.ids, minlength=len(tokenizer)).astype(np.int64)
-            stats["train_unigram_counts"] = counts.tolist()
-        stats[f"{name}_documents"] = len(docs)
-        stats[f"{name}_tokens"] = n_tokens
-        stats[f"{name}_bytes"] = n_bytes
-        stats[f"{name}_blocks"] = int(rows.shape[0])
-        out.append(_to_dataset(rows, starts))
-    return out[0], out[1], stats
+
+    def stats(self, name: str) -> dict:
+        return {f"{name}_documents": self.documents, f"{name}_tokens": self.tokens,
+                f"{name}_bytes": self.bytes, f"{name}_blocks": self.rows}
+
+
+def _byte_lengths(texts: list[str]) -> np.ndarray:
+    return np.fromiter((len(t.encode()) for t in texts), dtype=np.int64, count=len(texts))
+
+
+def _write_packed(recipe: Recipe, tokenizer, folder: Path) -> dict:
+    """Read, split, tokenize and pack the recipe's corpus chunk by chunk into ``folder``; returns the stats.
+
+    ``folder/train.arrow`` gets the training rows as they are made; the held-out rows (at most
+    ``data.eval_max_blocks``) go to ``folder/eval.arrow``. Memory holds a chunk, not the corpus.
+    """
+    from datasets.utils.logging import is_progress_bar_enabled
+    from tqdm.auto import tqdm
+
+    d = recipe.data
+    layout, row_len, words = framing(recipe), row_length(recipe), needs_words(recipe)
+    special = _special_ids(tokenizer)
+    chunks = text_chunks(source_texts(recipe))
+    if layout == "sentence":  # the held-out split is then by sentence
+        chunks = (sentences(chunk) for chunk in chunks)
+    out = _RowFile(folder / "train.arrow", row_len)
+    train = _Split(Packer(row_len, layout, special), out)
+    held = _Split(Packer(row_len, layout, special), max_rows=d.eval_max_blocks)
+    counts = np.zeros(len(tokenizer), np.int64)
+    bar = tqdm(desc="Preparing data", unit="B", unit_scale=True, disable=not is_progress_bar_enabled())
+    pending = None  # a first chunk of one document: perhaps the whole corpus (a book, txt_unit=file)
+    try:
+        for i, (texts, tokens) in enumerate(_encoded(chunks, tokenizer, words, d.num_proc)):
+            chunk = (texts, tokens, _byte_lengths(texts))
+            if i == 0 and len(texts) == 1 and layout != "sentence":
+                pending = chunk
+                continue
+            if pending is not None:
+                _add_split(pending, train, held, counts, d)
+                pending = None
+            _add_split(chunk, train, held, counts, d)
+            bar.update(int(chunk[2].sum()))
+            bar.set_postfix(documents=train.documents + held.documents, refresh=False)
+        if pending is not None:  # the corpus is that one document: its last eval_fraction is held out
+            texts, tokens, n_bytes = pending
+            parts = split_tail(tokens, d.eval_fraction)
+            for side, part in zip((train, held), parts):
+                side.add(part, round(int(n_bytes[0]) * len(part.ids) / max(1, len(tokens.ids))))
+            counts += np.bincount(parts[0].ids, minlength=len(counts))[: len(counts)]
+            bar.update(int(n_bytes.sum()))
+        train.finish()
+        held.finish()
+    finally:
+        out.close()
+        bar.close()
+    train.check("train", recipe)
+    held.check("eval", recipe)
+    eval_file = _RowFile(folder / "eval.arrow", row_len)
+    for rows, starts in held.kept:
+        eval_file.write(rows, starts)
+    eval_file.close()
+    return {"train_unigram_counts": counts.tolist()} | train.stats("train") | held.stats("eval")
+
+
+def _add_split(chunk, train: _Split, held: _Split, counts: np.ndarray, d) -> None:
+    """Send a chunk's documents to the training or held-out side, in corpus order."""
+    texts, tokens, n_bytes = chunk
+    mask = held_out(texts, d.eval_fraction, d.seed)
+    for side, docs in ((train, np.flatnonzero(~mask)), (held, np.flatnonzero(mask))):
+        if len(docs):
+            part = tokens.take(docs)
+            side.add(part, int(n_bytes[docs].sum()))
+            if side is train:
+                counts += np.bincount(part.ids, minlength=len(counts))[: len(counts)]
 
 
 def prepare_data(recipe: Recipe, tokenizer) -> PackedData:
     """Packed train/eval blocks for ``recipe``, from the cache when the settings match.
 
     The cache folder is ``data.cache_dir/<hash>``; it is written to a temporary folder and
-    renamed, so an interrupted run never leaves a half-written cache behind.
+    renamed, so an interrupted run never leaves a half-written cache behind. Preparation reads and
+    packs the corpus in chunks (:func:`_write_packed`), so its memory does not grow with the corpus.
     """
     key = cache_key(recipe, tokenizer)
     path = Path(recipe.data.cache_dir).expanduser() / key
     if (path / "stats.json").is_file():
         return _load_cached(path, from_cache=True)
-    train, eval_, stats = build_packed(recipe, tokenizer)
     tmp = path.with_name(f".{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        train.save_to_disk(str(tmp / "train"))
-        eval_.save_to_disk(str(tmp / "eval"))
+        tmp.mkdir(parents=True)
+        stats = _write_packed(recipe, tokenizer, tmp)
         (tmp / "stats.json").write_text(json.dumps(stats))
         if path.exists():  # another process finished first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:  # a full disk, Ctrl-C: leave no half-written cache entry behind
+    except BaseException:  # a full disk, Ctrl-C, bad input: leave no half-written cache entry behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return _load_cached(path, from_cache=False)
@@ -393,7 +616,7 @@ def _load_cached(path: Path, from_cache: bool) -> PackedData:
 
     try:
         stats = json.loads((path / "stats.json").read_text())
-        train, eval_ = datasets.load_from_disk(str(path / "train")), datasets.load_from_disk(str(path / "eval"))
+        train, eval_ = (datasets.Dataset.from_file(str(path / f"{name}.arrow")) for name in ("train", "eval"))
         if (len(train), len(eval_)) != (stats["train_blocks"], stats["eval_blocks"]):
             raise ValueError(f"{len(train)}/{len(eval_)} blocks where stats.json says "
                              f"{stats['train_blocks']}/{stats['eval_blocks']}")

@@ -113,14 +113,24 @@ def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -
         if args.process_index == 0:
             write_run_recipe(recipe)
         tokenizer = get_tokenizer(recipe, model_max_length=max_positions(recipe.model), path=objective.tokenizer_path())
-        data = prepare_data(recipe, tokenizer)
-    log(f"data: {data.stats['train_blocks']} train / {data.stats['eval_blocks']} eval blocks of "
-        f"{recipe.data.block_size} tokens ({'cache hit' if data.from_cache else 'built'}: {data.cache_path})")
+        resume_from = last_checkpoint(recipe) if recipe.resume else None
+        if recipe.data.streaming:
+            from nlpssl.stream import streaming_data
+
+            data = streaming_data(recipe, tokenizer, args.process_index, args.world_size, resume_from)
+        else:
+            data = prepare_data(recipe, tokenizer)
+    if recipe.data.streaming:
+        log(f"data: streaming {recipe.data.source!r} ({len(data.train.units)} of {len(data.train.all_units)} "
+            f"file(s) on this process), {data.stats['eval_blocks']} eval blocks of {recipe.data.block_size} tokens"
+            + (f"; resuming at row {data.train.consumed}" if resume_from else ""))
+    else:
+        log(f"data: {data.stats['train_blocks']} train / {data.stats['eval_blocks']} eval blocks of "
+            f"{recipe.data.block_size} tokens ({'cache hit' if data.from_cache else 'built'}: {data.cache_path})")
     model = objective.build_model(tokenizer, attn=attention_implementation(recipe, args))
     params = count_parameters(model)  # the exported model's (training-only parts come later)
     collator = objective.build_collator(tokenizer)
     stopper = GracefulStop()
-    resume_from = last_checkpoint(recipe) if recipe.resume else None
     extra = [TimeBudget(recipe.budget_minutes, budget_used_s(resume_from))] if recipe.budget_minutes else []
     trainer = objective.make_trainer(args, model, data, collator, [stopper, *extra, *callbacks])
     if extra:
@@ -294,6 +304,9 @@ def training_arguments(recipe: Recipe, **extra: Any):
         # parameters would miss the head's and then see their gradients arrive ("marked ready
         # twice"). Every parameter is used on every step here, so no search is needed.
         kw["ddp_find_unused_parameters"] = False
+    if recipe.data.streaming:
+        # The stream restores its own position (nlpssl.stream); the Trainer must not skip batches too.
+        kw["ignore_data_skip"] = True
     kw.update(extra)
     args = recipe.training_arguments(**kw)
     if world > 1 and args.world_size != world:

@@ -73,6 +73,7 @@ class DataSection:
     eval_max_blocks: int = 512  # cap on held-out blocks (keeps evaluation quick)
     num_proc: int = 1  # processes for datasets.map tokenization
     cache_dir: str = ".cache/nlpssl"  # processed data cached here under a hash of the settings
+    streaming: bool = False  # read, tokenize and pack on the fly: no preparation pass, no cache; needs max_steps
 
 
 @dataclass(frozen=True)
@@ -524,9 +525,27 @@ def _check_values(recipe: Recipe, where: str, problems: list[str]) -> None:
             f"{where}: collator.span_boundary=true needs collator.kind='span' (got {c.kind!r}). "
             "Set collator.kind=span, or collator.span_boundary=false."
         )
+    if d.streaming:
+        _check_streaming(recipe, where, problems)
     from nlpssl.objectives import objective_for
 
     objective_for(recipe).check(where, problems)
+
+
+def _check_streaming(recipe: Recipe, where: str, problems: list[str]) -> None:
+    """What ``data.streaming: true`` needs: a step count, reading in this process, no text cap."""
+    t, d = recipe.training, recipe.data
+    steps = t.get("max_steps")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        problems.append(f"{where}: data.streaming=true needs training.max_steps (got {steps!r}): a stream has no "
+                        "length to count epochs by. Set training.max_steps=N, e.g. 10000.")
+    if t.get("dataloader_num_workers", 0) not in (0, None):
+        problems.append(f"{where}: data.streaming=true reads in the training process (got "
+                        f"training.dataloader_num_workers={t['dataloader_num_workers']!r}), so its position can be "
+                        "saved exactly. Set training.dataloader_num_workers=0.")
+    if d.max_texts is not None:
+        problems.append(f"{where}: data.max_texts caps the cached path's corpus (got {d.max_texts!r}); a stream "
+                        "runs for training.max_steps. Leave data.max_texts null with data.streaming=true.")
 
 
 # What turns each objective section on (None: model.arch does).

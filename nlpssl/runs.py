@@ -200,6 +200,11 @@ def checkpoint_problem(folder: Path) -> str | None:
                 pass
         except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
             return f"model.safetensors: {str(err).splitlines()[0][:120]}"
+    for state in sorted(folder.glob("data_state-rank*.json")):  # a streaming run's position (nlpssl.stream)
+        try:
+            json.loads(state.read_text())
+        except (OSError, ValueError) as err:
+            return f"{state.name}: {type(err).__name__}"
     for state in sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth")):
         if not zipfile.is_zipfile(state):  # torch.save writes zip archives; a truncated one has no index
             return f"{state.name} is truncated"

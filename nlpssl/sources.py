@@ -93,9 +93,7 @@ def iter_texts(
     _check_args(txt_unit, max_texts, clean)
     source = str(source)
     texts = _raw_texts(source, text_column, hub_config, split, txt_unit, builtin_stories, seed, unwrap)
-    if clean == "html":
-        texts = map(clean_html, texts)
-    nonblank = (text for text in texts if text.strip())
+    nonblank = _cleaned(texts, clean)
     count = 0
     for text in itertools.islice(nonblank, max_texts):
         count += 1
@@ -105,6 +103,49 @@ def iter_texts(
             f"{source}: the source holds no text (got 0 non-empty texts). "
             "Check that the files are not empty and that text_column names the text."
         )
+
+
+def _cleaned(texts: Iterator[str], clean: str) -> Iterator[str]:
+    if clean == "html":
+        texts = map(clean_html, texts)
+    return (text for text in texts if text.strip())
+
+
+def text_units(source: str | Path) -> list[str]:
+    """The parts a source is read in, in order: its files (sorted), or the source itself.
+
+    Streaming hands whole units to ranks when there are enough of them, and a resumed stream
+    reopens the unit it was in (see `nlpssl.stream`). The built-in corpus and a Hub dataset are
+    one unit each.
+    """
+    source = str(source)
+    if source == "builtin" or source.startswith(HUB_PREFIX):
+        return [source]
+    return [str(path) for path in resolve_files(source)]
+
+
+def unit_texts(
+    unit: str,
+    *,
+    text_column: str = "text",
+    hub_config: str | None = None,
+    split: str = "train",
+    txt_unit: TxtUnit = "paragraph",
+    builtin_stories: int | None = None,
+    seed: int = 0,
+    unwrap: bool = False,
+    clean: Clean = "none",
+) -> Iterator[str]:
+    """The non-blank texts of one unit of `text_units`, read lazily, as `iter_texts` reads them.
+
+    Unlike `iter_texts`, an empty unit is no error (one empty file among many holds nothing).
+    """
+    _check_args(txt_unit, None, clean)
+    if unit == "builtin" or unit.startswith(HUB_PREFIX):
+        texts = _raw_texts(unit, text_column, hub_config, split, txt_unit, builtin_stories, seed, unwrap)
+    else:
+        texts = _iter_files([Path(unit)], text_column, txt_unit, unwrap)
+    return _cleaned(texts, clean)
 
 
 def load_texts(

@@ -6,6 +6,7 @@ Imported lazily (it imports torch and transformers at the top).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -92,7 +93,47 @@ class PretrainTrainer(Trainer):
     def log(self, logs, *args, **kwargs):
         if "eval_loss" in logs:
             self.eval_logs(logs)
+        elif "loss" in logs and self._stream() is not None:
+            logs.update(self._stream().throughput())
         super().log(logs, *args, **kwargs)
+
+    # -- streaming (data.streaming: true; nlpssl.stream) -------------------------------------------
+    def _stream(self):
+        from nlpssl.stream import BlockStream
+
+        return self.train_dataset if isinstance(self.train_dataset, BlockStream) else None
+
+    def get_train_dataloader(self):
+        """The stock loader, or for a stream a plain one in this process: each rank reads its own part.
+
+        (``accelerator.prepare`` would have every rank read the whole stream and keep a slice of it,
+        or rank 0 read it all and send batches; the Trainer moves batches to the device itself.)
+        """
+        stream = self._stream()
+        if stream is None:
+            return super().get_train_dataloader()
+        from torch.utils.data import DataLoader
+
+        from nlpssl.stream import StreamCollator
+
+        return DataLoader(stream, batch_size=self._train_batch_size, collate_fn=StreamCollator(self.data_collator, stream),
+                          num_workers=0, pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available())
+
+    def _save_checkpoint(self, model, trial):
+        stream = self._stream()
+        if stream is not None:
+            # Written before the Trainer's files: trainer_state.json (written last) marks the
+            # checkpoint complete (nlpssl.runs), so a complete checkpoint always has its data state.
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            from nlpssl.stream import state_file
+
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            os.makedirs(folder, exist_ok=True)
+            state = stream.state_at(stream.consumed)
+            with open(os.path.join(folder, state_file(stream.rank)), "w") as f:
+                json.dump(state, f)
+        return super()._save_checkpoint(model, trial)
 
 
 class GracefulStop(TrainerCallback):

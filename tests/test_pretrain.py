@@ -112,17 +112,19 @@ def test_packing_keeps_every_token_and_frames_blocks(tmp_path, tiny_tokenizer):
     assert (content == tiny_tokenizer.sep_token_id).sum() == data.stats["train_documents"]
 
 
-def test_held_out_split_matches_datasets_train_test_split(story_texts):
-    import datasets
+def test_held_out_split_is_a_hash_of_each_document(story_texts):
+    """The split needs no corpus count (streaming makes it too): same text, same side, any order."""
+    import numpy as np
 
-    from nlpssl.data import split_indices
+    from nlpssl.data import held_out
 
-    texts = datasets.Dataset.from_dict({"text": story_texts})
-    train, held_out = split_indices(len(texts), 0.05, seed=3)
-    reference = texts.train_test_split(test_size=len(held_out), seed=3, shuffle=True)
-    assert texts.select(train)["text"] == reference["train"]["text"]
-    assert texts.select(held_out)["text"] == reference["test"]["text"]
-    assert len(held_out) == 20 and not set(train) & set(held_out)
+    mask = held_out(story_texts, 0.05, seed=3)
+    assert 0.02 < mask.mean() < 0.09, mask.mean()  # 1,000 stories: about 50 held out
+    assert held_out(story_texts[::-1], 0.05, seed=3)[::-1].tolist() == mask.tolist()
+    assert held_out([story_texts[0]] * 3, 0.05, seed=3).tolist() == [bool(mask[0])] * 3
+    assert held_out(story_texts, 0.05, seed=4).tolist() != mask.tolist()  # the seed picks another share
+    assert not held_out(story_texts, 0.0, seed=3).any() and held_out(story_texts, 1.0, seed=3).all()
+    assert np.array_equal(held_out(story_texts, 0.2, seed=3) | mask, held_out(story_texts, 0.2, seed=3))
 
 
 def test_tokens_take_gathers_documents_in_the_given_order():
@@ -190,7 +192,8 @@ def test_causal_model_of_verse_learns_to_write_line_breaks(tmp_path):
 
     verse = tmp_path / "verse.txt"
     stanza = "roses are red\nviolets are blue\nsugar is sweet\nand so are you"
-    verse.write_text("\n\n".join([stanza] * 300), encoding="utf-8")
+    # Numbered, so the stanzas differ: identical documents all fall on one side of the held-out split.
+    verse.write_text("\n\n".join(f"{stanza}\n({i})" for i in range(300)), encoding="utf-8")
     result = run_pretrain("gpt-tiny", tmp_path, **{
         "data.source": str(verse), "tokenizer.vocab_size": 300, "training.max_steps": 80,
         "training.eval_steps": 80, "training.save_steps": 80, "training.learning_rate": 3e-3})

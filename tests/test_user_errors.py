@@ -267,7 +267,7 @@ def test_a_damaged_cache_entry_names_the_folder_to_delete(tmp_path, tiny_tokeniz
 
     recipe = load_recipe("bert-tiny", tiny_overrides(tmp_path))
     entry = prepare_data(recipe, tiny_tokenizer).cache_path
-    arrow = next((entry / "train").glob("*.arrow"))
+    arrow = entry / "train.arrow"
     arrow.write_bytes(arrow.read_bytes()[:200])
     with pytest.raises(NlpsslError, match=rf"the cached data '{entry}' is damaged .* Delete that folder "
                                           rf"\(`rm -r {entry}`\) and rerun"):
