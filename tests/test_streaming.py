@@ -223,3 +223,27 @@ def test_a_streaming_run_logs_documents_and_tokens_per_second(tmp_path):
     assert logged and all(h["stream_documents"] > 0 and h["stream_tokens_per_s"] > 0 for h in logged)
     assert result.metrics["steps"] == 12 and (result.export_dir / "model.safetensors").is_file()
     assert not (tmp_path / "cache").exists(), "streaming writes no cache"
+
+
+def test_two_process_stream_reads_disjoint_uneven_parts_without_hanging(tmp_path, story_texts):
+    """torchrun, 2 ranks, 3 files: rank 0 reads two, rank 1 one (and loops over it sooner); both finish."""
+    from test_pretrain import launcher
+
+    folder = _stories_in_files(tmp_path / "corpus", story_texts[:60], 3)  # ~140 rows a file: both ranks loop
+    over = tiny_overrides(tmp_path, **{"data.source": str(folder), "data.streaming": "true",
+                                       "training.max_steps": 40, "training.save_steps": 20, "training.eval_steps": 40})
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "NLPSSL_PROBE_DIR": str(probe)}
+    proc = subprocess.run([*launcher("torchrun"), str(ROOT / "tests" / "ddp_probe.py"), "pretrain", "bert-tiny", *over],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "(2 of 3 file(s) on this process)" in out  # rank 0's log line
+    seen = [(probe / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+    assert [len(rows) for rows in seen] == [40 * 8, 40 * 8]
+    assert not set(seen[0]) & set(seen[1]), "the ranks must read disjoint text"
+    assert len(set(seen[1])) < len(set(seen[0])) < len(seen[0]), "rank 1's part is the smaller, both loop over theirs"
+    states = [json.loads((tmp_path / "run" / "checkpoint-20" / f"data_state-rank{r}.json").read_text()) for r in (0, 1)]
+    assert [s["world_size"] for s in states] == [2, 2] and [s["row"] + s["skip"] for s in states] == [160, 160]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["world_size"] == 2
