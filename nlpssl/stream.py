@@ -73,7 +73,9 @@ class BlockStream(torch.utils.data.IterableDataset):
             self.units, self.stride = self.all_units, world
         self.columns = ["input_ids", "word_starts"]
         self.start = state
-        self._snapshots: deque[dict] = deque(maxlen=4096)
+        self._snapshots: deque[dict] = deque(maxlen=4096)  # chunk starts, newest last (see state_at)
+        if state is not None:
+            self._snapshots.append({k: state[k] for k in ("epoch", "unit", "record", "row", "carry", "carry_starts")})
         self.consumed = 0 if state is None else state["row"] + state["skip"]  # rows handed to training
         self.documents = 0 if state is None else state.get("documents", 0)
         self.tokens, self._t0 = 0, None
@@ -156,15 +158,22 @@ class BlockStream(torch.utils.data.IterableDataset):
                 )
             epoch, unit, record = epoch + 1, 0, 0
 
+    def collator(self, collator) -> StreamCollator:
+        """``collator`` over this stream's rows (what the Trainer's DataLoader collates with)."""
+        return StreamCollator(collator, self)
+
     # -- state ------------------------------------------------------------------------------------
+    def save_state(self, checkpoint: str | Path) -> Path:
+        """Write the position after the rows handed to training so far into ``checkpoint``."""
+        path = Path(checkpoint) / state_file(self.rank)
+        path.write_text(json.dumps(self.state_at(self.consumed)))
+        return path
+
     def state_at(self, row: int) -> dict:
         """The position from which the stream yields row ``row`` next (JSON-ready)."""
         snap = next((s for s in reversed(self._snapshots) if s["row"] <= row), None)
-        if snap is None:
-            snap = self.start if self.start is not None and self.start["row"] <= row else None
-            if snap is None:
-                raise RuntimeError(f"no stream position recorded at or before row {row}")
-            snap = {k: v for k, v in snap.items() if k in ("epoch", "unit", "record", "row", "carry", "carry_starts")}
+        if snap is None:  # only before the first row is read: the start of the stream
+            snap = {"epoch": 0, "unit": 0, "record": 0, "row": 0, "carry": [], "carry_starts": []}
         return {"version": STATE_VERSION, **self.fingerprint(), **snap, "skip": row - snap["row"],
                 "documents": self.documents}
 

@@ -6,7 +6,6 @@ Imported lazily (it imports torch and transformers at the top).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -99,9 +98,9 @@ class PretrainTrainer(Trainer):
 
     # -- streaming (data.streaming: true; nlpssl.stream) -------------------------------------------
     def _stream(self):
-        from nlpssl.stream import BlockStream
-
-        return self.train_dataset if isinstance(self.train_dataset, BlockStream) else None
+        """The training set if it is a :class:`nlpssl.stream.BlockStream` (duck-typed: the stream
+        module imports the data layer, which must not depend on this one)."""
+        return self.train_dataset if hasattr(self.train_dataset, "state_at") else None
 
     def get_train_dataloader(self):
         """The stock loader, or for a stream a plain one in this process: each rank reads its own part.
@@ -114,9 +113,7 @@ class PretrainTrainer(Trainer):
             return super().get_train_dataloader()
         from torch.utils.data import DataLoader
 
-        from nlpssl.stream import StreamCollator
-
-        return DataLoader(stream, batch_size=self._train_batch_size, collate_fn=StreamCollator(self.data_collator, stream),
+        return DataLoader(stream, batch_size=self._train_batch_size, collate_fn=stream.collator(self.data_collator),
                           num_workers=0, pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available())
 
     def _save_checkpoint(self, model, trial):
@@ -126,13 +123,9 @@ class PretrainTrainer(Trainer):
             # checkpoint complete (nlpssl.runs), so a complete checkpoint always has its data state.
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-            from nlpssl.stream import state_file
-
             folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
-            state = stream.state_at(stream.consumed)
-            with open(os.path.join(folder, state_file(stream.rank)), "w") as f:
-                json.dump(state, f)
+            stream.save_state(folder)
         return super()._save_checkpoint(model, trial)
 
 
