@@ -243,13 +243,14 @@ def _wait_for(path: Path, proc, timeout=180):
     while not path.exists():
         assert proc.poll() is None, proc.stdout.read()
         assert time.time() < deadline, f"{path} never appeared"
-        time.sleep(0.2)
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_resume_after_interrupt_reaches_the_same_step(tmp_path, sig):
-    over = tiny_overrides(tmp_path, **{"training.max_steps": 40, "training.save_steps": 10,
-                                       "training.eval_steps": 20})
+    # Enough steps that the signal lands mid-run: 40 tiny steps can finish between two polls.
+    over = tiny_overrides(tmp_path, **{"training.max_steps": 400, "training.save_steps": 10,
+                                       "training.eval_steps": 200, "training.save_total_limit": "null"})
     proc = _cli("pretrain", "bert-tiny", *over)
     _wait_for(tmp_path / "run" / "checkpoint-10" / "trainer_state.json", proc)
     proc.send_signal(sig)
@@ -264,9 +265,9 @@ def test_resume_after_interrupt_reaches_the_same_step(tmp_path, sig):
     out = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["steps"] == 40
-    state = json.loads((tmp_path / "run" / "checkpoint-40" / "trainer_state.json").read_text())
-    assert state["global_step"] == 40
+    assert metrics["steps"] == 400
+    state = json.loads((tmp_path / "run" / "checkpoint-400" / "trainer_state.json").read_text())
+    assert state["global_step"] == 400
     assert (tmp_path / "run" / "export" / "model.safetensors").is_file()
 
 
