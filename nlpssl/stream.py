@@ -88,13 +88,8 @@ class BlockStream(torch.utils.data.IterableDataset):
     # -- reading ----------------------------------------------------------------------------------
     def _records(self, unit: int, record: int) -> Iterator[tuple[int, int, str]]:
         """(unit, record, text) of every text from that position to the end of this rank's part."""
-        from nlpssl.sources import unit_texts
-
-        d = self.recipe.data
         for u in range(unit, len(self.units)):
-            texts = unit_texts(self.units[u], text_column=d.text_column, hub_config=d.hub_config, split=d.split,
-                               txt_unit=d.txt_unit, builtin_stories=d.builtin_stories, seed=d.seed,
-                               unwrap=d.unwrap, clean=d.clean)
+            texts = _unit_texts(self.recipe, self.units[u])
             skip = record if u == unit else 0
             for r, text in enumerate(texts):
                 if r >= skip and (self.stride == 1 or r % self.stride == self.rank):
@@ -240,6 +235,15 @@ class StreamCollator:
             self.collator._rng = own
 
 
+def _unit_texts(recipe: Recipe, unit: str) -> Iterator[str]:
+    """The texts of one file (or of the built-in corpus, or a Hub dataset) as the recipe reads them."""
+    from nlpssl.sources import unit_texts
+
+    d = recipe.data
+    return unit_texts(unit, text_column=d.text_column, hub_config=d.hub_config, split=d.split, txt_unit=d.txt_unit,
+                      builtin_stories=d.builtin_stories, seed=d.seed, unwrap=d.unwrap, clean=d.clean)
+
+
 def held_out_blocks(recipe: Recipe, tokenizer, chunk_bytes: int = STREAM_CHUNK_BYTES):
     """The evaluation blocks of a streaming run: (``datasets.Dataset``, stats).
 
@@ -247,19 +251,13 @@ def held_out_blocks(recipe: Recipe, tokenizer, chunk_bytes: int = STREAM_CHUNK_B
     held-out blocks, or to the end: the same blocks the cached path holds out.
     """
     from nlpssl.data import text_chunks
-    from nlpssl.sources import text_units, unit_texts
+    from nlpssl.sources import text_units
 
     d = recipe.data
     layout, row_len, words = framing(recipe), row_length(recipe), needs_words(recipe)
     held = _Split(Packer(row_len, layout, _special_ids(tokenizer)), max_rows=d.eval_max_blocks)
-
-    def texts():
-        for unit in text_units(d.source):
-            yield from unit_texts(unit, text_column=d.text_column, hub_config=d.hub_config, split=d.split,
-                                  txt_unit=d.txt_unit, builtin_stories=d.builtin_stories, seed=d.seed,
-                                  unwrap=d.unwrap, clean=d.clean)
-
-    for chunk in text_chunks(texts(), chunk_bytes):
+    texts = (text for unit in text_units(d.source) for text in _unit_texts(recipe, unit))
+    for chunk in text_chunks(texts, chunk_bytes):
         docs = sentences(chunk) if layout == "sentence" else chunk
         keep = np.flatnonzero(held_out(docs, d.eval_fraction, d.seed))
         if len(keep):

@@ -9,7 +9,9 @@ framing and a plain Trainer's loss; each objective module overrides what differs
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nlpssl.errors import NlpsslError
@@ -119,6 +121,17 @@ class Objective:
                 f"{where}: collator.kind does not fit model.arch={self.recipe.model.arch!r} "
                 f"(got {c.kind!r}). Use one of {', '.join(map(repr, self.collators))}."
             )
+
+
+def folder_config(folder: str, where: str, example: str) -> dict:
+    """The config.json of a model folder named by recipe key ``where``, or a clear error naming the folder."""
+    path = Path(folder).expanduser() / "config.json"
+    if not path.is_file():
+        raise NlpsslError(f"{where}: {folder!r} is not a model folder (no config.json). Point it at {example}.")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise NlpsslError(f"{where}: {str(path)!r} is not valid JSON ({err}). Re-export that model.") from err
 
 
 def check_same_tokenizer(path: str | None, reference: str, where: str, whose: str) -> None:

@@ -21,9 +21,7 @@
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -128,16 +126,10 @@ class Distillation:
 
 def teacher_config(folder: str) -> dict:
     """The teacher's config.json as a dict, or a clear error naming the folder."""
-    path = Path(folder).expanduser() / "config.json"
-    if not path.is_file():
-        raise NlpsslError(
-            f"distill.teacher: {folder!r} is not a model folder (no config.json). Point it at an export, e.g. "
-            "runs/bert-tiny/export after `nlpssl pretrain bert-tiny`, or another Hub-format model folder."
-        )
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:
-        raise NlpsslError(f"distill.teacher: {str(path)!r} is not valid JSON ({err}). Re-export the teacher.") from err
+    from nlpssl.objectives.base import folder_config
+
+    return folder_config(folder, "distill.teacher", "an export, e.g. runs/bert-tiny/export after `nlpssl pretrain "
+                         "bert-tiny`, or another Hub-format model folder")
 
 
 def teacher_layers(config: dict, layers: list[int] | None) -> list[int]:
@@ -196,7 +188,8 @@ class TeacherMixin:
         self.weights = (float(kl_weight), float(lm_weight), float(cosine_weight))
         self.same_width = self.teacher.config.hidden_size == self.model.config.hidden_size
         self._teacher_state: dict[str, Any] = {"selected": None, "hidden": None}
-        self._terms = torch.zeros(5, dtype=torch.float64)  # [steps, kl, lm, cosine, agreement] since the last log
+        # [steps, kl, lm, cosine, agreement] since the last log, on the device: no host sync per step
+        self._terms = torch.zeros(5, dtype=torch.float32, device=self.args.device)
         self._agree = torch.zeros(2, dtype=torch.float64)  # [agreeing, total] on eval batches
 
     def _wrap_teacher_head(self, head: torch.nn.Module, select: bool) -> None:
@@ -235,7 +228,7 @@ class TeacherMixin:
             agreement = (student.argmax(-1) == teacher.argmax(-1)).float()
         if model.training:
             self._terms += torch.stack([torch.ones((), device=kl.device), kl.detach(), lm_loss.detach(),
-                                        cosine.detach(), agreement.mean()]).double().cpu()
+                                        cosine.detach(), agreement.mean()]).float().to(self._terms.device)
         else:
             self._agree += torch.tensor([float(agreement.sum()), float(agreement.numel())], dtype=torch.float64)
         kl_w, lm_w, cos_w = self.weights
@@ -246,8 +239,9 @@ class TeacherMixin:
         return super().evaluate(*args, **kwargs)
 
     def log(self, logs, *args, **kwargs):
-        if "loss" in logs and self._terms[0] > 0:
-            steps, kl, lm, cosine, agreement = self._terms.tolist()
+        terms = self._terms.tolist() if "loss" in logs else [0.0]  # one host sync per log, not per step
+        if terms[0] > 0:
+            steps, kl, lm, cosine, agreement = terms
             logs |= {"distill/kl": round(kl / steps, 4), "distill/student_loss": round(lm / steps, 4),
                      "distill/cosine": round(cosine / steps, 4), "distill/agreement": round(agreement / steps, 4)}
             self._terms.zero_()

@@ -139,13 +139,11 @@ class SimCSE(Objective):
 
 
 def encoder_config(folder: str) -> dict:
-    path = Path(folder).expanduser() / "config.json"
-    if not path.is_file():
-        raise NlpsslError(
-            f"simcse.encoder: {folder!r} is not a model folder (no config.json). Point it at an encoder export, "
-            "e.g. runs/bert-tiny/export after `nlpssl pretrain bert-tiny`."
-        )
-    return json.loads(path.read_text())
+    """The encoder's config.json as a dict, or a clear error naming the folder."""
+    from nlpssl.objectives.base import folder_config
+
+    return folder_config(folder, "simcse.encoder", "an encoder export, e.g. runs/bert-tiny/export after "
+                         "`nlpssl pretrain bert-tiny`")
 
 
 class SentenceCollator:
