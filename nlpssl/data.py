@@ -143,16 +143,12 @@ def encode(texts: list[str], tokenizer, words: bool = False) -> Tokens:
 def tokenize(texts, tokenizer, num_proc: int = 1, words: bool = False, batch_size: int = 2000) -> Tokens:
     """Token ids (and word starts if ``words``) of every document of a ``datasets.Dataset``, in order.
 
-    With ``num_proc=1`` the batches go straight to the Rust tokenizer, which already uses every
-    core; with ``num_proc > 1`` it is a batched ``datasets.map`` over ``num_proc`` processes.
-    Holds the whole result in memory: :func:`prepare_data` works chunk by chunk instead.
+    Batches of ``batch_size`` documents go to the Rust tokenizer, over ``num_proc`` processes as in
+    :func:`prepare_data`. Holds the whole result in memory: :func:`prepare_data` works chunk by chunk.
     """
-    if num_proc > 1:
-        return _tokenize_map(texts, tokenizer, num_proc, words, batch_size)
     arrow = texts.with_format("arrow")
-    parts = [encode(arrow[begin : begin + batch_size].column("text").to_pylist(), tokenizer, words)
-             for begin in range(0, len(texts), batch_size)]
-    return concat(parts, words)
+    batches = (arrow[begin : begin + batch_size].column("text").to_pylist() for begin in range(0, len(texts), batch_size))
+    return concat([tokens for _, tokens in _encoded(batches, tokenizer, words, num_proc)], words)
 
 
 def concat(parts: list[Tokens], words: bool) -> Tokens:
@@ -164,36 +160,6 @@ def concat(parts: list[Tokens], words: bool) -> Tokens:
     ids = np.concatenate([p.ids for p in parts]) if parts else np.zeros(0, np.int32)
     starts = (np.concatenate([p.starts for p in parts]) if parts else np.zeros(0, np.int8)) if words else None
     return Tokens(ids, offsets, starts)
-
-
-def _tokenize_map(texts, tokenizer, num_proc: int, words: bool, batch_size: int) -> Tokens:
-    from datasets import Features, List, Value
-
-    columns = {"ids": List(Value("int32"))}
-    if words:
-        columns["starts"] = List(Value("int8"))
-    table = texts.map(
-        _encode_batch,
-        batched=True,
-        batch_size=batch_size,
-        num_proc=num_proc,
-        remove_columns=texts.column_names,
-        features=Features(columns),
-        fn_kwargs={"tokenizer": tokenizer, "words": words},
-        desc="Tokenizing",
-    ).data.table
-    ids, offsets = _flat(table.column("ids"))
-    return Tokens(ids, offsets, _flat(table.column("starts"))[0] if words else None)
-
-
-def _flat(column) -> tuple[np.ndarray, np.ndarray]:
-    """(values, offsets) of a list column without a Python-level loop."""
-    import pyarrow as pa
-
-    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    offsets = col.offsets.to_numpy()
-    values = col.values.to_numpy(zero_copy_only=False)
-    return values[offsets[0] : offsets[-1]], offsets - offsets[0]
 
 
 class Packer:
