@@ -72,9 +72,9 @@ def test_electra_trains_shares_storage_and_exports_a_stock_discriminator(tmp_pat
             SameStorage.steps += 1
 
     result = pretrain(load_recipe("electra-tiny", tiny_overrides(tmp_path, **{
-        "training.max_steps": 40, "training.learning_rate": 5e-3, "training.logging_steps": 4,
-        "training.eval_steps": 20, "training.save_steps": 20})), callbacks=[SameStorage()])
-    assert SameStorage.steps == 40
+        "training.max_steps": 100, "training.learning_rate": 1e-3, "training.logging_steps": 10,
+        "training.eval_steps": 50, "training.save_steps": 50})), callbacks=[SameStorage()])
+    assert SameStorage.steps == 100
     curve = losses(result.output_dir)
     assert all(abs(x) < 1e4 and x == x for x in curve), curve
     assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3, f"loss must fall: {curve}"
@@ -82,7 +82,10 @@ def test_electra_trains_shares_storage_and_exports_a_stock_discriminator(tmp_pat
     logged = [h for h in history if "generator_accuracy" in h]
     assert logged and all(0 <= h["replaced_share"] <= 0.3 and 0 <= h["discriminator_accuracy"] <= 1 for h in logged)
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
-    assert 0.5 < metrics["eval_replaced_auc"] <= 1.0, metrics  # the discriminator learned something in 40 steps
+    # The discriminator learned something. 100 steps at 1e-3 gave AUC 0.605-0.633 over 7 seeds (AVX2 and AVX512
+    # kernels); 40 steps at 5e-3 gave 0.48-0.56, so a bare "> 0.5" failed on some machines. About 550 replaced
+    # tokens in the eval blocks put one standard error near 0.012.
+    assert 0.55 < metrics["eval_replaced_auc"] <= 1.0, metrics
     assert 0 < metrics["eval_replaced_share"] < 0.2 and metrics["eval_discriminator_accuracy"] > 0.5
 
     with safe_open(str(result.output_dir / "final" / "model.safetensors"), framework="pt") as f:
