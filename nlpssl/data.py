@@ -90,24 +90,6 @@ def cache_key(recipe: Recipe, tokenizer) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _encode_batch(batch: dict, tokenizer, words: bool) -> dict:
-    """ids (and word starts, when a collator needs words) through the Rust tokenizer directly."""
-    backend = tokenizer.backend_tokenizer
-    # encode_batch_fast skips offsets (~20% faster); word ids need them.
-    encode = backend.encode_batch if words else backend.encode_batch_fast
-    encodings = encode(batch["text"], add_special_tokens=False)
-    out = {"ids": [enc.ids for enc in encodings]}  # Arrow converts the lists to int32 in C
-    if words:
-        starts = []
-        for enc in encodings:
-            ids = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
-            start = np.ones(len(ids), dtype=np.int8)
-            start[1:] = ids[1:] != ids[:-1]
-            starts.append(start)
-        out["starts"] = starts
-    return out
-
-
 @dataclass(frozen=True)
 class Tokens:
     """Documents as flat arrays: document ``d`` is ``ids[offsets[d]:offsets[d + 1]]``."""
@@ -129,15 +111,27 @@ def encode(texts: list[str], tokenizer, words: bool = False) -> Tokens:
     """Token ids (and word starts if ``words``) of a list of documents, as flat arrays."""
     import pyarrow as pa
 
-    out = _encode_batch({"text": texts}, tokenizer, words)
-    column = pa.array(out["ids"], type=pa.list_(pa.int32()))  # list-of-lists -> int32 in C
+    backend = tokenizer.backend_tokenizer
+    # encode_batch_fast skips offsets (~20% faster); word ids need them.
+    encodings = (backend.encode_batch if words else backend.encode_batch_fast)(texts, add_special_tokens=False)
+    column = pa.array([enc.ids for enc in encodings], type=pa.list_(pa.int32()))  # list-of-lists -> int32 in C
     ids = column.flatten().to_numpy()
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(column.value_lengths().to_numpy(zero_copy_only=False), out=offsets[1:])
     starts = None
     if words:
-        starts = np.concatenate(out["starts"]) if out["starts"] else np.zeros(0, np.int8)
+        starts = np.zeros(0, np.int8)
+        if encodings:
+            starts = np.concatenate([_word_starts(enc.word_ids) for enc in encodings])
     return Tokens(ids, offsets, starts)
+
+
+def _word_starts(word_ids: list[int | None]) -> np.ndarray:
+    """1 where a token begins a word: its word id differs from the previous token's (None counts as -1)."""
+    ids = np.asarray([-1 if w is None else w for w in word_ids], dtype=np.int64)
+    start = np.ones(len(ids), dtype=np.int8)
+    start[1:] = ids[1:] != ids[:-1]
+    return start
 
 
 def tokenize(texts, tokenizer, num_proc: int = 1, words: bool = False, batch_size: int = 2000) -> Tokens:
