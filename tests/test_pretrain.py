@@ -216,6 +216,9 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(NlpsslError, match="fewer than one block"):
         run_pretrain("bert-tiny", tmp_path / "b", **{"data.source": str(tiny_file), "tokenizer.vocab_size": 100,
                                                      "data.eval_fraction": 0.4})
+    with pytest.raises(NlpsslError, match=r"nope: file or folder not found"):
+        run_pretrain("bert-tiny", tmp_path / "c", **{"data.source": str(tmp_path / "nope")})
+    assert not (tmp_path / "c").exists()  # refused before the run folder (and its recipe.yaml) was made
 
 
 def test_output_dir_holding_another_run_is_refused(tmp_path):
