@@ -19,7 +19,7 @@ from nlpssl.runs import (
     budget_used_s, check_output_dir, has_weights, last_checkpoint, log, rank, run_lock, write_metrics,
     write_run_recipe,
 )
-from nlpssl.sources import check_source
+from nlpssl.sources import text_units
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
         recipe = load_recipe(recipe, overrides, kind="pretrain")
     check_kind(recipe.kind, "pretrain", recipe.source_path or recipe.name)
     check_output_dir(recipe)
-    check_source(recipe.data.source)  # before the run folder and its recipe.yaml are written
+    text_units(recipe.data.source)  # a local source's files must exist before the run folder and recipe.yaml do
     done = finished_run(recipe)
     if done is not None:
         return done

@@ -336,12 +336,6 @@ def resolve_files(source: str) -> list[Path]:
     )
 
 
-def check_source(source: str) -> None:
-    """A local source must name readable files; "builtin" and "hub:NAME" are checked when read."""
-    if source != "builtin" and not source.startswith(HUB_PREFIX):
-        resolve_files(source)
-
-
 def _hidden(relative: Path) -> bool:
     # Skip .git, .ipynb_checkpoints and the like inside data folders.
     return any(part.startswith(".") for part in relative.parts)
