@@ -320,9 +320,7 @@ def coerce(value: Any, tp: Any) -> Any:
         raise ValueError(f"expected {_type_name(tp)}")
     if typing.get_origin(tp) is Literal:
         choices = typing.get_args(tp)
-        if isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no as booleans
-            spelled = ("on", "true", "yes") if value else ("off", "false", "no")
-            value = next((c for c in choices if c in spelled), value)
+        value = _unbool(value, choices)
         for choice in choices:
             if value == choice or (isinstance(value, (bool, int, float)) and str(value).lower() == str(choice)):
                 return choice
@@ -372,6 +370,7 @@ def coerce(value: Any, tp: Any) -> Any:
     if isinstance(tp, type) and isinstance(value, tp):
         return value
     if isinstance(tp, type) and issubclass(tp, enum.Enum):  # SchedulerType, ...: validate, keep the string
+        value = _unbool(value, [m.value for m in tp])  # eval_strategy: no
         try:
             tp(value)
         except ValueError:
@@ -382,6 +381,14 @@ def coerce(value: Any, tp: Any) -> Any:
             ) from None
         return value
     return value
+
+
+def _unbool(value: Any, choices: typing.Sequence[Any]) -> Any:
+    """The choice a YAML 1.1 boolean stands for: a bare on/off/yes/no is read as true/false."""
+    if not isinstance(value, bool):
+        return value
+    spelled = ("on", "true", "yes") if value else ("off", "false", "no")
+    return next((c for c in choices if c in spelled), value)
 
 
 def _union_rank(tp: Any) -> int:

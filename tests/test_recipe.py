@@ -209,6 +209,10 @@ def test_yaml_booleans_read_as_on_off_choices():
     # YAML 1.1 reads `off` as False; a Literal["auto", "on", "off"] field must still accept it.
     assert load_recipe("bert-tiny", ["speed.bf16=off"]).speed.bf16 == "off"
     assert load_recipe("bert-tiny", ["speed.bf16=on"]).speed.bf16 == "on"
+    # The same for TrainingArguments' strategy enums: `save_strategy: no` used to reach it as "False".
+    r = load_recipe("bert-tiny", ["training.eval_strategy=no", "training.save_strategy=no"])
+    assert r.training["eval_strategy"] == "no" and r.training["save_strategy"] == "no"
+    assert r.training_arguments().save_strategy.value == "no"
 
 
 def test_api_names_stay_functions_after_first_use():
