@@ -51,7 +51,7 @@ def pretrained_card(recipe, objective, metrics: dict, weights: Path, title: str,
 # {title}
 
 A {objective.described()} ({objective.tag}) {objective.origin()} with nlpssl on
-{_source_name(source)} (collator `{recipe.collator.kind}`, block size {recipe.data.block_size},
+{_source_name(source)}{_mix_phrase(recipe)} (collator `{recipe.collator.kind}`, block size {recipe.data.block_size},
 {_tokenizer_phrase(recipe, objective)}).
 It is a stock transformers model: no `trust_remote_code`, no nlpssl needed to load it.
 
@@ -79,6 +79,16 @@ Loads with transformers {OLDEST_4X} and newer (4.x and 5.x give the same outputs
 
 The full resolved recipe is in `recipe.yaml` beside this card.
 """
+
+
+def _mix_phrase(recipe) -> str:
+    """", plus `train.tsv` (column `sentence`, read 16 times)" for each ``data.mix`` entry."""
+    parts = []
+    for m in recipe.data.mix:
+        column = f"column `{m.text_column}`, " if m.text_column else ""
+        times = f"read {m.repeat} times" if m.repeat > 1 else "read once"
+        parts.append(f"{_source_name(m.source)} ({column}{times})")
+    return "".join(f", plus {p}" for p in parts)
 
 
 def _source_name(source: str) -> str:

@@ -79,6 +79,8 @@ def cache_key(recipe: Recipe, tokenizer) -> str:
     data = asdict(recipe.data)
     for irrelevant in ("num_proc", "cache_dir", "streaming"):
         data.pop(irrelevant)
+    if not data["mix"]:
+        data.pop("mix")  # recipes without a mix keep the keys (and caches) they had before it existed
     payload = {
         "version": CACHE_VERSION,
         "data": data,
@@ -352,14 +354,33 @@ def text_chunks(texts, chunk_bytes: int = CHUNK_BYTES):
 
 def source_texts(recipe: Recipe):
     """The recipe's texts, read lazily (a one-document corpus is read whole, as it is one text)."""
+    return corpus_texts(recipe, recipe.data.max_texts)
+
+
+def corpus_texts(recipe: Recipe, max_texts: int | None):
+    """``data.source``'s texts, then each ``data.mix`` entry's, ``repeat`` times; at most ``max_texts``.
+
+    A mix entry reads with its own text_column, txt_unit and clean where it sets them, else the data
+    section's. Every text of every source still passes the hash split of `held_out`, so the copies of
+    a repeated text all land on the same side of it.
+    """
+    import itertools
+
     from nlpssl.sources import iter_texts
 
     d = recipe.data
-    return iter_texts(
-        d.source, text_column=d.text_column, hub_config=d.hub_config, split=d.split,
-        txt_unit=d.txt_unit, max_texts=d.max_texts, builtin_stories=d.builtin_stories, seed=d.seed,
-        unwrap=d.unwrap, clean=d.clean,
-    )
+
+    def read(source: str, text_column: str, txt_unit: str, clean: str):
+        return iter_texts(
+            source, text_column=text_column, hub_config=d.hub_config, split=d.split, txt_unit=txt_unit,
+            builtin_stories=d.builtin_stories, seed=d.seed, unwrap=d.unwrap, clean=clean,
+        )
+
+    parts = [read(d.source, d.text_column, d.txt_unit, d.clean)]
+    for m in d.mix:
+        args = (m.source, m.text_column or d.text_column, m.txt_unit or d.txt_unit, m.clean or d.clean)
+        parts += [read(*args) for _ in range(m.repeat)]  # generators: each copy is read when reached
+    return itertools.islice(itertools.chain.from_iterable(parts), max_texts)
 
 
 def _encoded(chunks, tokenizer, words: bool, num_proc: int):

@@ -45,7 +45,8 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
         recipe = load_recipe(recipe, overrides, kind="pretrain")
     check_kind(recipe.kind, "pretrain", recipe.source_path or recipe.name)
     check_output_dir(recipe)
-    text_units(recipe.data.source)  # a local source's files must exist before the run folder and recipe.yaml do
+    for source in (recipe.data.source, *(m.source for m in recipe.data.mix)):
+        text_units(source)  # a local source's files must exist before the run folder and recipe.yaml do
     done = finished_run(recipe)
     if done is not None:
         return done
@@ -191,7 +192,7 @@ def train_recipe_tokenizer(recipe: Recipe, out_dir: Path, model_max_length: int 
 
     ``out_dir`` must be new or empty: a tokenizer is never written over files already there.
     """
-    from nlpssl.sources import iter_texts
+    from nlpssl.data import corpus_texts
     from nlpssl.tokenizer import train_tokenizer
 
     out_dir = Path(out_dir)
@@ -203,11 +204,7 @@ def train_recipe_tokenizer(recipe: Recipe, out_dir: Path, model_max_length: int 
         )
 
     d, t = recipe.data, recipe.tokenizer
-    texts = iter_texts(
-        d.source, text_column=d.text_column, hub_config=d.hub_config, split=d.split,
-        txt_unit=d.txt_unit, max_texts=d.max_texts if t.max_texts is None else t.max_texts,
-        builtin_stories=d.builtin_stories, seed=d.seed, unwrap=d.unwrap, clean=d.clean,
-    )
+    texts = corpus_texts(recipe, d.max_texts if t.max_texts is None else t.max_texts)
     # Trained into a hidden folder and renamed: a killed run never leaves half a tokenizer behind.
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     try:

@@ -55,6 +55,17 @@ class TokenizerSection:
 
 
 @dataclass(frozen=True)
+class MixSource:
+    """One more source read beside ``data.source`` (``data.mix``): e.g. a task's own sentences, repeated."""
+
+    source: str = ""  # a file, glob or folder (or "hub:NAME"), as data.source takes
+    text_column: str | None = None  # None: data.text_column
+    txt_unit: Literal["line", "paragraph", "file"] | None = None  # None: data.txt_unit
+    clean: Literal["none", "html"] | None = None  # None: data.clean
+    repeat: int = 1  # its texts are read this many times: raises a small source's share of the tokens
+
+
+@dataclass(frozen=True)
 class DataSection:
     """Where the text comes from and how it is packed into blocks."""
 
@@ -74,6 +85,7 @@ class DataSection:
     num_proc: int = 1  # processes for datasets.map tokenization
     cache_dir: str = ".cache/nlpssl"  # processed data cached here under a hash of the settings
     streaming: bool = False  # read, tokenize and pack on the fly: no preparation pass, no cache; needs max_steps
+    mix: list[MixSource] = field(default_factory=list)  # more sources after data.source (- source: PATH, repeat: N)
 
 
 @dataclass(frozen=True)
@@ -419,11 +431,32 @@ def _load_section(cls: type, raw: Any, where: str, problems: list[str]):
         if key not in names:
             problems.append(f"{where}.{key}: unknown key.{_did_you_mean(str(key), names)}")
             continue
+        if (item_cls := _section_list(hints[key])) is not None:
+            values[key] = _load_list(item_cls, value, f"{where}.{key}", problems)
+            continue
         try:
             values[key] = coerce(value, hints[key])
         except ValueError as err:
             problems.append(f"{where}.{key}: {err} (got {value!r}). Set it to {_type_name(hints[key])}.")
     return cls(**values)
+
+
+def _section_list(tp: Any) -> type | None:
+    """The dataclass of a ``list[Section]`` field (``data.mix``), else None."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is list and len(args) == 1 and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
+
+
+def _load_list(cls: type, raw: Any, where: str, problems: list[str]) -> list:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        problems.append(f"{where}: expected a list of mappings (got {raw!r}). Write one `- source: PATH` "
+                        "entry per line, with its other keys indented under it.")
+        return []
+    return [_load_section(cls, item, f"{where}[{i}]", problems) for i, item in enumerate(raw)]
 
 
 def _training_types() -> dict[str, Any]:
@@ -532,6 +565,12 @@ def _check_values(recipe: Recipe, where: str, problems: list[str]) -> None:
             f"{where}: collator.span_boundary=true needs collator.kind='span' (got {c.kind!r}). "
             "Set collator.kind=span, or collator.span_boundary=false."
         )
+    for i, mix in enumerate(d.mix):
+        if not mix.source.strip():
+            problems.append(f"{where}: data.mix[{i}].source is empty (got {mix.source!r}). Name a file, glob or "
+                            "folder, e.g. `- source: ../shared/data/sst2/train.tsv`.")
+        if mix.repeat < 1:
+            bad(f"data.mix[{i}].repeat", mix.repeat, "Use 1 or more (the number of times its texts are read)")
     if d.streaming:
         _check_streaming(recipe, where, problems)
     from nlpssl.objectives import objective_for
@@ -550,6 +589,10 @@ def _check_streaming(recipe: Recipe, where: str, problems: list[str]) -> None:
         problems.append(f"{where}: data.streaming=true reads in the training process (got "
                         f"training.dataloader_num_workers={t['dataloader_num_workers']!r}), so its position can be "
                         "saved exactly. Set training.dataloader_num_workers=0.")
+    if d.mix:
+        problems.append(f"{where}: data.mix is read by the prepared (cached) path only (got {len(d.mix)} "
+                        "entries with data.streaming=true). Set data.streaming=false, or put the texts in "
+                        "data.source's folder.")
     if d.max_texts is not None:
         problems.append(f"{where}: data.max_texts caps the cached path's corpus (got {d.max_texts!r}); a stream "
                         "runs for training.max_steps. Leave data.max_texts null with data.streaming=true.")

@@ -177,6 +177,10 @@ def test_each_command_checks_the_recipe_kind(tmp_path, capsys):
     ("model.num_heads=3", "model.hidden_size must be divisible by model.num_heads (got 256 and 3)"),
     ("data.block_size=1024", "data.block_size is out of range (got 1024). It is larger than the model's 512"),
     ("training.budget_minutes=0", "training.budget_minutes is out of range (got 0.0)"),
+    ("data.mix=[{source: a.txt, repeat: 0}]", "data.mix[0].repeat is out of range (got 0). Use 1 or more"),
+    ("data.mix=[{source: ''}]", "data.mix[0].source is empty (got ''). Name a file"),
+    ("data.mix=[{source: a.txt, repeats: 2}]", "data.mix[0].repeats: unknown key. Did you mean 'repeat'?"),
+    ("data.mix=a.txt", "data.mix: expected a list of mappings (got 'a.txt'). Write one `- source: PATH`"),
 ])
 def test_values_are_checked_when_the_recipe_loads(override, message, capsys):
     from nlpssl.cli import main
@@ -188,6 +192,22 @@ def test_values_are_checked_when_the_recipe_loads(override, message, capsys):
     path = Path(load_recipe("bert-tiny").source_path)
     assert main(["recipe", "show", str(path), override]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_mix_with_streaming_is_refused_at_load():
+    with pytest.raises(RecipeError) as info:
+        load_recipe("bert-tiny", ["data.mix=[{source: a.txt}]", "data.streaming=true", "training.max_steps=10"])
+    assert "data.mix is read by the prepared (cached) path only (got 1 entries with data.streaming=true)" in str(info.value)
+
+
+def test_a_missing_mix_source_is_refused_before_the_run_folder_exists(tmp_path):
+    from nlpssl.pretrain import pretrain
+
+    missing = tmp_path / "nope.tsv"
+    with pytest.raises(NlpsslError) as info:
+        pretrain(load_recipe("bert-tiny", [f"training.output_dir={tmp_path / 'run'}", f"data.mix=[{{source: {missing}}}]"]))
+    assert str(missing) in str(info.value)
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_explicit_zero_is_never_a_default():
