@@ -83,12 +83,12 @@ The full resolved recipe is in `recipe.yaml` beside this card.
 
 def _mix_phrase(recipe) -> str:
     """", plus `train.tsv` (column `sentence`, read 16 times)" for each ``data.mix`` entry."""
-    parts = []
-    for m in recipe.data.mix:
-        column = f"column `{m.text_column}`, " if m.text_column else ""
-        times = f"read {m.repeat} times" if m.repeat > 1 else "read once"
-        parts.append(f"{_source_name(m.source)} ({column}{times})")
-    return "".join(f", plus {p}" for p in parts)
+    return "".join(
+        f", plus {_source_name(m.source)} ("
+        + (f"column `{m.text_column}`, " if m.text_column else "")
+        + (f"read {m.repeat} times)" if m.repeat > 1 else "read once)")
+        for m in recipe.data.mix
+    )
 
 
 def _source_name(source: str) -> str:

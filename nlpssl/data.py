@@ -28,6 +28,7 @@ Packing example (masked-LM, block_size=6, documents [a b c] and [d e])::
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -352,20 +353,14 @@ def text_chunks(texts, chunk_bytes: int = CHUNK_BYTES):
         yield chunk
 
 
-def source_texts(recipe: Recipe):
-    """The recipe's texts, read lazily (a one-document corpus is read whole, as it is one text)."""
-    return corpus_texts(recipe, recipe.data.max_texts)
-
-
-def corpus_texts(recipe: Recipe, max_texts: int | None):
+def source_texts(recipe: Recipe, max_texts: int | None):
     """``data.source``'s texts, then each ``data.mix`` entry's, ``repeat`` times; at most ``max_texts``.
 
-    A mix entry reads with its own text_column, txt_unit and clean where it sets them, else the data
-    section's. Every text of every source still passes the hash split of `held_out`, so the copies of
-    a repeated text all land on the same side of it.
+    Read lazily (a one-document corpus is read whole, as it is one text). A mix entry reads with its
+    own text_column, txt_unit and clean where it sets them, else the data section's. Every text of
+    every source still passes the hash split of `held_out`, so the copies of a repeated text all land
+    on the same side of it.
     """
-    import itertools
-
     from nlpssl.sources import iter_texts
 
     d = recipe.data
@@ -511,7 +506,7 @@ def _write_packed(recipe: Recipe, tokenizer, folder: Path) -> dict:
     d = recipe.data
     layout, row_len, words = framing(recipe), row_length(recipe), needs_words(recipe)
     special = _special_ids(tokenizer)
-    chunks = text_chunks(source_texts(recipe))
+    chunks = text_chunks(source_texts(recipe, recipe.data.max_texts))
     if layout == "sentence":  # the held-out split is then by sentence
         chunks = (sentences(chunk) for chunk in chunks)
     out = _RowFile(folder / "train.arrow", row_len)

@@ -192,7 +192,7 @@ def train_recipe_tokenizer(recipe: Recipe, out_dir: Path, model_max_length: int 
 
     ``out_dir`` must be new or empty: a tokenizer is never written over files already there.
     """
-    from nlpssl.data import corpus_texts
+    from nlpssl.data import source_texts
     from nlpssl.tokenizer import train_tokenizer
 
     out_dir = Path(out_dir)
@@ -204,7 +204,7 @@ def train_recipe_tokenizer(recipe: Recipe, out_dir: Path, model_max_length: int 
         )
 
     d, t = recipe.data, recipe.tokenizer
-    texts = corpus_texts(recipe, d.max_texts if t.max_texts is None else t.max_texts)
+    texts = source_texts(recipe, d.max_texts if t.max_texts is None else t.max_texts)
     # Trained into a hidden folder and renamed: a killed run never leaves half a tokenizer behind.
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     try:

@@ -113,7 +113,10 @@ def test_packing_keeps_every_token_and_frames_blocks(tmp_path, tiny_tokenizer):
 
 
 def test_data_mix_adds_a_source_repeat_times_with_its_own_column(tmp_path, tiny_tokenizer):
+    import yaml
+
     from nlpssl.data import prepare_data, source_texts
+    from nlpssl.recipe import recipe_from_dict
 
     task = tmp_path / "task.tsv"
     task.write_text("sentence\tlabel\na fine small film\t1\nthe dog ran home\t0\n", encoding="utf-8")
@@ -121,26 +124,18 @@ def test_data_mix_adds_a_source_repeat_times_with_its_own_column(tmp_path, tiny_
     mixed = load_recipe("bert-tiny", tiny_overrides(
         tmp_path, **{"data.mix": f"[{{source: {task}, text_column: sentence, repeat: 3}}]"}))
     assert mixed.data.mix[0].repeat == 3 and mixed.data.mix[0].text_column == "sentence"
-    base, texts = list(source_texts(plain)), list(source_texts(mixed))
+    base, texts = list(source_texts(plain, plain.data.max_texts)), list(source_texts(mixed, mixed.data.max_texts))
     assert texts == base + ["a fine small film", "the dog ran home"] * 3  # labels never read
     one, two = prepare_data(plain, tiny_tokenizer), prepare_data(mixed, tiny_tokenizer)
     assert two.cache_path != one.cache_path
     docs = lambda d: d.stats["train_documents"] + d.stats["eval_documents"]
     assert docs(two) == docs(one) + 6
     # The resolved recipe a run saves reads back to the same mix (resume, finished runs).
-    again = recipe_from_yaml(mixed.to_yaml())
+    again = recipe_from_dict(yaml.safe_load(mixed.to_yaml()))
     assert again.data.mix == mixed.data.mix
     from nlpssl.cards import _mix_phrase
 
     assert _mix_phrase(mixed) == ", plus local text `task.tsv` (column `sentence`, read 3 times)"
-
-
-def recipe_from_yaml(text: str):
-    import yaml
-
-    from nlpssl.recipe import recipe_from_dict
-
-    return recipe_from_dict(yaml.safe_load(text))
 
 
 def test_held_out_split_is_a_hash_of_each_document(story_texts):
