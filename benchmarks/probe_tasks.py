@@ -9,6 +9,7 @@ on a seeded 20% of their rows that never reaches the label pool.
 
 Run:
     python benchmarks/probe_tasks.py runs/bert-imdb/export --data ../shared/data --tasks trec sms_spam
+    (add --self-train 4000 to self-train every arm on further rows of each set, their labels unread)
 """
 
 from __future__ import annotations
@@ -66,10 +67,12 @@ def main() -> None:
     p.add_argument("--labels", nargs="+", help="label budgets for every task (default: two per task)")
     p.add_argument("--learning-rates", nargs="+", type=float, default=None)
     p.add_argument("--out", default="runs/probe-tasks", help="one probe folder per task inside")
+    p.add_argument("--self-train", type=int, default=0, metavar="N", help="as `nlpssl probe --self-train N`")
+    p.add_argument("--arms", nargs="+", default=None, help="as `nlpssl probe --arms` (default: all three)")
     args = p.parse_args()
 
     from nlpssl.pretrain import cpu_description
-    from nlpssl.probe import DEFAULT_LEARNING_RATES, format_table, probe
+    from nlpssl.probe import ARMS, DEFAULT_LEARNING_RATES, probe, tables
 
     print(f"CPU: {cpu_description()}")
     with tempfile.TemporaryDirectory(prefix="probe-tasks-") as tmp:
@@ -78,9 +81,10 @@ def main() -> None:
             report = probe(
                 args.model_dir, str(train), overrides + ["task.max_length=64"], labels=args.labels or DEFAULT_LABELS[name],
                 seeds=args.seeds, out_dir=Path(args.out) / name,
-                learning_rates=args.learning_rates or DEFAULT_LEARNING_RATES,
+                learning_rates=args.learning_rates or DEFAULT_LEARNING_RATES, arms=args.arms or ARMS,
+                self_train=args.self_train,
             )
-            print(f"\n{name}: accuracy on {report.scored_on}\n\n{format_table(report)}\n", flush=True)
+            print(f"\n{name}: accuracy on {report.scored_on}\n\n{tables(report)}\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -163,14 +163,14 @@ def cmd_finetune(a) -> None:
 
 
 def cmd_probe(a) -> None:
-    from nlpssl.probe import format_table, probe
+    from nlpssl.probe import probe, tables
 
     report = probe(
         a.model_dir, a.task, a.overrides, labels=a.labels, seeds=a.seeds, out_dir=a.out,
-        learning_rates=a.learning_rates, arms=a.arms, epochs=a.epochs, card=a.card,
+        learning_rates=a.learning_rates, arms=a.arms, epochs=a.epochs, card=a.card, self_train=a.self_train,
     )
     print(f"\nAccuracy on {report.scored_on} (mean ± std over {report.seeds} seed(s)):\n")
-    print(format_table(report))
+    print(tables(report))
     print(f"\nprobe: {report.out_dir / 'probe.json'}, {report.out_dir / 'probe.md'}, {report.out_dir / 'probe.png'}")
 
 
@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     pr.add_argument("--out", default=None, help="output folder (default: probe-TASK beside the export)")
     pr.add_argument("--card", action="store_true", help="add the results to the export's model card (model-index)")
+    pr.add_argument("--self-train", type=int, default=0, metavar="N",
+                    help="self-training for every arm: its model labels up to N further rows of the pool (labels "
+                    "never read), the most confident half joins the labelled rows, and it is trained again (default 0: off)")
     pr.set_defaults(fn=cmd_probe)
 
     em = sub.add_parser("embed", help="sentence vectors of texts, or each text's nearest neighbours among them",

@@ -16,6 +16,9 @@ Data flow::
       -> every arm gets exactly those splits (their digests are recorded and compared)
       -> neural arms: one fine-tuning run per learning rate of the grid, the best on the carved
          validation rows is kept; bag-of-words: the best C of a grid, chosen the same way
+      -> optionally (``self_train``), self-training: each arm's chosen model labels the next rows
+         of the permutation (their labels are never read), the most confident of them join the
+         labelled rows, and the arm is trained again on both with its chosen setting
       -> accuracy on the scored split: table (mean and spread over seeds), plot, probe.json,
          and optionally the Hub's ``model-index`` metadata in the export's model card
 """
@@ -53,6 +56,9 @@ MIN_EPOCHS, MAX_EPOCHS = 2, 20
 # 1,000 labels), so their accuracy is noisy: patience 2 stopped SST-2 runs at epoch 4-7, 7 points
 # below a full run from scratch (BENCHMARKS.md "Fine-tuning search").
 PATIENCE = 5
+# Self-training: of the unlabelled rows, the most confident share of those predicted as each class is
+# kept as pseudo-labelled rows, in the class proportions of the labelled training rows.
+SELF_TRAIN_KEEP = 0.5
 MARKER = "probe.json"  # a folder holding this was written by the probe and may be rewritten by it
 
 
@@ -70,6 +76,8 @@ class ProbeRun:
     seconds: float
     splits: dict[str, str]  # digest of each split the arm saw: train, validation, test
     tried: list[dict[str, Any]] = field(default_factory=list)  # every setting of the search
+    # With self-training: the first model's figures and what it labelled (accuracy above is the retrained one's).
+    self_train: dict[str, Any] | None = None
 
 
 @dataclass
@@ -85,23 +93,35 @@ class ProbeReport:
     out_dir: Path
     fine_tuning: dict[str, Any]
 
-    def summary(self) -> dict[int, dict[str, tuple[float, float, int]]]:
-        """budget -> arm -> (mean accuracy, standard deviation, number of seeds)."""
+    @property
+    def self_trained(self) -> bool:
+        return any(r.self_train for r in self.runs)
+
+    def summary(self, first: bool = False) -> dict[int, dict[str, tuple[float, float, int]]]:
+        """budget -> arm -> (mean accuracy, standard deviation, number of seeds).
+
+        ``first``: of the models before self-training (the same as the results where there was none).
+        """
         table: dict[int, dict[str, tuple[float, float, int]]] = {}
         for n in self.label_budgets:
             for arm in ARMS:
-                scores = [r.accuracy for r in self.runs if r.labels == n and r.arm == arm]
+                scores = [r.self_train["accuracy"] if first and r.self_train else r.accuracy
+                          for r in self.runs if r.labels == n and r.arm == arm]
                 if scores:
                     spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
                     table.setdefault(n, {})[arm] = (statistics.fmean(scores), spread, len(scores))
         return table
 
+    def _summary_dict(self, first: bool = False) -> dict[str, dict[str, dict[str, float]]]:
+        return {str(n): {arm: {"mean": m, "std": s, "seeds": k} for arm, (m, s, k) in row.items()}
+                for n, row in self.summary(first).items()}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model, "task": self.task, "scored_on": self.scored_on,
             "label_budgets": self.label_budgets, "seeds": self.seeds, "fine_tuning": self.fine_tuning,
-            "summary": {str(n): {arm: {"mean": m, "std": s, "seeds": k} for arm, (m, s, k) in row.items()}
-                        for n, row in self.summary().items()},
+            "summary": self._summary_dict(),
+            **({"summary_before_self_training": self._summary_dict(first=True)} if self.self_trained else {}),
             "runs": [dataclasses.asdict(r) for r in self.runs],
         }
 
@@ -117,6 +137,7 @@ def probe(
     arms: Sequence[str] = ARMS,
     epochs: int | None = None,
     card: bool = False,
+    self_train: int = 0,
 ) -> ProbeReport:
     """Fine-tune ``model_dir`` and its controls at each label budget; write the table, plot and JSON.
 
@@ -132,6 +153,10 @@ def probe(
         arms: a subset of :data:`ARMS`.
         epochs: fine-tuning epochs for every run (default: aimed at ~TARGET_STEPS steps).
         card: add the results to the export's model card as ``model-index`` metadata.
+        self_train: up to this many unlabelled rows per budget and seed for self-training (0: off):
+            the pool rows after the budget's in the seed's permutation, their labels never read.
+            Every arm (each with its own chosen model) labels the same rows, keeps the most
+            confident :data:`SELF_TRAIN_KEEP` of them and is trained again on them and its labelled rows.
 
     Raises:
         NlpsslError: a bad model folder, task, label budget or output folder, before any training.
@@ -148,6 +173,9 @@ def probe(
         raise NlpsslError(f"probe: --seeds must be 1 or more (got {seeds}). Use e.g. --seeds 3.")
     if epochs is not None and epochs < 1:
         raise NlpsslError(f"probe: --epochs must be 1 or more (got {epochs}). Leave it out for the default.")
+    if self_train < 0:
+        raise NlpsslError(f"probe: --self-train must be 0 (off) or a number of unlabelled rows (got {self_train}). "
+                          "Use e.g. --self-train 20000.")
     if card:
         from nlpssl.cards import check_card
 
@@ -161,7 +189,8 @@ def probe(
     fine_tuning = {"learning_rates": list(learning_rates), "bow_C": list(BOW_C),
                    "selection_fraction": SELECTION_FRACTION, "epochs": epochs or "auto", "patience": PATIENCE,
                    "dropout": recipe.task.dropout, "max_length": recipe.task.max_length,
-                   "batch_size": int(recipe.training.get("per_device_train_batch_size", 8))}
+                   "batch_size": int(recipe.training.get("per_device_train_batch_size", 8)),
+                   "self_train": {"unlabelled": self_train, "keep": SELF_TRAIN_KEEP} if self_train else None}
     report = ProbeReport(str(model_path), task, scored_on, budgets, seeds, [], out, fine_tuning)
     log(f"probe: {len(pool)} labelled rows in the pool, scoring on {len(scored)} rows ({scored_on}), "
         f"budgets {budgets}, {seeds} seed(s), arms {list(arms)}")
@@ -173,17 +202,23 @@ def probe(
             splits = TaskData({"train": train, "validation": selection, "test": scored}, data.label_names,
                               {"train": f"{n} of {recipe.task.source}", "validation": f"selection rows of {n}",
                                "test": scored_on})
+            unlabelled = without_labels(pool.subset(order[n:n + self_train])) if self_train else None
+            if unlabelled is not None and not len(unlabelled):
+                log(f"probe: --self-train: no pool rows are left beyond the {n} labelled ones; no self-training at {n}")
+                unlabelled = None
             for arm in arms:
                 started = time.perf_counter()
                 if arm == "bag-of-words":
-                    run = bag_of_words(splits, n, seed)
+                    run = bag_of_words(splits, n, seed, unlabelled)
                 else:
                     run = fine_tune_arm(recipe, model_path, tokenizer, splits, arm, n, seed, learning_rates,
-                                        epochs, out / "runs")
+                                        epochs, out / "runs", unlabelled)
                 run.seconds = round(time.perf_counter() - started, 1)
                 report.runs.append(run)
+                first = (f", first model {run.self_train['accuracy']:.4f}, {run.self_train['pseudo_labelled']} "
+                         f"pseudo-labelled rows" if run.self_train else "")
                 log(f"probe: {arm:>12} {n:>6} labels seed {seed}: accuracy {run.accuracy:.4f} "
-                    f"(selection {run.selection_accuracy:.4f}, {run.setting}, {run.seconds:.0f} s)")
+                    f"(selection {run.selection_accuracy:.4f}, {run.setting}{first}, {run.seconds:.0f} s)")
             write_report(report)  # after every budget: an interrupted probe keeps what it measured
     shutil.rmtree(out / "runs", ignore_errors=True)
     write_report(report, plot=True)
@@ -295,8 +330,82 @@ def digest(split: Split) -> str:
     return h.hexdigest()[:16]
 
 
-def _digests(data: TaskData) -> dict[str, str]:
-    return {name: digest(split) for name, split in data.splits.items()}
+def _digests(data: TaskData, unlabelled: Split | None = None) -> dict[str, str]:
+    found = {name: digest(split) for name, split in data.splits.items()}
+    return found if unlabelled is None else {**found, "unlabelled": digest(unlabelled)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Self-training
+
+
+def without_labels(split: Split) -> Split:
+    """The rows' texts with every label blanked, so nothing downstream can read them."""
+    return Split(list(split.texts), [""] * len(split), list(split.pairs) if split.pairs else None)
+
+
+def pseudo_labelled(unlabelled: Split, probs, train: Split, label_names: list[str],
+                    keep: float = SELF_TRAIN_KEEP) -> Split:
+    """The rows a model is surest of, labelled as it predicts, in the labelled rows' class proportions.
+
+    Of ``keep`` x len(unlabelled) rows, class c gets its share of the labelled training rows; those are
+    the rows predicted as c with the highest probability (fewer where fewer were predicted as c).
+
+    >>> rows = Split(["a", "b", "c", "d"], ["", "", "", ""])
+    >>> pseudo_labelled(rows, [[.9, .1], [.6, .4], [.2, .8], [.45, .55]], Split(["x", "y"], ["neg", "pos"]),
+    ...                 ["neg", "pos"]).labels
+    ['neg', 'pos']
+    """
+    import numpy as np
+
+    probs = np.asarray(probs, dtype=np.float64)
+    predicted, confidence = probs.argmax(1), probs.max(1)
+    total = keep * len(unlabelled)
+    picked: list[int] = []
+    for c, name in enumerate(label_names):
+        share = train.labels.count(name) / max(1, len(train))
+        rows = np.flatnonzero(predicted == c)
+        rows = rows[np.argsort(-confidence[rows], kind="stable")][: int(total * share)]
+        picked.extend(int(i) for i in rows)
+    picked.sort()
+    chosen = unlabelled.subset(picked)
+    return Split(chosen.texts, [label_names[int(predicted[i])] for i in picked], chosen.pairs)
+
+
+def with_pseudo_labels(data: TaskData, pseudo: Split) -> TaskData:
+    """The same splits, the training rows followed by the pseudo-labelled ones."""
+    train = data.splits["train"]
+    pairs = None
+    if train.pairs or pseudo.pairs:
+        pairs = (train.pairs or [""] * len(train)) + (pseudo.pairs or [""] * len(pseudo))
+    joined = Split(train.texts + pseudo.texts, train.labels + pseudo.labels, pairs)
+    return TaskData({**data.splits, "train": joined}, data.label_names,
+                    {**data.sources, "train": f"{data.sources.get('train', 'train')} + {len(pseudo)} pseudo-labelled"})
+
+
+def predict_proba(model, tokenizer, split: Split, max_length: int, batch_size: int = 128):
+    """Class probabilities of a fine-tuned classifier for the rows of ``split``, in their order (labels unused).
+
+    Not ``Trainer.predict``: with ``group_by_length`` its evaluation sampler reorders the rows by length,
+    which keeps accuracy right (labels travel along) but loses which prediction is whose.
+    """
+    import numpy as np
+    import torch
+    from transformers import DataCollatorWithPadding
+
+    limit = min(max_length, tokenizer.model_max_length or max_length)
+    encoded = tokenizer(split.texts, split.pairs, truncation=True, max_length=limit)
+    columns = [k for k in tokenizer.model_input_names if k in encoded]
+    collate = DataCollatorWithPadding(tokenizer)
+    was_training, out = model.training, []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(split), batch_size):
+            rows = [{k: encoded[k][i] for k in columns} for i in range(start, min(start + batch_size, len(split)))]
+            batch = {k: v.to(model.device) for k, v in collate(rows).items()}
+            out.append(torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, model.config.num_labels))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -310,77 +419,152 @@ def epochs_for(n_train: int, batch_size: int) -> int:
 
 
 def fine_tune_arm(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, arm: str, n: int, seed: int,
-                  learning_rates: Sequence[float], epochs: int | None, runs_dir: Path) -> ProbeRun:
-    """Fine-tune once per learning rate; keep the one best on the carved selection rows."""
-    from nlpssl.finetune import train_classifier
+                  learning_rates: Sequence[float], epochs: int | None, runs_dir: Path,
+                  unlabelled: Split | None = None) -> ProbeRun:
+    """Fine-tune once per learning rate; keep the one best on the carved selection rows.
 
+    With ``unlabelled`` rows, that model labels them, and the arm is fine-tuned again from its start
+    (pretrained or random) at the chosen rate on the labelled and the pseudo-labelled rows.
+    """
     batch = int(recipe.training.get("per_device_train_batch_size", 8))
     n_epochs = epochs or epochs_for(len(data.splits["train"]), batch)
-    tried, best = [], None
+    tried, best, teacher = [], None, None
     for lr in learning_rates:
-        out = runs_dir / f"{arm}-{n}-seed{seed}-lr{lr:g}"
-        shutil.rmtree(out, ignore_errors=True)  # a leftover of an interrupted probe (the probe's own folder)
-        # Step-based settings of the task recipe give way to the probe's per-epoch schedule.
-        kept = {k: v for k, v in recipe.training.items() if k not in ("max_steps", "eval_steps", "save_steps")}
-        training = {**kept, "output_dir": str(out), "learning_rate": lr, "num_train_epochs": n_epochs,
-                    "seed": seed, "eval_strategy": "epoch", "save_strategy": "epoch", "logging_strategy": "epoch",
-                    "warmup_steps": 0.1, "lr_scheduler_type": "linear", "disable_tqdm": True,
-                    # Batches of similar lengths: short sentences are not padded to the longest one.
-                    "train_sampling_strategy": "group_by_length", "dataloader_pin_memory": False}
-        task = dataclasses.replace(recipe.task, early_stopping_patience=PATIENCE)
-        run_recipe = dataclasses.replace(recipe, init=arm, training=training, task=task)
-        _, metrics = train_classifier(run_recipe, model_dir, tokenizer, data)
-        shutil.rmtree(out, ignore_errors=True)  # checkpoints of this run: the figures are kept below
-        row = {"learning_rate": lr, "epochs": metrics["epochs"], "steps": metrics["steps"],
-               "selection_accuracy": metrics["eval_accuracy"], "accuracy": metrics["test_accuracy"],
-               "macro_f1": metrics["test_macro_f1"]}
+        trainer, row = _fine_tune(recipe, model_dir, tokenizer, data, arm, lr, n_epochs, seed,
+                                  runs_dir / f"{arm}-{n}-seed{seed}-lr{lr:g}")
         tried.append(row)
         if best is None or row["selection_accuracy"] > best["selection_accuracy"]:
-            best = row
-    return ProbeRun(arm, n, seed, best["accuracy"], best["macro_f1"], best["selection_accuracy"],
-                    {"learning_rate": best["learning_rate"], "epochs": n_epochs}, 0.0, _digests(data), tried)
+            best, teacher = row, trainer
+    setting = {"learning_rate": best["learning_rate"], "epochs": n_epochs}
+    if unlabelled is None:
+        return ProbeRun(arm, n, seed, best["accuracy"], best["macro_f1"], best["selection_accuracy"], setting, 0.0,
+                        _digests(data), tried)
+    probs = predict_proba(teacher.model, tokenizer, unlabelled, recipe.task.max_length)
+    del teacher
+    pseudo = pseudo_labelled(unlabelled, probs, data.splits["train"], data.label_names)
+    student_data = with_pseudo_labels(data, pseudo)
+    student_epochs = epochs or epochs_for(len(student_data.splits["train"]), batch)
+    _, row = _fine_tune(recipe, model_dir, tokenizer, student_data, arm, best["learning_rate"], student_epochs,
+                        seed, runs_dir / f"{arm}-{n}-seed{seed}-self-trained")
+    return ProbeRun(arm, n, seed, row["accuracy"], row["macro_f1"], row["selection_accuracy"],
+                    {**setting, "self_train_epochs": student_epochs}, 0.0, _digests(data, unlabelled), tried,
+                    _first_model(best, unlabelled, pseudo))
 
 
-def bag_of_words(data: TaskData, n: int, seed: int) -> ProbeRun:
-    """TF-IDF word 1-2-grams + logistic regression; C picked on the carved selection rows."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
+def _fine_tune(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, arm: str, lr: float, n_epochs: int,
+               seed: int, out: Path):
+    """One fine-tuning run at one learning rate; returns (its trainer, holding the best epoch, its figures)."""
+    from nlpssl.finetune import train_classifier
 
-    def texts(split: Split) -> list[str]:
-        return split.texts if not split.pairs else [f"{a} || {b}" for a, b in zip(split.texts, split.pairs)]
+    shutil.rmtree(out, ignore_errors=True)  # a leftover of an interrupted probe (the probe's own folder)
+    # Step-based settings of the task recipe give way to the probe's per-epoch schedule.
+    kept = {k: v for k, v in recipe.training.items() if k not in ("max_steps", "eval_steps", "save_steps")}
+    training = {**kept, "output_dir": str(out), "learning_rate": lr, "num_train_epochs": n_epochs,
+                "seed": seed, "eval_strategy": "epoch", "save_strategy": "epoch", "logging_strategy": "epoch",
+                "warmup_steps": 0.1, "lr_scheduler_type": "linear", "disable_tqdm": True,
+                # Batches of similar lengths: short sentences are not padded to the longest one.
+                "train_sampling_strategy": "group_by_length", "dataloader_pin_memory": False}
+    task = dataclasses.replace(recipe.task, early_stopping_patience=PATIENCE)
+    run_recipe = dataclasses.replace(recipe, init=arm, training=training, task=task)
+    trainer, metrics = train_classifier(run_recipe, model_dir, tokenizer, data)
+    shutil.rmtree(out, ignore_errors=True)  # checkpoints of this run: the best weights stay in the trainer
+    return trainer, {"learning_rate": lr, "epochs": metrics["epochs"], "steps": metrics["steps"],
+                     "selection_accuracy": metrics["eval_accuracy"], "accuracy": metrics["test_accuracy"],
+                     "macro_f1": metrics["test_macro_f1"]}
 
-    train, selection, test = (data.splits[k] for k in ("train", "validation", "test"))
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, lowercase=True)
-    x_train = vectorizer.fit_transform(texts(train))
-    x_sel, x_test = vectorizer.transform(texts(selection)), vectorizer.transform(texts(test))
+
+def _first_model(best: dict[str, Any], unlabelled: Split, pseudo: Split) -> dict[str, Any]:
+    """What self-training started from and what it labelled, for probe.json."""
+    return {"accuracy": best["accuracy"], "macro_f1": best["macro_f1"],
+            "selection_accuracy": best["selection_accuracy"], "unlabelled": len(unlabelled),
+            "pseudo_labelled": len(pseudo),
+            "pseudo_labels": {name: pseudo.labels.count(name) for name in sorted(set(pseudo.labels))}}
+
+
+def bag_of_words(data: TaskData, n: int, seed: int, unlabelled: Split | None = None) -> ProbeRun:
+    """TF-IDF word 1-2-grams + logistic regression; C picked on the carved selection rows.
+
+    With ``unlabelled`` rows, the chosen model labels them and is fitted again, at its C, on the
+    labelled and the pseudo-labelled rows, as the neural arms are.
+    """
+    from sklearn.metrics import accuracy_score
+
+    train, selection = data.splits["train"], data.splits["validation"]
     tried, best, best_model = [], None, None
     for c in BOW_C:
-        model = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x_train, train.labels)
-        row = {"C": c, "selection_accuracy": float(accuracy_score(selection.labels, model.predict(x_sel)))}
+        model = _fit_bag_of_words(train, c, seed)
+        row = {"C": c, "selection_accuracy": float(accuracy_score(selection.labels, model.predict(_joined(selection))))}
         tried.append(row)
         if best is None or row["selection_accuracy"] > best["selection_accuracy"]:
             best, best_model = row, model
-    predicted = best_model.predict(x_test)
-    accuracy = float(accuracy_score(test.labels, predicted))
-    macro_f1 = float(f1_score(test.labels, predicted, average="macro", labels=data.label_names, zero_division=0))
-    return ProbeRun("bag-of-words", n, seed, accuracy, macro_f1, best["selection_accuracy"], {"C": best["C"]},
-                    0.0, _digests(data), tried)
+    first = {**best, **_bow_scores(best_model, data)}
+    if unlabelled is None:
+        return ProbeRun("bag-of-words", n, seed, first["accuracy"], first["macro_f1"], best["selection_accuracy"],
+                        {"C": best["C"]}, 0.0, _digests(data), tried)
+    import numpy as np
+
+    found = best_model.predict_proba(_joined(unlabelled))  # columns in the model's (sorted) class order
+    probs = np.zeros((len(unlabelled), len(data.label_names)))
+    for column, name in enumerate(best_model.classes_):
+        probs[:, data.label_names.index(name)] = found[:, column]
+    pseudo = pseudo_labelled(unlabelled, probs, train, data.label_names)
+    student_data = with_pseudo_labels(data, pseudo)
+    student = _fit_bag_of_words(student_data.splits["train"], best["C"], seed)
+    scores = _bow_scores(student, data)
+    selection_accuracy = float(accuracy_score(selection.labels, student.predict(_joined(selection))))
+    return ProbeRun("bag-of-words", n, seed, scores["accuracy"], scores["macro_f1"], selection_accuracy,
+                    {"C": best["C"]}, 0.0, _digests(data, unlabelled), tried, _first_model(first, unlabelled, pseudo))
+
+
+def _joined(split: Split) -> list[str]:
+    return split.texts if not split.pairs else [f"{a} || {b}" for a, b in zip(split.texts, split.pairs)]
+
+
+def _fit_bag_of_words(train: Split, c: float, seed: int):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, lowercase=True),
+                          LogisticRegression(C=c, max_iter=2000, random_state=seed))
+    return model.fit(_joined(train), train.labels)
+
+
+def _bow_scores(model, data: TaskData) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    test = data.splits["test"]
+    predicted = model.predict(_joined(test))
+    return {"accuracy": float(accuracy_score(test.labels, predicted)),
+            "macro_f1": float(f1_score(test.labels, predicted, average="macro", labels=data.label_names,
+                                       zero_division=0))}
 
 
 # ------------------------------------------------------------------------------------------------
 # Outputs
 
 
-def format_table(report: ProbeReport) -> str:
-    """The accuracy table as Markdown: one row per budget, mean +- standard deviation over seeds."""
+def format_table(report: ProbeReport, first: bool = False) -> str:
+    """The accuracy table as Markdown: one row per budget, mean +- standard deviation over seeds.
+
+    ``first``: the models before self-training (the probe's results where it did none).
+    """
     arms = [a for a in ARMS if any(r.arm == a for r in report.runs)]
     lines = ["| labels | " + " | ".join(arms) + " |", "|---:|" + "---:|" * len(arms)]
-    for n, row in report.summary().items():
+    for n, row in report.summary(first).items():
         cells = [f"{row[a][0]:.3f} ± {row[a][1]:.3f}" if row[a][2] > 1 else f"{row[a][0]:.3f}"
                  if a in row else "" for a in arms]
         lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def tables(report: ProbeReport) -> str:
+    """The table, or with self-training the results after it and the first models' before it."""
+    if not report.self_trained:
+        return format_table(report)
+    rows = report.fine_tuning["self_train"]["unlabelled"]
+    return (f"After self-training (up to {rows:,} unlabelled rows per draw):\n\n{format_table(report)}\n\n"
+            f"Before self-training (each arm's first model):\n\n{format_table(report, first=True)}")
 
 
 def write_report(report: ProbeReport, plot: bool = False) -> None:
@@ -391,7 +575,7 @@ def write_report(report: ProbeReport, plot: bool = False) -> None:
     write_text_atomic(out / MARKER, json.dumps(report.to_dict(), indent=2))
     header = (f"Probe of `{report.model}` on `{report.task}`, accuracy on {report.scored_on} "
               f"(mean ± standard deviation over {report.seeds} seed(s)).\n\n")
-    write_text_atomic(out / "probe.md", header + format_table(report) + "\n")
+    write_text_atomic(out / "probe.md", header + tables(report) + "\n")
     if plot:
         plot_report(report, out / "probe.png")
 
@@ -405,11 +589,16 @@ def plot_report(report: ProbeReport, path: Path) -> None:
 
     table = report.summary()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for arm in ARMS:
+    for i, arm in enumerate(ARMS):
         points = [(n, *row[arm][:2]) for n, row in table.items() if arm in row]
         if points:
             xs, ys, errs = zip(*points)
-            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=arm)
+            label = f"{arm}, self-trained" if report.self_trained else arm
+            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label, color=f"C{i}")
+        if report.self_trained:  # the first models, dashed
+            firsts = [(n, row[arm][0]) for n, row in report.summary(first=True).items() if arm in row]
+            if firsts:
+                ax.plot(*zip(*firsts), linestyle="--", marker=".", color=f"C{i}", alpha=0.6, label=f"{arm}, first")
     ax.set_xscale("log")
     ax.set_xticks(list(table), [f"{n:,}" for n in table])  # the budgets themselves, not powers of ten
     ax.minorticks_off()
@@ -429,10 +618,11 @@ def add_to_card(model_dir: Path, report: ProbeReport, recipe: Recipe) -> None:
     """The report in the export's card: ``model-index`` results (per label budget and arm) and a table."""
     from nlpssl.cards import add_classification_results
 
-    metrics = [(f"accuracy, {n} labels, {arm}, mean of {k} seed(s)", mean)
+    how = ", self-trained" if report.self_trained else ""
+    metrics = [(f"accuracy, {n} labels, {arm}{how}, mean of {k} seed(s)", mean)
                for n, row in report.summary().items() for arm, (mean, _, k) in row.items()]
     section = (f"Accuracy on {report.scored_on}; mean ± standard deviation over {report.seeds} "
                f"seed(s); `nlpssl probe` against the same architecture from scratch and bag-of-words, on the "
-               f"same rows.\n\n{format_table(report)}")
+               f"same rows.\n\n{tables(report)}")
     add_classification_results(model_dir, f"Downstream probe: {_slug(report.task)}",
                                {"name": _slug(report.task), "type": _slug(recipe.task.source)}, metrics, section)

@@ -121,4 +121,85 @@ def test_probe_errors_come_before_any_training(tmp_path, export):
         probe(other, str(train), labels=[20], card=True, **args)
     with pytest.raises(NlpsslError, match=r"--seeds must be 1 or more \(got 0\)"):
         probe(export, str(train), labels=[20], seeds=0, **args)
+    with pytest.raises(NlpsslError, match=r"--self-train must be 0 \(off\) or a number of unlabelled rows \(got -5\)"):
+        probe(export, str(train), labels=[20], self_train=-5, **args)
     assert not (tmp_path / "p").exists(), "nothing was written"
+
+
+def test_self_training_labels_the_same_unread_rows_for_every_arm(tmp_path, export):
+    """--self-train: every arm labels the same further rows of the pool, whose own labels are never read."""
+    import random
+
+    from nlpssl.probe import probe
+
+    train = write_task(tmp_path / "train.tsv", 120)
+    dev = write_task(tmp_path / "dev.tsv", 30, offset=1000)
+    args = dict(overrides=["task.text_column=sentence", f"task.validation_source={dev}",
+                           "training.per_device_train_batch_size=16"], labels=[20], seeds=1, learning_rates=[1e-3],
+                epochs=1, self_train=60)
+    report = probe(export, str(train), out_dir=tmp_path / "p", **args)
+    assert report.fine_tuning["self_train"] == {"unlabelled": 60, "keep": 0.5}
+    assert {r.arm for r in report.runs} == {"pretrained", "scratch", "bag-of-words"}
+    assert len({r.splits["unlabelled"] for r in report.runs}) == 1, "every arm labels the same rows"
+    for r in report.runs:
+        first = r.self_train
+        assert first["unlabelled"] == 60 and 0 < first["pseudo_labelled"] <= 30, first
+        assert sum(first["pseudo_labels"].values()) == first["pseudo_labelled"]
+        assert set(first["pseudo_labels"]) <= {"0", "1"}
+        assert 0.0 <= first["accuracy"] <= 1.0 and 0.0 <= r.accuracy <= 1.0
+    saved = json.loads((tmp_path / "p" / "probe.json").read_text())
+    assert saved["runs"][0]["self_train"]["unlabelled"] == 60
+    assert "Before self-training" in (tmp_path / "p" / "probe.md").read_text()
+    assert "summary_before_self_training" in saved and (tmp_path / "p" / "probe.png").stat().st_size > 5000
+
+    # Flip the labels of every pool row outside the budget: the self-trained result cannot change.
+    lines = train.read_text().splitlines()
+    order = list(range(120))
+    random.Random(1000 * 0 + 0).shuffle(order)  # the probe's draw for task.seed 0, seed 0
+    budget = set(order[:20])
+    flipped = [lines[0]] + [line if i in budget else line[:-1] + str(1 - int(line[-1]))
+                            for i, line in enumerate(lines[1:])]
+    other = tmp_path / "flipped.tsv"
+    other.write_text("\n".join(flipped) + "\n")
+    again = probe(export, str(other), out_dir=tmp_path / "q", arms=["bag-of-words"], **args)
+    [before] = [r for r in report.runs if r.arm == "bag-of-words"]
+    [after] = again.runs
+    assert after.splits == before.splits  # the unlabelled rows' digest covers texts only (labels blanked)
+    assert (after.accuracy, after.self_train) == (before.accuracy, before.self_train)
+
+
+def test_pseudo_labels_follow_the_labelled_class_shares():
+    from nlpssl.labelled import Split
+    from nlpssl.probe import pseudo_labelled
+
+    rows = Split([f"t{i}" for i in range(10)], [""] * 10)
+    # Rows 0-7 predicted "a" (confidence rising with the index), rows 8-9 predicted "b".
+    probs = [[0.5 + 0.05 * i, 0.5 - 0.05 * i] for i in range(8)] + [[0.2, 0.8], [0.4, 0.6]]
+    labelled = Split(["x"] * 4, ["a", "a", "a", "b"])  # 3:1
+    picked = pseudo_labelled(rows, probs, labelled, ["a", "b"], keep=0.8)  # 8 rows: 6 "a", 2 "b"
+    assert picked.texts == ["t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9"]
+    assert picked.labels == ["a"] * 6 + ["b"] * 2
+    fewer = pseudo_labelled(rows, probs, Split(["x"] * 2, ["a", "b"]), ["a", "b"], keep=0.8)  # 4 + 4 asked
+    assert fewer.labels.count("b") == 2 and fewer.labels.count("a") == 4, "only 2 rows were predicted 'b'"
+    assert fewer.texts[:4] == ["t4", "t5", "t6", "t7"]  # the most confident "a" rows
+
+
+def test_predicted_probabilities_stay_with_their_rows(export):
+    """Each row's probabilities are its own, whatever the lengths (a length-grouped sampler would reorder)."""
+    import numpy as np
+    from transformers import AutoModelForSequenceClassification
+
+    from nlpssl.finetune import load_classifier_tokenizer
+    from nlpssl.labelled import Split
+    from nlpssl.probe import predict_proba
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(export), num_labels=2)
+    tokenizer = load_classifier_tokenizer(export)
+    texts = [" ".join(["the cat sat"] * (1 + (7 * i) % 11)) + f" {i}" for i in range(40)]
+    rows = Split(texts, [""] * 40)
+    probs = predict_proba(model, tokenizer, rows, max_length=64, batch_size=8)
+    backwards = predict_proba(model, tokenizer, Split(texts[::-1], [""] * 40), max_length=64, batch_size=8)
+    alone = np.concatenate([predict_proba(model, tokenizer, Split([t], [""]), 64) for t in texts[:5]])
+    assert probs.shape == (40, 2) and np.allclose(probs.sum(1), 1.0)
+    assert np.allclose(probs, backwards[::-1], atol=1e-5) and np.allclose(probs[:5], alone, atol=1e-5)
+    assert np.ptp(probs[:, 0]) > 1e-4, "the rows get different probabilities, so the order is tested"
