@@ -487,17 +487,15 @@ def bag_of_words(data: TaskData, n: int, seed: int, unlabelled: Split | None = N
     With ``unlabelled`` rows, the chosen model labels them and is fitted again, at its C, on the
     labelled and the pseudo-labelled rows, as the neural arms are.
     """
-    from sklearn.metrics import accuracy_score
-
-    train, selection = data.splits["train"], data.splits["validation"]
+    train, selection, test = (data.splits[k] for k in ("train", "validation", "test"))
     tried, best, best_model = [], None, None
     for c in BOW_C:
         model = _fit_bag_of_words(train, c, seed)
-        row = {"C": c, "selection_accuracy": float(accuracy_score(selection.labels, model.predict(_joined(selection))))}
+        row = {"C": c, "selection_accuracy": _bow_scores(model, selection, data.label_names)["accuracy"]}
         tried.append(row)
         if best is None or row["selection_accuracy"] > best["selection_accuracy"]:
             best, best_model = row, model
-    first = {**best, **_bow_scores(best_model, data)}
+    first = {**best, **_bow_scores(best_model, test, data.label_names)}
     if unlabelled is None:
         return ProbeRun("bag-of-words", n, seed, first["accuracy"], first["macro_f1"], best["selection_accuracy"],
                         {"C": best["C"]}, 0.0, _digests(data), tried)
@@ -510,8 +508,8 @@ def bag_of_words(data: TaskData, n: int, seed: int, unlabelled: Split | None = N
     pseudo = pseudo_labelled(unlabelled, probs, train, data.label_names)
     student_data = with_pseudo_labels(data, pseudo)
     student = _fit_bag_of_words(student_data.splits["train"], best["C"], seed)
-    scores = _bow_scores(student, data)
-    selection_accuracy = float(accuracy_score(selection.labels, student.predict(_joined(selection))))
+    scores = _bow_scores(student, test, data.label_names)
+    selection_accuracy = _bow_scores(student, selection, data.label_names)["accuracy"]
     return ProbeRun("bag-of-words", n, seed, scores["accuracy"], scores["macro_f1"], selection_accuracy,
                     {"C": best["C"]}, 0.0, _digests(data, unlabelled), tried, _first_model(first, unlabelled, pseudo))
 
@@ -530,13 +528,13 @@ def _fit_bag_of_words(train: Split, c: float, seed: int):
     return model.fit(_joined(train), train.labels)
 
 
-def _bow_scores(model, data: TaskData) -> dict[str, float]:
+def _bow_scores(model, split: Split, label_names: list[str]) -> dict[str, float]:
+    """Accuracy and macro-F1 of a fitted bag-of-words model on one split."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    test = data.splits["test"]
-    predicted = model.predict(_joined(test))
-    return {"accuracy": float(accuracy_score(test.labels, predicted)),
-            "macro_f1": float(f1_score(test.labels, predicted, average="macro", labels=data.label_names,
+    predicted = model.predict(_joined(split))
+    return {"accuracy": float(accuracy_score(split.labels, predicted)),
+            "macro_f1": float(f1_score(split.labels, predicted, average="macro", labels=label_names,
                                        zero_division=0))}
 
 
