@@ -187,19 +187,25 @@ def test_pseudo_labels_follow_the_labelled_class_shares():
 def test_predicted_probabilities_stay_with_their_rows(export):
     """Each row's probabilities are its own, whatever the lengths (a length-grouped sampler would reorder)."""
     import numpy as np
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from nlpssl.finetune import load_classifier_tokenizer
     from nlpssl.labelled import Split
     from nlpssl.probe import predict_proba
 
-    model = AutoModelForSequenceClassification.from_pretrained(str(export), num_labels=2)
+    import torch
+
+    # Random weights from a fixed seed: the rows' probabilities differ by about 1e-3 on every run, which a
+    # few seconds of tiny pretraining do not promise (its pooled vectors can come out all alike).
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(str(export), num_labels=2))
     tokenizer = load_classifier_tokenizer(export)
-    texts = [" ".join(["the cat sat"] * (1 + (7 * i) % 11)) + f" {i}" for i in range(40)]
+    words = "the cat sat on a mat dog ran to park bird sang in tree fish swam and sea".split()
+    texts = [" ".join(words[(5 * i + 3 * j) % len(words)] for j in range(1 + (7 * i) % 11)) for i in range(40)]
     rows = Split(texts, [""] * 40)
     probs = predict_proba(model, tokenizer, rows, max_length=64, batch_size=8)
     backwards = predict_proba(model, tokenizer, Split(texts[::-1], [""] * 40), max_length=64, batch_size=8)
     alone = np.concatenate([predict_proba(model, tokenizer, Split([t], [""]), 64) for t in texts[:5]])
     assert probs.shape == (40, 2) and np.allclose(probs.sum(1), 1.0)
     assert np.allclose(probs, backwards[::-1], atol=1e-5) and np.allclose(probs[:5], alone, atol=1e-5)
-    assert np.ptp(probs[:, 0]) > 1e-4, "the rows get different probabilities, so the order is tested"
+    assert np.ptp(probs[:, 0]) > 2e-4, "the rows get different probabilities, so the order is tested"
