@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nlpssl.errors import NlpsslError
-from nlpssl.labelled import TaskData, file_problems, load_task_data
+from nlpssl.labelled import Split, TaskData, file_problems, load_task_data
 from nlpssl.models import set_dropout
 from nlpssl.recipe import Recipe, RecipeError, check_kind, load_recipe
 
@@ -279,13 +279,18 @@ def encode_splits(data: TaskData, tokenizer, max_length: int) -> dict[str, Any]:
     import datasets
 
     label2id = {name: i for i, name in enumerate(data.label_names)}
-    limit = min(max_length, tokenizer.model_max_length or max_length)
     out = {}
     for name, split in data.splits.items():
-        encoded = tokenizer(split.texts, split.pairs, truncation=True, max_length=limit)
-        columns = {k: encoded[k] for k in tokenizer.model_input_names if k in encoded}
+        columns = encode_texts(split, tokenizer, max_length)
         out[name] = datasets.Dataset.from_dict({**columns, "labels": [label2id[x] for x in split.labels]})
     return out
+
+
+def encode_texts(split: Split, tokenizer, max_length: int) -> dict[str, list]:
+    """The model's input columns for a split's texts (and second texts), truncated, unpadded; labels unread."""
+    limit = min(max_length, tokenizer.model_max_length or max_length)
+    encoded = tokenizer(split.texts, split.pairs, truncation=True, max_length=limit)
+    return {k: encoded[k] for k in tokenizer.model_input_names if k in encoded}
 
 
 # ------------------------------------------------------------------------------------------------

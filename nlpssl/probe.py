@@ -393,15 +393,15 @@ def predict_proba(model, tokenizer, split: Split, max_length: int, batch_size: i
     import torch
     from transformers import DataCollatorWithPadding
 
-    limit = min(max_length, tokenizer.model_max_length or max_length)
-    encoded = tokenizer(split.texts, split.pairs, truncation=True, max_length=limit)
-    columns = [k for k in tokenizer.model_input_names if k in encoded]
+    from nlpssl.finetune import encode_texts
+
+    encoded = encode_texts(split, tokenizer, max_length)  # as the model was trained on
     collate = DataCollatorWithPadding(tokenizer)
     was_training, out = model.training, []
     model.eval()
     with torch.no_grad():
         for start in range(0, len(split), batch_size):
-            rows = [{k: encoded[k][i] for k in columns} for i in range(start, min(start + batch_size, len(split)))]
+            rows = [{k: v[i] for k, v in encoded.items()} for i in range(start, min(start + batch_size, len(split)))]
             batch = {k: v.to(model.device) for k, v in collate(rows).items()}
             out.append(torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy())
     model.train(was_training)
