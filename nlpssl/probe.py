@@ -195,13 +195,9 @@ def probe(
     log(f"probe: {len(pool)} labelled rows in the pool, scoring on {len(scored)} rows ({scored_on}), "
         f"budgets {budgets}, {seeds} seed(s), arms {list(arms)}")
     for seed in range(seeds):
-        order = list(range(len(pool)))
-        random.Random(1000 * recipe.task.seed + seed).shuffle(order)
+        order = permutation(pool, recipe, seed)
         for n in budgets:
-            train, selection = carve(pool.subset(order[:n]), SELECTION_FRACTION, seed)
-            splits = TaskData({"train": train, "validation": selection, "test": scored}, data.label_names,
-                              {"train": f"{n} of {recipe.task.source}", "validation": f"selection rows of {n}",
-                               "test": scored_on})
+            splits = seed_splits(pool, order, n, seed, scored, data, recipe, scored_on)
             unlabelled = without_labels(pool.subset(order[n:n + self_train])) if self_train else None
             if unlabelled is not None and not len(unlabelled):
                 log(f"probe: --self-train: no pool rows are left beyond the {n} labelled ones; no self-training at {n}")
@@ -259,6 +255,23 @@ def probe_splits(recipe: Recipe) -> tuple[Split, Split, TaskData, str]:
     data = load_task_data(task)
     name = "test" if "test" in data.splits else "validation"
     return data.splits["train"], data.splits[name], data, f"{name}: {data.sources[name]}"
+
+
+def permutation(pool: Split, recipe: Recipe, seed: int) -> list[int]:
+    """The seed's order of the pool: budget n labels its first n rows (so budgets are nested)."""
+    order = list(range(len(pool)))
+    random.Random(1000 * recipe.task.seed + seed).shuffle(order)
+    return order
+
+
+def seed_splits(pool: Split, order: list[int], n: int, seed: int, scored: Split, data: TaskData,
+                recipe: Recipe, scored_on: str) -> TaskData:
+    """The splits every arm gets at budget ``n`` and ``seed``: the first n rows of ``order``, less a
+    stratified :data:`SELECTION_FRACTION` carved off for selection, and the scored split."""
+    train, selection = carve(pool.subset(order[:n]), SELECTION_FRACTION, seed)
+    return TaskData({"train": train, "validation": selection, "test": scored}, data.label_names,
+                    {"train": f"{n} of {recipe.task.source}", "validation": f"selection rows of {n}",
+                     "test": scored_on})
 
 
 def resolve_budgets(labels: Sequence[int | str], pool: Split, names: list[str], source: str) -> list[int]:
@@ -428,13 +441,8 @@ def fine_tune_arm(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, ar
     """
     batch = int(recipe.training.get("per_device_train_batch_size", 8))
     n_epochs = epochs or epochs_for(len(data.splits["train"]), batch)
-    tried, best, teacher = [], None, None
-    for lr in learning_rates:
-        trainer, row = _fine_tune(recipe, model_dir, tokenizer, data, arm, lr, n_epochs, seed,
-                                  runs_dir / f"{arm}-{n}-seed{seed}-lr{lr:g}")
-        tried.append(row)
-        if best is None or row["selection_accuracy"] > best["selection_accuracy"]:
-            best, teacher = row, trainer
+    best, teacher, tried = search_learning_rate(recipe, model_dir, tokenizer, data, arm, learning_rates, n_epochs,
+                                                seed, runs_dir / f"{arm}-{n}-seed{seed}")
     setting = {"learning_rate": best["learning_rate"], "epochs": n_epochs}
     if unlabelled is None:
         return ProbeRun(arm, n, seed, best["accuracy"], best["macro_f1"], best["selection_accuracy"], setting, 0.0,
@@ -449,6 +457,22 @@ def fine_tune_arm(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, ar
     return ProbeRun(arm, n, seed, row["accuracy"], row["macro_f1"], row["selection_accuracy"],
                     {**setting, "self_train_epochs": student_epochs}, 0.0, _digests(data, unlabelled), tried,
                     _first_model(best, unlabelled, pseudo))
+
+
+def search_learning_rate(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, arm: str,
+                         learning_rates: Sequence[float], n_epochs: int, seed: int, runs_prefix: Path):
+    """One fine-tuning run per learning rate (training seed ``seed``); the first best on the selection rows wins.
+
+    Returns (its figures, its trainer holding the chosen weights, the figures of every rate).
+    """
+    tried, best, chosen = [], None, None
+    for lr in learning_rates:
+        trainer, row = _fine_tune(recipe, model_dir, tokenizer, data, arm, lr, n_epochs, seed,
+                                  Path(f"{runs_prefix}-lr{lr:g}"))
+        tried.append(row)
+        if best is None or row["selection_accuracy"] > best["selection_accuracy"]:
+            best, chosen = row, trainer
+    return best, chosen, tried
 
 
 def _fine_tune(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, arm: str, lr: float, n_epochs: int,
