@@ -33,6 +33,7 @@ import os
 import random
 import shutil
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,31 +193,37 @@ def probe(
                    "batch_size": int(recipe.training.get("per_device_train_batch_size", 8)),
                    "self_train": {"unlabelled": self_train, "keep": SELF_TRAIN_KEEP} if self_train else None}
     report = ProbeReport(str(model_path), task, scored_on, budgets, seeds, [], out, fine_tuning)
+    # Fine-tuning checkpoints go to a folder of the probe's own making, never a fixed name: --out may be a
+    # folder of the user's (e.g. a project folder whose runs/ holds their pretraining runs).
+    runs_dir = Path(tempfile.mkdtemp(prefix=".probe-runs-", dir=out))
     log(f"probe: {len(pool)} labelled rows in the pool, scoring on {len(scored)} rows ({scored_on}), "
         f"budgets {budgets}, {seeds} seed(s), arms {list(arms)}")
-    for seed in range(seeds):
-        order = permutation(pool, recipe, seed)
-        for n in budgets:
-            splits = seed_splits(pool, order, n, seed, scored, data, recipe, scored_on)
-            unlabelled = without_labels(pool.subset(order[n:n + self_train])) if self_train else None
-            if unlabelled is not None and not len(unlabelled):
-                log(f"probe: --self-train: no pool rows are left beyond the {n} labelled ones; no self-training at {n}")
-                unlabelled = None
-            for arm in arms:
-                started = time.perf_counter()
-                if arm == "bag-of-words":
-                    run = bag_of_words(splits, n, seed, unlabelled)
-                else:
-                    run = fine_tune_arm(recipe, model_path, tokenizer, splits, arm, n, seed, learning_rates,
-                                        epochs, out / "runs", unlabelled)
-                run.seconds = round(time.perf_counter() - started, 1)
-                report.runs.append(run)
-                first = (f", first model {run.self_train['accuracy']:.4f}, {run.self_train['pseudo_labelled']} "
-                         f"pseudo-labelled rows" if run.self_train else "")
-                log(f"probe: {arm:>12} {n:>6} labels seed {seed}: accuracy {run.accuracy:.4f} "
-                    f"(selection {run.selection_accuracy:.4f}, {run.setting}{first}, {run.seconds:.0f} s)")
-            write_report(report)  # after every budget: an interrupted probe keeps what it measured
-    shutil.rmtree(out / "runs", ignore_errors=True)
+    try:
+        for seed in range(seeds):
+            order = permutation(pool, recipe, seed)
+            for n in budgets:
+                splits = seed_splits(pool, order, n, seed, scored, data, recipe, scored_on)
+                unlabelled = without_labels(pool.subset(order[n:n + self_train])) if self_train else None
+                if unlabelled is not None and not len(unlabelled):
+                    log(f"probe: --self-train: no pool rows are left beyond the {n} labelled ones; "
+                        f"no self-training at {n}")
+                    unlabelled = None
+                for arm in arms:
+                    started = time.perf_counter()
+                    if arm == "bag-of-words":
+                        run = bag_of_words(splits, n, seed, unlabelled)
+                    else:
+                        run = fine_tune_arm(recipe, model_path, tokenizer, splits, arm, n, seed, learning_rates,
+                                            epochs, runs_dir, unlabelled)
+                    run.seconds = round(time.perf_counter() - started, 1)
+                    report.runs.append(run)
+                    first = (f", first model {run.self_train['accuracy']:.4f}, {run.self_train['pseudo_labelled']} "
+                             f"pseudo-labelled rows" if run.self_train else "")
+                    log(f"probe: {arm:>12} {n:>6} labels seed {seed}: accuracy {run.accuracy:.4f} "
+                        f"(selection {run.selection_accuracy:.4f}, {run.setting}{first}, {run.seconds:.0f} s)")
+                write_report(report)  # after every budget: an interrupted probe keeps what it measured
+    finally:
+        shutil.rmtree(runs_dir, ignore_errors=True)
     write_report(report, plot=True)
     if card:
         add_to_card(model_path, report, recipe)

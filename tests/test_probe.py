@@ -209,3 +209,20 @@ def test_predicted_probabilities_stay_with_their_rows(export):
     assert probs.shape == (40, 2) and np.allclose(probs.sum(1), 1.0)
     assert np.allclose(probs, backwards[::-1], atol=1e-5) and np.allclose(probs[:5], alone, atol=1e-5)
     assert np.ptp(probs[:, 0]) > 2e-4, "the rows get different probabilities, so the order is tested"
+
+
+def test_probe_into_a_users_folder_deletes_only_its_own_files(tmp_path, export):
+    """--out may be a project folder whose runs/ holds the user's work: the probe's scratch folder is its own."""
+    from nlpssl.probe import probe
+
+    train = write_task(tmp_path / "train.tsv", 40)
+    project = tmp_path / "project"
+    project.mkdir()
+    args = dict(overrides=["task.text_column=sentence"], labels=[20], seeds=1, epochs=1, out_dir=project,
+                arms=["pretrained"])
+    probe(export, str(train), **args)  # an empty folder: allowed, and it now holds probe.json
+    (project / "runs" / "my-run").mkdir(parents=True)
+    (project / "runs" / "my-run" / "model.safetensors").write_text("the user's weights")
+    probe(export, str(train), **args)  # a folder holding an earlier probe.json: allowed again
+    assert (project / "runs" / "my-run" / "model.safetensors").read_text() == "the user's weights"
+    assert sorted(p.name for p in project.iterdir()) == ["probe.json", "probe.md", "probe.png", "runs"]
