@@ -38,7 +38,12 @@ def log(message: str) -> None:
 
 
 def check_output_dir(recipe: Recipe) -> None:
-    """Refuse to train into a folder that holds another run, unless resuming that run."""
+    """Refuse to train into a folder that holds another run, unless resuming that run.
+
+    Allowed without ``training.resume``: a new or empty folder, one holding only the tokenizer that
+    ``nlpssl tokenizer train`` wrote for this run, and a run that stopped before it trained anything
+    (its recipe.yaml is rewritten; a tokenizer it left is kept only if the text and tokenizer settings match).
+    """
     if rank() != 0:
         return  # rank 0 decides; the other ranks may see the recipe rank 0 just wrote
     out = recipe.output_dir
@@ -46,15 +51,23 @@ def check_output_dir(recipe: Recipe) -> None:
         raise NlpsslError(
             f"training.output_dir={str(out)!r}: a file is there, not a folder. Choose another training.output_dir."
         )
-    if not out.exists() or not [p for p in out.iterdir() if p.name != LOCK_NAME]:
+    if not out.exists():
+        return
+    held = {p.name for p in out.iterdir()} - {LOCK_NAME}
+    if not held:
         return
     saved = out / "recipe.yaml"
     where = f"training.output_dir={str(out)!r}"
     if not saved.is_file():
+        if held == {"tokenizer"} and (out / "tokenizer" / "tokenizer.json").is_file():
+            return  # `nlpssl tokenizer train RECIPE` wrote the run's tokenizer here first; the run uses it
         raise NlpsslError(
             f"{where}: the folder exists and is not an nlpssl run (no recipe.yaml). "
             "Choose another training.output_dir or empty the folder."
         )
+    if not (held & TRAINED or any(out.glob("checkpoint-*"))):
+        _check_untrained_run(recipe, saved, where)
+        return
     if not recipe.resume:
         resume = "Pass training.resume=true to continue it, " if recipe.kind == "pretrain" else ""
         raise NlpsslError(
@@ -86,6 +99,32 @@ def check_output_dir(recipe: Recipe) -> None:
 
 
 LOCK_NAME = ".nlpssl.lock"
+# The data settings that decide which texts the tokenizer is trained on (nlpssl.data.source_texts).
+TOKENIZER_TEXT_KEYS = ("source", "text_column", "hub_config", "split", "txt_unit", "unwrap", "clean",
+                       "builtin_stories", "max_texts", "seed", "mix")
+TRAINED = {"final", "export", "metrics.json", "log_history.json"}  # with checkpoint-N: a run that trained
+
+
+def _check_untrained_run(recipe: Recipe, saved: Path, where: str) -> None:
+    """A run folder that stopped before its first checkpoint (bad data, Ctrl-C while preparing) is started
+    again, its recipe.yaml rewritten, unless a tokenizer it trained no longer fits the recipe's settings."""
+    tokenizer = saved.parent / "tokenizer"
+    if recipe.kind != "pretrain" or recipe.tokenizer.path or not tokenizer.exists():
+        return
+    import yaml
+
+    before = yaml.safe_load(saved.read_text()) or {}
+    now = recipe.to_dict()
+    keys = [("tokenizer", k) for k in set(now["tokenizer"]) | set(before.get("tokenizer") or {}) if k != "path"]
+    keys += [("data", k) for k in TOKENIZER_TEXT_KEYS]
+    changed = sorted(f"{section}.{k}" for section, k in keys
+                     if (before.get(section) or {}).get(k) != (now.get(section) or {}).get(k))
+    if changed:
+        raise NlpsslError(
+            f"{where}: a run that stopped before training left a tokenizer in {str(tokenizer)!r}, trained with "
+            f"other settings than now ({', '.join(changed)}). Delete that tokenizer folder (nlpssl wrote it) to "
+            "train a new one, pass tokenizer.path=FOLDER to use another, or choose another training.output_dir."
+        )
 
 
 @contextlib.contextmanager

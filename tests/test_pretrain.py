@@ -255,10 +255,59 @@ def test_output_dir_holding_another_run_is_refused(tmp_path):
         run_pretrain("bert-tiny", tmp_path)
     (run / "stuff.bin").unlink()
     (run / "recipe.yaml").write_text(load_recipe("gpt-tiny").to_yaml())
+    (run / "checkpoint-6").mkdir()  # it trained
     with pytest.raises(NlpsslError, match="already holds a run. Pass training.resume=true"):
         run_pretrain("bert-tiny", tmp_path)
     with pytest.raises(NlpsslError, match="cannot resume, the recipe differs"):
         run_pretrain("bert-tiny", tmp_path, **{"training.resume": True})
+
+
+def test_a_run_that_failed_before_training_can_be_rerun_once_fixed(tmp_path):
+    """Bad data stops a run after its recipe.yaml is written; the same command, data fixed, trains."""
+    text = tmp_path / "corpus.txt"
+    text.write_text("")
+    settings = {"data.source": str(text), "data.builtin_stories": "null"}
+    with pytest.raises(NlpsslError, match="no text"):
+        run_pretrain("bert-tiny", tmp_path, **settings)
+    assert (tmp_path / "run" / "recipe.yaml").is_file()  # the folder it left: nothing trained
+    text.write_text("".join(f"Story {i}: the cat sat on the mat and the dog ran to the park.\n\n" for i in range(300)))
+    result = run_pretrain("bert-tiny", tmp_path, **settings)
+    assert result.metrics["steps"] == 12 and (result.export_dir / "config.json").is_file()
+    # Now it trained: the same command is refused, as for any run.
+    with pytest.raises(NlpsslError, match="already holds a run"):
+        run_pretrain("bert-tiny", tmp_path, **settings)
+
+
+def test_an_untrained_run_keeps_its_tokenizer_only_for_the_same_text(tmp_path):
+    """A tokenizer left by a run that stopped before training is not reused for other tokenizer settings."""
+    from nlpssl.recipe import load_recipe
+    from nlpssl.runs import check_output_dir, write_run_recipe
+
+    recipe = load_recipe("bert-tiny", tiny_overrides(tmp_path))
+    write_run_recipe(recipe)
+    (recipe.output_dir / "tokenizer").mkdir()
+    (recipe.output_dir / "tokenizer" / "tokenizer.json").write_text("{}")
+    check_output_dir(recipe)  # the same settings: it is started again, with that tokenizer
+    other = load_recipe("bert-tiny", tiny_overrides(tmp_path, **{"tokenizer.vocab_size": 500,
+                                                                 "data.builtin_stories": 200}))
+    with pytest.raises(NlpsslError, match=r"left a tokenizer .* other settings than now "
+                                          r"\(data.builtin_stories, tokenizer.vocab_size\)\. Delete that tokenizer"):
+        check_output_dir(other)
+    elsewhere = load_recipe("bert-tiny", tiny_overrides(tmp_path, **{"tokenizer.vocab_size": 500,
+                                                                     "tokenizer.path": str(tmp_path)}))
+    check_output_dir(elsewhere)  # its tokenizer comes from tokenizer.path, not from the folder
+
+
+def test_tokenizer_train_then_pretrain_into_the_same_folder(tmp_path):
+    """`nlpssl tokenizer train RECIPE` writes OUTPUT_DIR/tokenizer; `nlpssl pretrain RECIPE` then uses it."""
+    from nlpssl.cli import main
+
+    overrides = tiny_overrides(tmp_path)
+    assert main(["tokenizer", "train", "bert-tiny", *overrides]) == 0
+    trained = (tmp_path / "run" / "tokenizer" / "tokenizer.json").read_bytes()
+    assert main(["pretrain", "bert-tiny", *overrides]) == 0
+    assert (tmp_path / "run" / "export" / "config.json").is_file()
+    assert (tmp_path / "run" / "tokenizer" / "tokenizer.json").read_bytes() == trained  # used, not retrained
 
 
 def _cli(*args, **kw):
