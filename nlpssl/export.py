@@ -71,10 +71,14 @@ def check_export_target(run_dir: Path, out_dir: Path) -> None:
             f"export: {str(out_dir)!r} exists and is not a folder. Choose a new folder for the export."
         )
     if out_dir.exists() and any(out_dir.iterdir()) and not is_export(out_dir):
+        held = sorted(p.name for p in out_dir.iterdir())
+        foreign = [n for n in held if not (n in EXPORT_FILES or n in EXPORT_FOLDERS or _SHARD.fullmatch(n))]
+        what = (f"it holds {', '.join(foreign[:5])}{'...' if len(foreign) > 5 else ''}, which no export has"
+                if foreign and (out_dir / "config.json").is_file() and (out_dir / "recipe.yaml").is_file()
+                else f"it holds {', '.join(held[:5])}{'...' if len(held) > 5 else ''}")
         raise NlpsslError(
-            f"export: {str(out_dir)!r} exists and is not an earlier nlpssl export (it holds "
-            f"{', '.join(sorted(p.name for p in out_dir.iterdir())[:5])}...), so nlpssl will not replace it. "
-            "Choose a new folder, or move that folder away yourself."
+            f"export: {str(out_dir)!r} exists and is not an earlier nlpssl export ({what}), so nlpssl will not "
+            "replace it. Choose a new folder, or move that folder away yourself."
         )
 
 

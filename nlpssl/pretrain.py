@@ -47,6 +47,12 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
     check_output_dir(recipe)
     for source in (recipe.data.source, *(m.source for m in recipe.data.mix)):
         text_units(source)  # a local source's files must exist before the run folder and recipe.yaml do
+    if recipe.tokenizer.path:
+        from nlpssl.tokenizer import check_tokenizer_folder
+
+        check_tokenizer_folder(recipe.tokenizer.path, f"tokenizer.path={recipe.tokenizer.path!r}",
+                               "Point it at a folder holding tokenizer.json: a run's tokenizer/, an export, or "
+                               "the --out of `nlpssl tokenizer train`")
     done = finished_run(recipe)
     if done is not None:
         return done
@@ -197,10 +203,12 @@ def train_recipe_tokenizer(recipe: Recipe, out_dir: Path, model_max_length: int 
 
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        held = ("already holds a tokenizer (tokenizer.json)" if (out_dir / "tokenizer.json").is_file()
+                else "already exists and is not an empty folder")
         raise NlpsslError(
-            f"tokenizer: {str(out_dir)!r} already exists and is not an empty folder (and has no tokenizer.json), "
-            "and a new tokenizer would overwrite its files. Pass --out NEW_FOLDER to `nlpssl tokenizer train`, "
-            "reuse a trained tokenizer with tokenizer.path=FOLDER, or move that folder away."
+            f"tokenizer: {str(out_dir)!r} {held}, and a new tokenizer would overwrite its files. Pass --out "
+            "NEW_FOLDER to `nlpssl tokenizer train`, reuse a trained tokenizer with tokenizer.path=FOLDER, or "
+            "move that folder away."
         )
 
     d, t = recipe.data, recipe.tokenizer

@@ -133,6 +133,17 @@ def train_tokenizer(
     return tokenizer
 
 
+def check_tokenizer_folder(folder: Path, where: str, fix: str) -> None:
+    """Raise ``NlpsslError`` (prefixed ``where``, ending with ``fix``) unless ``folder`` holds a tokenizer.json."""
+    folder = Path(folder)
+    how = " (`nlpssl tokenizer train RECIPE --out DIR` trains one)."
+    if not folder.is_dir():
+        raise NlpsslError(f"{where}: tokenizer folder {str(folder)!r} does not exist. {fix}{how}")
+    if not (folder / "tokenizer.json").is_file():
+        found = sorted(p.name for p in folder.iterdir())[:10]
+        raise NlpsslError(f"{where}: no tokenizer.json in {str(folder)!r} (got files {found}). {fix}{how}")
+
+
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     """Load a tokenizer folder written by `train_tokenizer` (or any stock HF tokenizer folder).
 
@@ -140,18 +151,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
         NlpsslError: If the folder does not exist or holds no tokenizer files.
     """
     folder = Path(path)
-    if not folder.is_dir():
-        raise NlpsslError(
-            f"load_tokenizer: tokenizer folder does not exist (got {str(folder)!r}). "
-            "Pass the out_dir given to train_tokenizer, or train one first with "
-            "`nlpssl tokenizer train RECIPE`."
-        )
-    if not (folder / "tokenizer.json").is_file():
-        found = sorted(p.name for p in folder.iterdir())[:10]
-        raise NlpsslError(
-            f"load_tokenizer: no tokenizer.json in {str(folder)!r} (got files {found}). "
-            "Point at the folder that train_tokenizer or save_pretrained wrote."
-        )
+    check_tokenizer_folder(folder, "load_tokenizer", "Pass the out_dir given to train_tokenizer or save_pretrained")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder))

@@ -1,6 +1,7 @@
 """End-to-end pretraining on tiny settings: loss falls, cache reuse, export loads stock, errors."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -491,3 +492,25 @@ def test_t5_pretrains_exports_and_fills_sentinels(tmp_path):
     assert model.config.model_type == "t5"
     filled = generate(result.export_dir, "The cat <extra_id_0> on the mat.", greedy=True, max_new_tokens=8)
     assert filled.startswith("The cat [") and filled.endswith("] on the mat."), filled
+
+
+def test_tokenizer_and_export_folders_are_named_in_their_errors(tmp_path, capsys):
+    """tokenizer.path is checked before the run folder exists; refusals say which files are in the way."""
+    from nlpssl.cli import main
+    from nlpssl.export import export_run
+
+    (tmp_path / "notext").mkdir()
+    with pytest.raises(NlpsslError, match=r"tokenizer.path='.*notext': no tokenizer.json in .* Point it at a folder"):
+        run_pretrain("bert-tiny", tmp_path, **{"tokenizer.path": str(tmp_path / "notext")})
+    assert not (tmp_path / "run").exists()  # refused before recipe.yaml was written
+
+    overrides = tiny_overrides(tmp_path)
+    assert main(["tokenizer", "train", "bert-tiny", *overrides, "--out", str(tmp_path / "tok")]) == 0
+    assert main(["tokenizer", "train", "bert-tiny", *overrides, "--out", str(tmp_path / "tok")]) != 0
+    assert re.search(r"'.*tok' already holds a tokenizer \(tokenizer.json\), and a new", capsys.readouterr().err)
+
+    result = run_pretrain("bert-tiny", tmp_path, **{"tokenizer.path": str(tmp_path / "tok")})
+    (result.export_dir / "my_eval_notes.md").write_text("mine")
+    with pytest.raises(NlpsslError, match=r"not an earlier nlpssl export \(it holds my_eval_notes.md, which no export"):
+        export_run(result.output_dir, result.export_dir)
+    assert (result.export_dir / "my_eval_notes.md").read_text() == "mine"

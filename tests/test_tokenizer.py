@@ -293,7 +293,7 @@ def test_bare_string_and_non_string_items_are_errors():
 
 
 def test_load_tokenizer_errors(tmp_path):
-    with pytest.raises(NlpsslError, match=r"load_tokenizer: tokenizer folder does not exist \(got"):
+    with pytest.raises(NlpsslError, match=r"load_tokenizer: tokenizer folder '.*missing' does not exist\. Pass the out_dir"):
         load_tokenizer(tmp_path / "missing")
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(
