@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import enum
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -418,6 +419,15 @@ def _did_you_mean(key: str, known: typing.Iterable[str]) -> str:
     return f" Did you mean {match[0]!r}?" if match else f" Known keys: {', '.join(sorted(known))}."
 
 
+def _section_hint(key: str, sections: dict[str, type], known: list[str]) -> str:
+    """For an unknown section: the section.key a bare key (max_steps=3) was meant as, else a close section."""
+    owners = [f"{name}.{key}" for name, cls in sections.items() if key in {f.name for f in dataclasses.fields(cls)}]
+    owners += [f"training.{key}"] if key in _training_types() else []
+    if owners:
+        return f" Did you mean {' or '.join(map(repr, owners))}? A key goes under its section: section.key=value."
+    return _did_you_mean(key, known)
+
+
 def _load_section(cls: type, raw: Any, where: str, problems: list[str]):
     if raw is None:
         raw = {}
@@ -437,8 +447,30 @@ def _load_section(cls: type, raw: Any, where: str, problems: list[str]):
         try:
             values[key] = coerce(value, hints[key])
         except ValueError as err:
-            problems.append(f"{where}.{key}: {err} (got {value!r}). Set it to {_type_name(hints[key])}.")
+            problems.append(_bad_value(f"{where}.{key}", value, hints[key], err, _field_default(cls, key)))
     return cls(**values)
+
+
+def _bad_value(at: str, value: Any, tp: Any, err: ValueError, default: Any = dataclasses.MISSING) -> str:
+    """The problem of a value that does not convert to ``tp``; a null says what the key takes instead."""
+    if value is None:  # `key: null` or key=null on a key that has no null
+        return (f"{at}: cannot be null (got None). Set it to {_a(tp)}, or leave the key out for its default"
+                + ("." if default is dataclasses.MISSING else f" ({default!r})."))
+    return f"{at}: {err} (got {value!r}). Set it to {_type_name(tp)}."
+
+
+def _a(tp: Any) -> str:
+    """A type in words: "an integer", "true or false", ..."""
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return words.get(tp, _type_name(tp))
+
+
+def _field_default(cls: type, key: str) -> Any:
+    """The default of dataclass field ``key`` (``dataclasses.MISSING`` if it has none)."""
+    f = next((f for f in dataclasses.fields(cls) if f.name == key), None)
+    if f is None:
+        return dataclasses.MISSING
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def _section_list(tp: Any) -> type | None:
@@ -487,7 +519,10 @@ def _load_training(raw: Any, where: str, name: str, problems: list[str]) -> dict
         try:
             values[key] = coerce(value, known[key])
         except ValueError as err:
-            problems.append(f"{where}.{key}: {err} (got {value!r}). Set it to {_type_name(known[key])}.")
+            from transformers import TrainingArguments
+
+            default = _field_default(TrainingArguments, key)
+            problems.append(_bad_value(f"{where}.{key}", value, known[key], err, default))
     values.setdefault("output_dir", f"runs/{name}")
     values.setdefault("report_to", "none")
     return values
@@ -582,7 +617,8 @@ def _check_streaming(recipe: Recipe, where: str, problems: list[str]) -> None:
     """What ``data.streaming: true`` needs: a step count, reading in this process, no text cap."""
     t, d = recipe.training, recipe.data
     steps = t.get("max_steps")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+    refused = "max_steps" not in t and any(p.startswith(f"{where}: training.max_steps:") for p in problems)
+    if not refused and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
         problems.append(f"{where}: data.streaming=true needs training.max_steps (got {steps!r}): a stream has no "
                         "length to count epochs by. Set training.max_steps=N, e.g. 10000.")
     if t.get("dataloader_num_workers", 0) not in (0, None):
@@ -753,8 +789,36 @@ def load_recipe(path_or_name: str | Path, overrides: typing.Sequence[str] = (), 
     if not isinstance(raw, dict):
         raise RecipeError([f"{path}: expected a mapping of sections at the top (got {type(raw).__name__})."])
     check_kind(raw.get("kind", "pretrain"), kind, str(path))
+    in_file = set(raw)
     problems = apply_overrides(raw, overrides)
-    return recipe_from_dict(raw, name=path.stem, where=str(path), source_path=str(path), problems=problems)
+    try:
+        return recipe_from_dict(raw, name=path.stem, where=str(path), source_path=str(path), problems=problems)
+    except RecipeError as err:
+        raise RecipeError(blame_overrides(err.problems, str(path), overrides, in_file)) from None
+
+
+def blame_overrides(problems: list[str], where: str, overrides: typing.Sequence[str], in_file: set[str]) -> list[str]:
+    """Name the command-line override instead of the file ``where`` in each problem about a key it set.
+
+    A problem is the override's when it opens with the key the override sets (``training.max_steps``
+    for ``training.max_steps=abc``), or with a section that only overrides wrote (``trainin``).
+    """
+    keys: dict[str, str] = {}
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not (key := key.strip()) or not sep:
+            continue  # malformed: parse_overrides reported it as itself
+        keys[key] = item
+        if (section := key.partition(".")[0]) not in in_file:
+            keys.setdefault(section, item)
+    longest_first = sorted(keys, key=len, reverse=True)
+    blamed = []
+    for problem in problems:
+        rest = problem.removeprefix(f"{where}: ")
+        # the key itself, then ':', ' ', '.', '[' (not 'data.streaming=true needs ...': a rule on two keys)
+        item = next((keys[k] for k in longest_first if re.match(rf"{re.escape(k)}(?![\w=])", rest)), None)
+        blamed.append(f"override {item!r}: {rest}" if item and rest != problem else problem)
+    return blamed
 
 
 def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> list[str]:
@@ -797,7 +861,7 @@ def recipe_from_dict(
             except ValueError as err:
                 problems.append(f"{where}: {key}: {err} (got {value!r}).")
         elif key != "training":
-            problems.append(f"{where}: {key}: unknown section.{_did_you_mean(str(key), known)}")
+            problems.append(f"{where}: {key}: unknown section.{_section_hint(str(key), sections, known)}")
     training = _load_training(raw.get("training"), f"{where}: training", name, problems)
     recipe = Recipe(name=name, kind=kind, training=training, source_path=source_path, **built)
     if kind == "pretrain":

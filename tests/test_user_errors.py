@@ -389,3 +389,52 @@ def test_gguf_conversion_refuses_what_llama_cpp_would_get_wrong(finished_runs, t
     with pytest.raises(NlpsslError, match="not a GPT-2 byte-level BPE .*'Lowercase'.*tokenizer.lowercase=false"):
         convert(lowercase, tmp_path / "l.gguf", converter)
     assert sorted(p.name for p in tmp_path.glob("*.gguf")) == ["taken.gguf"]
+
+
+# ------------------------------------------------------------------------------------------------
+# command-line overrides: a problem with one names the override, not the shipped recipe file
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.learnin_rate=1e-3",
+     "override 'training.learnin_rate=1e-3': training.learnin_rate: unknown key; `training:` takes"),
+    ("training.max_steps=abc", "override 'training.max_steps=abc': training.max_steps: expected an integer (got 'abc')"),
+    ("trainin.max_steps=3", "override 'trainin.max_steps=3': trainin: unknown section. Did you mean 'training'?"),
+    ("max_steps=3", "override 'max_steps=3': max_steps: unknown section. Did you mean 'training.max_steps'?"),
+    ("seed=3", "Did you mean 'data.seed' or 'training.seed'?"),
+    ("training.learning_rate=-1", "override 'training.learning_rate=-1': training.learning_rate is out of range"),
+    ("data.mix=[{source: a.txt, repeat: 0}]", "override 'data.mix=[{source: a.txt, repeat: 0}]': data.mix[0].repeat"),
+])
+def test_a_bad_override_is_named_instead_of_the_recipe_file(override, message, capsys):
+    from nlpssl.cli import main
+
+    assert main(["pretrain", "bert-tiny", override]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "bert-tiny.yaml" not in err
+
+
+def test_the_recipe_file_is_still_named_for_its_own_problems(tmp_path):
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text(Path(load_recipe("bert-tiny").source_path).read_text() + "\nmax_steps: 3\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(recipe, ["collator.rat=0.2"])
+    assert sorted(info.value.problems) == [
+        f"{recipe}: max_steps: unknown section. Did you mean 'training.max_steps'? A key goes under its section: "
+        "section.key=value.",
+        "override 'collator.rat=0.2': collator.rat: unknown key. Did you mean 'rate'?",
+    ]
+
+
+def test_a_null_for_a_key_without_null_is_one_message_on_what_to_set(capsys):
+    from nlpssl.cli import main
+
+    assert main(["recipe", "show", "bert-tiny", "data.streaming=true", "training.max_steps=null"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "nlpssl: error: - override 'training.max_steps=null': training.max_steps: cannot be null (got None). "
+        "Set it to an integer, or leave the key out for its default (-1)."
+    )
+    with pytest.raises(RecipeError, match=r"model.size: cannot be null \(got None\). Set it to one of 'tiny', "
+                                          r"'small', 'base', or leave the key out for its default \('tiny'\)"):
+        load_recipe("bert-tiny", ["model.size=null"])
