@@ -163,12 +163,16 @@ def cmd_finetune(a) -> None:
 
 
 def cmd_probe(a) -> None:
+    from nlpssl.labelled import ColumnError
     from nlpssl.probe import probe, tables
 
-    report = probe(
-        a.model_dir, a.task, a.overrides, labels=a.labels, seeds=a.seeds, out_dir=a.out,
-        learning_rates=a.learning_rates, arms=a.arms, epochs=a.epochs, card=a.card, self_train=a.self_train,
-    )
+    try:
+        report = probe(
+            a.model_dir, a.task, a.overrides, labels=a.labels, seeds=a.seeds, out_dir=a.out,
+            learning_rates=a.learning_rates, arms=a.arms, epochs=a.epochs, card=a.card, self_train=a.self_train,
+        )
+    except ColumnError as err:  # the probe takes the task's settings as --set KEY=VALUE, not as a recipe
+        raise NlpsslError(err.message(flag="--set")) from err
     print(f"\nAccuracy on {report.scored_on} (mean ± std over {report.seeds} seed(s)):\n")
     print(tables(report))
     print(f"\nprobe: {report.out_dir / 'probe.json'}, {report.out_dir / 'probe.md'}, {report.out_dir / 'probe.png'}")
@@ -194,9 +198,7 @@ def cmd_embed(a) -> None:
 
     texts = list(a.texts)
     if a.file:
-        from pathlib import Path
-
-        texts += [line.strip() for line in Path(a.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts += _file_texts(a.file)
     found = embed(a.model_dir, texts, nearest=a.nearest)
     if a.nearest is None:
         for text, vector in zip(texts, found):
@@ -208,6 +210,22 @@ def cmd_embed(a) -> None:
             print(text)
             for n in neighbours:
                 print(f"  {n.score:6.3f}  {n.text}")
+
+
+def _file_texts(name: str) -> list[str]:
+    """The non-blank lines of embed's --file, or an error that names the option."""
+    from pathlib import Path
+
+    path = Path(name)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "file not found"
+        raise NlpsslError(f"embed: --file {name!r}: {what} (got {str(path.absolute())!r}). "
+                          "Pass a UTF-8 text file with one text per line, or the texts as arguments.")
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as err:
+        raise NlpsslError(f"embed: --file {name!r}: not UTF-8 text (got byte {err.object[err.start]:#04x} at "
+                          f"offset {err.start}). Save the file as UTF-8.") from err
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -232,9 +232,12 @@ def _read_hub(source: str, task: FinetuneSection, split: str) -> tuple[Split, li
 
 
 def _split_from_columns(columns: dict[str, list], available: list[str], where: str, task: FinetuneSection) -> Split:
-    texts = _column(columns, available, task.text_column, "text_column", where)
-    labels = _column(columns, available, task.label_column, "label_column", where)
-    pairs = _column(columns, available, task.text_pair_column, "text_pair_column", where) if task.text_pair_column else None
+    wanted = ("text_column", "label_column") + (("text_pair_column",) if task.text_pair_column else ())
+    missing = [(key, getattr(task, key)) for key in wanted if getattr(task, key) not in columns]
+    if missing:  # every missing column at once, not one per run
+        raise ColumnError(where, available, missing)
+    texts, labels = columns[task.text_column], columns[task.label_column]
+    pairs = columns[task.text_pair_column] if task.text_pair_column else None
     keys = [_label_key(value, where, row) for row, value in enumerate(labels, start=1)]
     as_text = lambda xs: ["" if x is None else str(x) for x in xs]  # noqa: E731
     if not texts:
@@ -242,16 +245,38 @@ def _split_from_columns(columns: dict[str, list], available: list[str], where: s
     return Split(as_text(texts), keys, as_text(pairs) if pairs is not None else None)
 
 
-def _column(columns: dict[str, list], available: list[str], name: str, key: str, where: str) -> list:
-    if name in columns:
-        return columns[name]
-    close = difflib.get_close_matches(name, available, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    what = {"text_column": "text", "label_column": "labels", "text_pair_column": "second texts"}[key]
-    raise NlpsslError(
-        f"{where}: no {key.replace('_column', '')} column {name!r} (got columns {available}).{hint} "
-        f"Set task.{key}=NAME to the column that holds the {what}."
-    )
+class ColumnError(NlpsslError):
+    """Task columns a labelled file or Hub split lacks, all of them in one message.
+
+    `message` words the fix for where the settings are given: "Set task.text_column=NAME" (a recipe
+    or `nlpssl finetune` overrides), or "Pass --set task.text_column=NAME" (`nlpssl probe`).
+    """
+
+    _WHAT = {"text_column": "text", "label_column": "labels", "text_pair_column": "second texts"}
+
+    def __init__(self, where: str, available: list[str], missing: list[tuple[str, str]]):
+        self.where, self.available, self.missing = where, available, missing
+        super().__init__(self.message())
+
+    def message(self, flag: str | None = None) -> str:
+        """The error; ``flag``: the option that takes the settings (``--set``), None for a recipe."""
+        absent = _and([f"no {key.replace('_column', '')} column {name!r}" for key, name in self.missing])
+        close = [(key, found[0]) for key, name in self.missing
+                 if (found := difflib.get_close_matches(name, self.available, n=1))]
+        if len(self.missing) == 1:
+            hint = f" Did you mean {close[0][1]!r}?" if close else ""
+        else:
+            hint = f" Did you mean {_and([f'{c!r} for task.{key}' for key, c in close])}?" if close else ""
+        settings = [f"task.{key}=NAME" for key, _ in self.missing]
+        held = _and([f"the {self._WHAT[key]}" for key, _ in self.missing])
+        column = "column that holds" if len(self.missing) == 1 else "columns that hold"
+        fix = (f"Set {_and(settings)} to the {column} {held}." if flag is None
+               else f"Pass {flag} {' '.join(settings)}, naming the {column} {held}.")
+        return f"{self.where}: {absent} (got columns {self.available}).{hint} {fix}"
+
+
+def _and(items: list[str]) -> str:
+    return " and ".join(items) if len(items) < 3 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _label_key(value: Any, where: str, row: int) -> str:

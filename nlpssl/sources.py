@@ -101,7 +101,7 @@ def iter_texts(
     if count == 0:
         raise NlpsslError(
             f"{source}: the source holds no text (got 0 non-empty texts). "
-            "Check that the files are not empty and that text_column names the text."
+            "Check that the files are not empty and that data.text_column names the text."
         )
 
 
@@ -540,7 +540,7 @@ def _read_parquet(path: Path, text_column: str) -> Iterator[str]:
     if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
         raise NlpsslError(
             f"{path}: column {text_column!r} does not hold text (got type {column_type}). "
-            "Set text_column to a string column."
+            "Set data.text_column=NAME to a string column."
         )
     for batch in parquet.iter_batches(columns=[text_column], batch_size=10_000):
         yield from (text for text in batch.column(0).to_pylist() if text is not None)
@@ -552,7 +552,7 @@ def _as_text(value: object, where: str, text_column: str) -> str:
     if not isinstance(value, str):
         raise NlpsslError(
             f"{where}: {text_column!r} does not hold text (got {type(value).__name__} "
-            f"{str(value)[:40]!r}). Set text_column to a field whose values are strings."
+            f"{str(value)[:40]!r}). Set data.text_column=NAME to a field whose values are strings."
         )
     return value
 
@@ -562,7 +562,7 @@ def _column_error(where: str, text_column: str, available: list[str]) -> NlpsslE
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return NlpsslError(
         f"{where}: no column {text_column!r} (got columns {available}).{hint} "
-        "Set text_column to the column that holds the text."
+        "Set data.text_column=NAME to the column that holds the text (in a data.mix entry: its text_column)."
     )
 
 
@@ -619,7 +619,7 @@ def _load_hub(
     if getattr(feature, "dtype", None) not in ("string", "large_string"):
         raise NlpsslError(
             f"{source}: column {text_column!r} does not hold text (got {feature}). "
-            "Set text_column to a string column."
+            "Set data.text_column=NAME to a string column."
         )
     dataset = dataset.select_columns([text_column])
     if text_column != "text":
@@ -634,6 +634,6 @@ def _load_hub(
     if len(dataset) == 0:
         raise NlpsslError(
             f"{source}: the source holds no text (got 0 non-empty texts in split {split!r}). "
-            "Check text_column, hub_config and split."
+            "Check data.text_column, data.hub_config and data.split."
         )
     return dataset

@@ -438,3 +438,44 @@ def test_a_null_for_a_key_without_null_is_one_message_on_what_to_set(capsys):
     with pytest.raises(RecipeError, match=r"model.size: cannot be null \(got None\). Set it to one of 'tiny', "
                                           r"'small', 'base', or leave the key out for its default \('tiny'\)"):
         load_recipe("bert-tiny", ["model.size=null"])
+
+
+# ------------------------------------------------------------------------------------------------
+# columns: named by the setting that picks them, as each command takes it; all missing ones at once
+
+
+def test_a_missing_text_column_names_data_text_column(tmp_path, capsys):
+    from nlpssl.cli import main
+
+    (tmp_path / "t.csv").write_text("body,label\nhello there,1\n")
+    assert main(["pretrain", "bert-tiny", f"data.source={tmp_path / 't.csv'}", *tiny_overrides(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "t.csv: no column 'text' (got columns ['body', 'label']). Set data.text_column=NAME" in err, err
+
+
+def test_finetune_and_probe_report_every_missing_column_as_each_takes_it(finished_runs, tmp_path, capsys):
+    from nlpssl.cli import main
+
+    export = finished_runs["bert-tiny"].export_dir
+    data = tmp_path / "reviews.tsv"
+    data.write_text("sentence\tstars\nfine\t1\nbad\t0\n")
+    missing = f"{data}: no text column 'text' and no label column 'label' (got columns ['sentence', 'stars'])."
+    assert main(["finetune", "finetune-tiny", f"model={export}", f"task.source={data}",
+                 f"training.output_dir={tmp_path / 'ft'}"]) == 2
+    err = capsys.readouterr().err
+    assert missing in err and ("Set task.text_column=NAME and task.label_column=NAME to the columns that hold the "
+                               "text and the labels.") in err, err
+    assert main(["probe", str(export), "--task", str(data), "--out", str(tmp_path / "probe")]) == 2
+    err = capsys.readouterr().err
+    assert missing in err and "Pass --set task.text_column=NAME task.label_column=NAME, naming the columns" in err, err
+    assert "Set task." not in err
+
+
+def test_embed_names_its_file_option(tmp_path, capsys):
+    from nlpssl.cli import main
+
+    assert main(["embed", "some-model", "--file", str(tmp_path / "missing.txt")]) == 2
+    assert f"embed: --file '{tmp_path / 'missing.txt'}': file not found" in capsys.readouterr().err
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    assert main(["embed", "some-model", "--file", str(tmp_path / "latin1.txt")]) == 2
+    assert "--file" in (err := capsys.readouterr().err) and "not UTF-8 text (got byte 0xe9 at offset 3)" in err
