@@ -21,11 +21,10 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_recipe_list(a) -> None:
-    from nlpssl.recipe import list_recipes
+    from nlpssl.recipe import describe, list_recipes
 
     for path in list_recipes():
-        first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
-        print(f"{path.stem:<20} {first}")
+        print(f"{path.stem:<20} {describe(path)}")
 
 
 def cmd_recipe_show(a) -> None:
@@ -228,10 +227,33 @@ def _file_texts(name: str) -> list[str]:
                           f"offset {err.start}). Save the file as UTF-8.") from err
 
 
+class _Parser(argparse.ArgumentParser):
+    """Options may stand before or after a command's free arguments.
+
+    Plain argparse ends a nargs="*" positional at the first option, so `embed MODEL --nearest 3 a b`
+    failed with "unrecognized arguments: a b". A command's own parser reads its options first and
+    then its positionals (argparse's intermixed parsing, which a parser of subcommands cannot use).
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._subparsers is not None or self._intermixing:  # intermixed parsing calls back in here
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from nlpssl import __version__
+
+    parser = _Parser(
         prog="nlpssl", description="Self-supervised pretraining of language models on Hugging Face parts."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     recipe = sub.add_parser("recipe", help="list, show or validate recipes").add_subparsers(dest="action", required=True)
@@ -240,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_args(show)
     show.set_defaults(fn=cmd_recipe_show)
     val = recipe.add_parser("validate", help="check recipes; every problem reported at once")
-    val.add_argument("recipes", nargs="+")
+    val.add_argument("recipes", nargs="+", metavar="RECIPE", help="recipe files or shipped recipe names")
     val.set_defaults(fn=cmd_recipe_validate)
 
     tok = sub.add_parser("tokenizer", help="train the shared tokenizer").add_subparsers(dest="action", required=True)
@@ -254,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     pre.set_defaults(fn=cmd_pretrain)
 
     exp = sub.add_parser("export", help="export a run folder to a Hub-format folder")
-    exp.add_argument("run_dir")
-    exp.add_argument("out_dir")
+    exp.add_argument("run_dir", help="a pretraining run folder (training.output_dir): its final model, else its "
+                     "latest complete checkpoint")
+    exp.add_argument("out_dir", help="the export folder to write (an earlier export there is replaced)")
     exp.set_defaults(fn=cmd_export)
 
     gg = sub.add_parser("gguf", help="convert a causal-LM export to GGUF with llama.cpp's convert_hf_to_gguf.py")
@@ -272,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     fm = sub.add_parser("fill-mask", help='fill "[MASK]" with a masked-LM export')
     fm.add_argument("model_dir")
     fm.add_argument("text")
-    fm.add_argument("--top-k", type=int, default=5)
+    fm.add_argument("--top-k", type=int, default=5, help="how many fillings to print, most likely first")
     fm.add_argument("--json", action="store_true")
     fm.set_defaults(fn=cmd_fill_mask)
 
@@ -331,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl = sub.add_parser("classify", help="classify a text with a fine-tuned export")
     cl.add_argument("model_dir")
     cl.add_argument("text")
-    cl.add_argument("--top-k", type=int, default=None)
+    cl.add_argument("--top-k", type=int, default=None, metavar="K",
+                    help="print the K most likely labels (default: all)")
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(fn=cmd_classify)
     return parser

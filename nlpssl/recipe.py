@@ -731,6 +731,32 @@ def list_recipes() -> list[Path]:
     return sorted(seen.values(), key=lambda p: p.stem)
 
 
+def describe(path: Path) -> str:
+    """A recipe's purpose in one line, for `nlpssl recipe list`: the first sentence of its opening comment.
+
+    The comment's first line and the indented lines that continue it are joined; a long first sentence
+    ends at its first clause (a ':' or ';' outside parentheses), never mid-clause.
+    """
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or not lines[0].startswith("#"):
+        return ""
+    parts = [lines[0].lstrip("#").strip()]
+    for line in lines[1:]:
+        if not (line.startswith("#") and line[1:].startswith("  ")):  # not a continuation: `# Data:` etc.
+            break
+        parts.append(line.lstrip("#").strip())
+    text = " ".join(parts).removeprefix(f"{path.stem}:").strip()
+    depth, clause = 0, None
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and char == "." and (i + 1 == len(text) or text[i + 1] == " " and text[i + 2:i + 3].isupper()):
+            text = text[: i + 1]
+            break
+        if depth == 0 and char in ":;" and text[i + 1:i + 2] == " " and clause is None:
+            clause = i
+    return text[:clause] if clause is not None and len(text) > 120 else text
+
+
 def parse_overrides(overrides: typing.Sequence[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Parse ``section.key=value`` strings; values are read as YAML scalars."""
     import yaml

@@ -479,3 +479,53 @@ def test_embed_names_its_file_option(tmp_path, capsys):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     assert main(["embed", "some-model", "--file", str(tmp_path / "latin1.txt")]) == 2
     assert "--file" in (err := capsys.readouterr().err) and "not UTF-8 text (got byte 0xe9 at offset 3)" in err
+
+
+# ------------------------------------------------------------------------------------------------
+# the command line itself
+
+
+@pytest.mark.parametrize("one, other", [
+    (["tokenizer", "train", "bert-tiny", "--out", "X", "data.builtin_stories=500"],
+     ["tokenizer", "train", "bert-tiny", "data.builtin_stories=500", "--out", "X"]),
+    (["embed", "M", "--nearest", "3", "a", "b"], ["embed", "M", "a", "b", "--nearest", "3"]),
+    (["probe", "M", "--set", "task.seed=1", "--task", "t.tsv"], ["probe", "M", "--task", "t.tsv", "--set", "task.seed=1"]),
+])
+def test_options_may_come_before_or_after_free_arguments(one, other):
+    from nlpssl.cli import build_parser
+
+    parser = build_parser()
+    assert vars(parser.parse_args(one)) == vars(parser.parse_args(other))
+    assert parser.parse_args(one).command == one[0]
+
+
+def test_version_and_help_texts(capsys):
+    import nlpssl
+    from nlpssl.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"nlpssl {nlpssl.__version__}"
+    for argv, text in ((["export"], "the export folder to write"), (["fill-mask"], "how many fillings to print"),
+                       (["recipe", "validate"], "recipe files or shipped recipe names")):
+        with pytest.raises(SystemExit):
+            main([*argv, "--help"])
+        assert text in capsys.readouterr().out
+
+
+def test_recipe_list_ends_each_purpose_at_a_sentence_or_clause(capsys):
+    from nlpssl.cli import main
+    from nlpssl.recipe import list_recipes
+
+    assert main(["recipe", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    recipes = list_recipes()
+    assert len(lines) == len(recipes) >= 19
+    for path, line in zip(recipes, lines):
+        purpose = line[21:]
+        header = " ".join(ln.lstrip("#").strip() for ln in path.read_text().splitlines()[:6])
+        assert line.startswith(f"{path.stem} ") and purpose in header, line
+        assert purpose.endswith(".") or f"{purpose}:" in header or f"{purpose};" in header, line
+    assert "bert-classic-tiny    classic BERT (stock post-LayerNorm BertForMaskedLM, learned absolute positions) in " \
+           "Google's BERT-Tiny shape (2 layers x 128, 2 heads; Turc et al. 2019) on the built-in story corpus." in lines
+    assert "electra-tiny         ELECTRA replaced-token detection (Clark et al. 2020) on the built-in story corpus" in lines
