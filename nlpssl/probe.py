@@ -236,7 +236,7 @@ def probe(
 
 def task_recipe(task: str, model_dir: Path, overrides: Sequence[str]) -> Recipe:
     """A finetune recipe for ``task``: a recipe as named, or a default one around a labelled file."""
-    from nlpssl.recipe import apply_overrides, load_recipe, recipe_from_dict
+    from nlpssl.recipe import RecipeError, apply_overrides, blame_overrides, load_recipe, recipe_from_dict
 
     base = [f"model={model_dir}", *overrides]
     path = Path(task)
@@ -244,8 +244,12 @@ def task_recipe(task: str, model_dir: Path, overrides: Sequence[str]) -> Recipe:
         raw: dict[str, Any] = {"kind": "finetune", "task": {"source": task},
                                "training": {"per_device_train_batch_size": 32, "per_device_eval_batch_size": 128,
                                             "weight_decay": 0.01}}
+        in_file, where = set(raw), f"--task {task}"
         problems = apply_overrides(raw, base)
-        return recipe_from_dict(raw, name=_slug(task), where=f"--task {task}", problems=problems)
+        try:
+            return recipe_from_dict(raw, name=_slug(task), where=where, problems=problems)
+        except RecipeError as err:  # a problem with a --set value names it, not the task file
+            raise RecipeError(blame_overrides(err.problems, where, overrides, in_file)) from None
     return load_recipe(task, base, kind="finetune")
 
 

@@ -123,6 +123,9 @@ def test_probe_errors_come_before_any_training(tmp_path, export):
         probe(export, str(train), labels=[20], seeds=0, **args)
     with pytest.raises(NlpsslError, match=r"--self-train must be 0 \(off\) or a number of unlabelled rows \(got -5\)"):
         probe(export, str(train), labels=[20], self_train=-5, **args)
+    with pytest.raises(NlpsslError, match=r"override 'training.learnin_rate=1e-3': training.learnin_rate: unknown key"):
+        probe(export, str(train), labels=[20], overrides=[*args["overrides"], "training.learnin_rate=1e-3"],
+              out_dir=args["out_dir"])
     assert not (tmp_path / "p").exists(), "nothing was written"
 
 
