@@ -5,7 +5,9 @@ classifiers (YAML front matter with ``model-index`` results, usage, figures), an
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,35 @@ if TYPE_CHECKING:
 # The oldest transformers 4.x line checked to load every architecture the same as 5.x (tests/test_clients.py;
 # ModernBERT arrived in 4.48, older lines are not checked).
 OLDEST_4X = "4.48"
+
+# Every card nlpssl writes ends with this comment, holding the digest of the text above it, so a card
+# changed by hand afterwards is told apart from one nlpssl may replace (an export again, `probe --card`).
+_SEAL = re.compile(r"\n<!-- nlpssl card sha256:([0-9a-f]{64}) -->\n")
+
+
+def seal(text: str) -> str:
+    """The card with its closing digest comment (invisible on the Hub)."""
+    text = text.rstrip("\n") + "\n"
+    return f"{text}\n<!-- nlpssl card sha256:{hashlib.sha256(text.encode()).hexdigest()} -->\n"
+
+
+def unsealed(text: str) -> str:
+    """The card without its digest comment (anything after the comment is kept: someone added it)."""
+    found = _SEAL.search(text)
+    return text if found is None else text[:found.start()] + text[found.end():]
+
+
+def edited_by_hand(card: Path) -> bool:
+    """True if the card at ``card`` changed after nlpssl last wrote it, or carries no digest to tell
+    (a card of someone else's, or of an nlpssl from before the digest); False if there is no card."""
+    if not card.is_file():
+        return False
+    text = card.read_text(encoding="utf-8")
+    found = _SEAL.search(text)
+    if found is None:
+        return True
+    above, after = text[:found.start()], text[found.end():]
+    return bool(after.strip()) or hashlib.sha256(above.encode()).hexdigest() != found.group(1)
 
 
 def pretrained_card(recipe, objective, metrics: dict, weights: Path, title: str, out_dir: Path) -> str:
@@ -44,7 +75,7 @@ def pretrained_card(recipe, objective, metrics: dict, weights: Path, title: str,
     rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not isinstance(v, (list, dict)))
     usage, notes = objective.usage, objective.card_notes(arch)
     curve = "\n## Loss curve\n\n![loss curve](loss_curve.png)\n" if (weights.parent / "loss_curve.png").exists() else ""
-    return f"""---
+    return seal(f"""---
 {yaml.safe_dump(meta, sort_keys=False).strip()}
 ---
 
@@ -78,7 +109,7 @@ Loads with transformers {OLDEST_4X} and newer (4.x and 5.x give the same outputs
 ## Training recipe
 
 The full resolved recipe is in `recipe.yaml` beside this card.
-"""
+""")
 
 
 def _mix_phrase(recipe) -> str:
@@ -136,7 +167,7 @@ def classifier_card(recipe: Recipe, metrics: dict[str, Any], model_type: str, ou
         for split, p in (("validation", "eval"), ("test", "test")) if f"{p}_accuracy" in metrics
     )
     start = "random weights (control run)" if recipe.init == "scratch" else f"`{metrics['model']}`"
-    return f"""---
+    return seal(f"""---
 {yaml.safe_dump(meta, sort_keys=False).strip()}
 ---
 
@@ -168,7 +199,7 @@ Per-class precision and recall are in `metrics.json` (`report`).
 ## Training recipe
 
 The full resolved recipe is in `recipe.yaml` beside this card.
-"""
+""")
 
 
 def check_card(model_dir: Path) -> None:
@@ -188,7 +219,7 @@ def read_card(model_dir: Path) -> tuple[dict[str, Any], str]:
     path = model_dir / "README.md"
     if not path.is_file():
         return {}, ""
-    text = path.read_text(encoding="utf-8")
+    text = unsealed(path.read_text(encoding="utf-8"))
     if not text.startswith("---\n") or "\n---\n" not in text[4:]:
         return {}, text
     head, body = text[4:].split("\n---\n", 1)
@@ -207,6 +238,7 @@ def add_classification_results(model_dir: Path, heading: str, dataset: dict[str,
 
     from nlpssl.runs import write_text_atomic
 
+    edited = edited_by_hand(model_dir / "README.md")  # stays so: a later export must not replace the edits
     meta, body = read_card(model_dir)
     entries = meta.get("model-index") or []
     name = (entries[0].get("name") if entries else None) or model_dir.parent.name or model_dir.name
@@ -226,4 +258,4 @@ def add_classification_results(model_dir: Path, heading: str, dataset: dict[str,
         body = before + (("## " + rest[1]) if len(rest) > 1 else "")
     text = ("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body.rstrip("\n")
             + f"\n\n{marker}\n\n{section}\n\n")
-    write_text_atomic(model_dir / "README.md", text)
+    write_text_atomic(model_dir / "README.md", text if edited else seal(text))

@@ -70,6 +70,14 @@ def check_export_target(run_dir: Path, out_dir: Path) -> None:
         raise NlpsslError(
             f"export: {str(out_dir)!r} exists and is not a folder. Choose a new folder for the export."
         )
+    from nlpssl.cards import edited_by_hand
+
+    if edited_by_hand(out_dir / "README.md"):
+        raise NlpsslError(
+            f"export: {str(out_dir / 'README.md')!r}, the model card of the earlier export, was edited after nlpssl "
+            "wrote it, and a new export would replace it. Copy your edits elsewhere and delete that README.md, or "
+            "choose a new folder for the export."
+        )
     if out_dir.exists() and any(out_dir.iterdir()) and not is_export(out_dir):
         held = sorted(p.name for p in out_dir.iterdir())
         foreign = [n for n in held if not (n in EXPORT_FILES or n in EXPORT_FOLDERS or _SHARD.fullmatch(n))]

@@ -514,3 +514,24 @@ def test_tokenizer_and_export_folders_are_named_in_their_errors(tmp_path, capsys
     with pytest.raises(NlpsslError, match=r"not an earlier nlpssl export \(it holds my_eval_notes.md, which no export"):
         export_run(result.output_dir, result.export_dir)
     assert (result.export_dir / "my_eval_notes.md").read_text() == "mine"
+
+
+def test_export_again_keeps_a_model_card_edited_by_hand(tmp_path):
+    """A re-export replaces an earlier export, but not a card the user changed after nlpssl wrote it."""
+    from nlpssl.cards import add_classification_results, edited_by_hand
+    from nlpssl.export import export_run
+
+    result = run_pretrain("bert-tiny", tmp_path)
+    card = result.export_dir / "README.md"
+    assert not edited_by_hand(card)
+    add_classification_results(result.export_dir, "Downstream", {"name": "t", "type": "t"}, [("accuracy", 0.5)], "x")
+    assert not edited_by_hand(card), "nlpssl's own edit (probe --card) keeps the card replaceable"
+    export_run(result.output_dir, result.export_dir)  # unedited: replaced
+    assert "## Downstream" not in card.read_text()
+    card.write_text(card.read_text().replace("## Training recipe", "## My evaluation\n\nmine\n\n## Training recipe"))
+    assert edited_by_hand(card)
+    with pytest.raises(NlpsslError, match=r"README.md', the model card of the earlier export, was edited after nlpssl"):
+        export_run(result.output_dir, result.export_dir)
+    assert "mine" in card.read_text()
+    add_classification_results(result.export_dir, "Downstream", {"name": "t", "type": "t"}, [("accuracy", 0.5)], "x")
+    assert edited_by_hand(card) and "mine" in card.read_text(), "an edited card stays the user's after probe --card"
