@@ -100,9 +100,7 @@ def cmd_pretrain(a) -> None:
         raise SystemExit(130)
     if int(os.environ.get("RANK", "0")) != 0 or result.already_finished:
         return  # rank 0 reports for the whole job; a finished run said so already
-    print(json.dumps(result.metrics, indent=2))
-    if result.export_dir:
-        print(f"export: {result.export_dir}")
+    print(json.dumps(result.metrics, indent=2))  # the export's folder was logged as it was written
 
 
 def cmd_gguf(a) -> None:

@@ -299,15 +299,17 @@ def test_an_untrained_run_keeps_its_tokenizer_only_for_the_same_text(tmp_path):
     check_output_dir(elsewhere)  # its tokenizer comes from tokenizer.path, not from the folder
 
 
-def test_tokenizer_train_then_pretrain_into_the_same_folder(tmp_path):
+def test_tokenizer_train_then_pretrain_into_the_same_folder(tmp_path, capsys):
     """`nlpssl tokenizer train RECIPE` writes OUTPUT_DIR/tokenizer; `nlpssl pretrain RECIPE` then uses it."""
     from nlpssl.cli import main
 
     overrides = tiny_overrides(tmp_path)
     assert main(["tokenizer", "train", "bert-tiny", *overrides]) == 0
     trained = (tmp_path / "run" / "tokenizer" / "tokenizer.json").read_bytes()
+    capsys.readouterr()
     assert main(["pretrain", "bert-tiny", *overrides]) == 0
     assert (tmp_path / "run" / "export" / "config.json").is_file()
+    assert capsys.readouterr().out.count("export:") == 1, "the export's folder is reported once"
     assert (tmp_path / "run" / "tokenizer" / "tokenizer.json").read_bytes() == trained  # used, not retrained
 
 
