@@ -167,6 +167,8 @@ def classifier_card(recipe: Recipe, metrics: dict[str, Any], model_type: str, ou
         for split, p in (("validation", "eval"), ("test", "test")) if f"{p}_accuracy" in metrics
     )
     start = "random weights (control run)" if recipe.init == "scratch" else f"`{metrics['model']}`"
+    example = ('pipe({"text": "first text", "text_pair": "second text"}, top_k=None)  # fine-tuned on text pairs'
+               if recipe.task.text_pair_column else 'pipe("some text", top_k=None)')
     return seal(f"""---
 {yaml.safe_dump(meta, sort_keys=False).strip()}
 ---
@@ -183,7 +185,7 @@ It is a stock transformers model: no `trust_remote_code`, no nlpssl needed to lo
 ```python
 from transformers import pipeline
 pipe = pipeline("text-classification", model="{out_dir.as_posix()}")  # or its Hub id once uploaded
-pipe("some text", top_k=None)
+{example}
 ```
 
 ## Results

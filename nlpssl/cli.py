@@ -180,7 +180,7 @@ def cmd_classify(a) -> None:
 
     from nlpssl.demo import classify
 
-    preds = classify(a.model_dir, a.text, top_k=a.top_k)
+    preds = classify(a.model_dir, a.text, top_k=a.top_k, pair=a.pair)
     if a.json:
         print(json.dumps([asdict(p) for p in preds], indent=2))
     else:
@@ -352,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl = sub.add_parser("classify", help="classify a text with a fine-tuned export")
     cl.add_argument("model_dir")
     cl.add_argument("text")
+    cl.add_argument("--pair", default=None, metavar="TEXT",
+                    help="the second text, for a classifier fine-tuned on text pairs (task.text_pair_column)")
     cl.add_argument("--top-k", type=int, default=None, metavar="K",
                     help="print the K most likely labels (default: all)")
     cl.add_argument("--json", action="store_true")

@@ -185,14 +185,22 @@ def fill_sentinels(model_dir: str | Path, text: str, **generate_kwargs) -> str:
     return text
 
 
-def classify(model_dir: str | Path, text: str, top_k: int | None = None) -> list[LabelScore]:
+def classify(model_dir: str | Path, text: str, top_k: int | None = None, pair: str | None = None) -> list[LabelScore]:
     """Label probabilities for ``text`` from ``pipeline("text-classification")``, best first.
 
     Args:
         model_dir: a fine-tuned export (or a fine-tuning run folder that holds one).
         text: the text to classify.
         top_k: how many labels to return (None: all).
+        pair: the second text, for a classifier fine-tuned on text pairs (``task.text_pair_column``);
+            required for such a classifier and refused for one fine-tuned on single texts.
     """
+    for name, value in (("text", text), ("pair", pair)):
+        if not isinstance(value, str) and not (name == "pair" and value is None):
+            raise NlpsslError(f"classify: {name} must be one string (got {type(value).__name__} {value!r:.60}). "
+                              "Classify one text per call.")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool)):
+        raise NlpsslError(f"classify: top_k must be a whole number or None (got {top_k!r}).")
     path = check_model_dir(model_dir, "classify")
     _, config = model_family(path, "classify")
     architectures = config.get("architectures") or []
@@ -202,17 +210,41 @@ def classify(model_dir: str | Path, text: str, top_k: int | None = None) -> list
             f"Fine-tune it first (`nlpssl finetune recipes/finetune-tiny.yaml model={path}`) and pass that "
             "run's export folder."
         )
-    if not text.strip():
-        raise NlpsslError(f"classify: the text is empty (got {text!r}). Pass the text to classify.")
+    if not text.strip() or (pair is not None and not pair.strip()):
+        which = "text" if not text.strip() else "second text (--pair)"
+        raise NlpsslError(f"classify: the {which} is empty (got {text if which == 'text' else pair!r}). "
+                          "Pass the text to classify.")
     if top_k is not None and top_k < 1:
         raise NlpsslError(f"classify: --top-k must be 1 or more (got {top_k}). Leave it out for all labels.")
+    pair_column = _pair_column(path)
+    if pair_column and pair is None:
+        raise NlpsslError(
+            f"classify: {str(path)!r} was fine-tuned on text pairs (task.text_pair_column={pair_column!r}), and "
+            f"one text alone would be scored as a pair with nothing. Pass the second text: "
+            f'`nlpssl classify {path} "first text" --pair "second text"` (Python: pair="...").'
+        )
+    if pair is not None and not pair_column:
+        raise NlpsslError(f"classify: {str(path)!r} was fine-tuned on single texts (no task.text_pair_column in its "
+                          "recipe.yaml), so it takes no --pair. Leave --pair out.")
     from transformers import pipeline
 
     pipe = pipeline("text-classification", model=str(path), tokenizer=str(path))
-    preds = pipe(text, top_k=top_k, truncation=True)
+    preds = pipe({"text": text, "text_pair": pair} if pair is not None else text, top_k=top_k, truncation=True)
     if preds and isinstance(preds[0], list):
         preds = preds[0]
     return [LabelScore(label=p["label"], score=float(p["score"])) for p in preds]
+
+
+def _pair_column(export: Path) -> str | None:
+    """The text-pair column the export's recipe.yaml fine-tuned on, if any (exports without one: None)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load((export / "recipe.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    task = raw.get("task") if isinstance(raw, dict) else None
+    return task.get("text_pair_column") if isinstance(task, dict) else None
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,32 @@ def test_masked_lm_export_from_tsv_with_integer_labels(tmp_path, bert_export, ca
     assert json.loads(capsys.readouterr().out)[0]["label"] in ("negative", "positive")
 
 
+def test_a_classifier_of_text_pairs_is_used_with_pairs(tmp_path, bert_export):
+    """classify takes the second text of a pair model (pipeline's text/text_pair), and refuses one text alone."""
+    from transformers import pipeline
+
+    from nlpssl.demo import classify
+    from nlpssl.finetune import finetune
+
+    rows = [(f"the film {i}", f"it was {'great' if i % 2 else 'awful'}", i % 2) for i in range(60)]
+    train = write_tsv(tmp_path / "pairs.tsv", rows, header=("first", "second", "label"))
+    task = {"source": str(train), "text_column": "first", "text_pair_column": "second",
+            "validation_fraction": 0.2, "test_fraction": 0.2}
+    export = finetune(ft_recipe(bert_export, tmp_path / "ft", task, max_steps=4)).export_dir
+    assert 'pipe({"text": "first text", "text_pair": "second text"}' in (export / "README.md").read_text()
+    with pytest.raises(NlpsslError, match=r"fine-tuned on text pairs \(task.text_pair_column='second'\).* --pair"):
+        classify(export, "the film 3")
+    scores = classify(export, "the film 3", pair="it was great")
+    stock = pipeline("text-classification", model=str(export))({"text": "the film 3", "text_pair": "it was great"},
+                                                               top_k=None)
+    assert {s.label: round(s.score, 5) for s in scores} == {p["label"]: round(p["score"], 5) for p in stock}
+    with pytest.raises(NlpsslError, match=r"classify: text must be one string \(got list"):
+        classify(export, ["a", "b"], pair="c")
+    single = finetune(ft_recipe(bert_export, tmp_path / "ft1", {**task, "text_pair_column": None}, max_steps=2))
+    with pytest.raises(NlpsslError, match=r"fine-tuned on single texts .* takes no --pair"):
+        classify(single.export_dir, "the film 3", pair="it was great")
+
+
 def test_causal_lm_export_and_pretraining_beats_scratch(tmp_path, gpt_export):
     """Pad token and [BOS]/[EOS] framing for decoders; the pretrained model wins by a margin."""
     from transformers import AutoConfig, AutoTokenizer, pipeline
