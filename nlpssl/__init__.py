@@ -33,6 +33,7 @@ _API = {
     "finetune": "nlpssl.finetune",
     "classify": "nlpssl.demo",
     "probe": "nlpssl.probe",
+    "embed": "nlpssl.demo",
 }
 
 __all__ = sorted(_API)
@@ -44,6 +45,10 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'nlpssl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))  # the API names too, for completion in notebooks
 
 
 class _Package(types.ModuleType):

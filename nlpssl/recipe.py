@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import enum
 import math
+import os
 import re
 import types
 import typing
@@ -703,6 +704,10 @@ def _known_scheduler(training: dict[str, Any]) -> bool:
 
 def find_recipe(name_or_path: str | Path) -> Path:
     """Resolve a recipe argument: a YAML path, or a bare name looked up in ``recipes/``."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise RecipeError([f"recipe: expected a recipe file's path or a shipped recipe's name, or a Recipe "
+                           f"(got {type(name_or_path).__name__} {name_or_path!r:.60}). Load one with "
+                           "nlpssl.load_recipe('bert-tiny', ['training.max_steps=100'])."])
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
@@ -761,6 +766,10 @@ def parse_overrides(overrides: typing.Sequence[str]) -> tuple[dict[str, dict[str
     """Parse ``section.key=value`` strings; values are read as YAML scalars."""
     import yaml
 
+    if isinstance(overrides, (str, bytes, dict)) or not all(isinstance(item, str) for item in overrides):
+        bad = overrides if isinstance(overrides, (str, bytes, dict)) else next(i for i in overrides if not isinstance(i, str))
+        return {}, [f"overrides: expected a list of 'section.key=value' strings (got {type(bad).__name__} {bad!r:.60}). "
+                    "Pass e.g. ['training.max_steps=100', 'data.block_size=64']."]
     nested: dict[str, dict[str, Any]] = {}
     problems = []
     for item in overrides:
@@ -830,7 +839,9 @@ def blame_overrides(problems: list[str], where: str, overrides: typing.Sequence[
     for ``training.max_steps=abc``), or with a section that only overrides wrote (``trainin``).
     """
     keys: dict[str, str] = {}
-    for item in overrides:
+    for item in overrides if not isinstance(overrides, (str, bytes, dict)) else ():
+        if not isinstance(item, str):
+            continue  # parse_overrides reported the list as a whole
         key, sep, _ = item.partition("=")
         if not (key := key.strip()) or not sep:
             continue  # malformed: parse_overrides reported it as itself

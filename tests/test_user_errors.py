@@ -529,3 +529,23 @@ def test_recipe_list_ends_each_purpose_at_a_sentence_or_clause(capsys):
     assert "bert-classic-tiny    classic BERT (stock post-LayerNorm BertForMaskedLM, learned absolute positions) in " \
            "Google's BERT-Tiny shape (2 layers x 128, 2 heads; Turc et al. 2019) on the built-in story corpus." in lines
     assert "electra-tiny         ELECTRA replaced-token detection (Clark et al. 2020) on the built-in story corpus" in lines
+
+
+def test_python_api_arguments_of_the_wrong_type_get_clear_errors():
+    """The Python API checks its argument types and says what it takes, not a bare TypeError from pathlib."""
+    import nlpssl
+    from nlpssl.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"expected a recipe file's path or a shipped recipe's name, or a Recipe "
+                                          r"\(got dict"):
+        nlpssl.pretrain({"model": {}})
+    with pytest.raises(RecipeError, match=r"overrides: expected a list of 'section.key=value' strings \(got str "
+                                          r"'training.max_steps=5'\)"):
+        nlpssl.load_recipe("bert-tiny", "training.max_steps=5")
+    with pytest.raises(RecipeError, match=r"overrides: expected a list .* \(got int 5\)"):
+        nlpssl.load_recipe("bert-tiny", ["training.max_steps=5", 5])
+    with pytest.raises(RecipeError, match=r"overrides: expected a list .* \(got dict"):
+        nlpssl.load_recipe("bert-tiny", {"training.max_steps": 5})
+    assert nlpssl.load_recipe("bert-tiny", ["training.max_steps=5"]).training["max_steps"] == 5
+    assert {"pretrain", "embed", "classify", "load_recipe"} <= set(dir(nlpssl))
+    assert nlpssl.embed.__module__ == "nlpssl.demo"
