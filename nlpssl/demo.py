@@ -266,6 +266,9 @@ def embed(model_dir: str | Path, texts: list[str], nearest: int | None = None):
     path = check_model_dir(model_dir, "embed")
     if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
         raise NlpsslError(f"embed: give one or more non-empty texts (got {texts!r}).")
+    if nearest is not None and len(texts) < 2:
+        raise NlpsslError(f"embed: --nearest needs two texts or more, to find each one's nearest among the others "
+                          f"(got {len(texts)} text and --nearest {nearest}). Pass more texts, or leave --nearest out.")
     if nearest is not None and not 1 <= nearest < len(texts):
         raise NlpsslError(f"embed: --nearest must be between 1 and the number of other texts, {len(texts) - 1} "
                           f"(got {nearest}). Pass more texts or a smaller --nearest.")

@@ -628,7 +628,7 @@ def _check_streaming(recipe: Recipe, where: str, problems: list[str]) -> None:
                         "saved exactly. Set training.dataloader_num_workers=0.")
     if d.mix:
         problems.append(f"{where}: data.mix is read by the prepared (cached) path only (got {len(d.mix)} "
-                        "entries with data.streaming=true). Set data.streaming=false, or put the texts in "
+                        f"{'entry' if len(d.mix) == 1 else 'entries'} with data.streaming=true). Set data.streaming=false, or put the texts in "
                         "data.source's folder.")
     if d.max_texts is not None:
         problems.append(f"{where}: data.max_texts caps the cached path's corpus (got {d.max_texts!r}); a stream "

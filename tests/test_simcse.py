@@ -153,7 +153,10 @@ def test_embed_command_prints_vectors_and_nearest_neighbours(cls_run):
     assert len(vector) == 32 and abs(sum(x * x for x in vector) - 1.0) < 1e-4
     bad = subprocess.run([sys.executable, "-m", "nlpssl", "embed", str(out), texts[0], "--nearest", "3"],
                          capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "--nearest must be between 1 and" in bad.stderr
+    assert bad.returncode == 2 and "--nearest needs two texts or more" in bad.stderr, bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "nlpssl", "embed", str(out), *texts[:2], "--nearest", "3"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--nearest must be between 1 and the number of other texts, 1 (got 3)" in bad.stderr
 
 
 def test_finetune_pools_as_the_export_declares(tmp_path, mlm_export):
