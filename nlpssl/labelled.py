@@ -242,6 +242,13 @@ def _split_from_columns(columns: dict[str, list], available: list[str], where: s
     as_text = lambda xs: ["" if x is None else str(x) for x in xs]  # noqa: E731
     if not texts:
         raise NlpsslError(f"{where}: the data holds no rows (got 0). Check the file, split and columns.")
+    empty = [row for row, text in enumerate(texts, start=1) if text is None or not str(text).strip()]
+    if empty:  # as a row without a label: a classifier would learn (and be scored on) the empty string
+        more = f" and {len(empty) - 1} more" if len(empty) > 1 else ""
+        raise NlpsslError(
+            f"{where}: row {empty[0]}{more} has no text in column {task.text_column!r} (got "
+            f"{texts[empty[0] - 1]!r}). Fill in or drop the rows without text."
+        )
     return Split(as_text(texts), keys, as_text(pairs) if pairs is not None else None)
 
 

@@ -325,3 +325,13 @@ def test_other_errors(tmp_path, bert_export):
         finetune(ft_recipe(bert_export, tmp_path / "c", {"validation_fraction": 0.7}))
     with pytest.raises(NlpsslError, match=r"this is a pretrain recipe \(kind: pretrain\), and `nlpssl finetune` runs finetune recipes"):
         finetune(load_recipe("bert-tiny"))
+
+
+def test_rows_without_text_are_refused_as_rows_without_labels_are(tmp_path):
+    from nlpssl.labelled import load_task_data
+
+    rows = [(f"text {i}" if i not in (3, 7) else "", i % 2) for i in range(20)]
+    tsv = write_tsv(tmp_path / "t.tsv", rows)
+    with pytest.raises(NlpsslError, match=r"t.tsv: row 4 and 1 more has no text in column 'sentence' "
+                                          r"\(got ''\)\. Fill in or drop the rows without text\."):
+        load_task_data(FinetuneSection(source=str(tsv), text_column="sentence"))

@@ -197,7 +197,7 @@ def test_values_are_checked_when_the_recipe_loads(override, message, capsys):
 def test_a_mix_with_streaming_is_refused_at_load():
     with pytest.raises(RecipeError) as info:
         load_recipe("bert-tiny", ["data.mix=[{source: a.txt}]", "data.streaming=true", "training.max_steps=10"])
-    assert "data.mix is read by the prepared (cached) path only (got 1 entries with data.streaming=true)" in str(info.value)
+    assert "data.mix is read by the prepared (cached) path only (got 1 entry with data.streaming=true)" in str(info.value)
 
 
 def test_a_missing_mix_source_is_refused_before_the_run_folder_exists(tmp_path):
