@@ -37,6 +37,11 @@ def unsealed(text: str) -> str:
     return text if found is None else text[:found.start()] + text[found.end():]
 
 
+def is_sealed(text: str) -> bool:
+    """True if the card text carries nlpssl's digest comment."""
+    return _SEAL.search(text) is not None
+
+
 def edited_by_hand(card: Path) -> bool:
     """True if the card at ``card`` changed after nlpssl last wrote it, or carries no digest to tell
     (a card of someone else's, or of an nlpssl from before the digest); False if there is no card."""

@@ -70,13 +70,16 @@ def check_export_target(run_dir: Path, out_dir: Path) -> None:
         raise NlpsslError(
             f"export: {str(out_dir)!r} exists and is not a folder. Choose a new folder for the export."
         )
-    from nlpssl.cards import edited_by_hand
+    from nlpssl.cards import edited_by_hand, is_sealed
 
-    if edited_by_hand(out_dir / "README.md"):
+    card = out_dir / "README.md"
+    if edited_by_hand(card):
+        how = ("was edited after nlpssl wrote it" if is_sealed(card.read_text(encoding="utf-8")) else
+               "carries no nlpssl digest (a card of someone else's, or from an nlpssl before cards had one), so an "
+               "edit cannot be ruled out")
         raise NlpsslError(
-            f"export: {str(out_dir / 'README.md')!r}, the model card of the earlier export, was edited after nlpssl "
-            "wrote it, and a new export would replace it. Copy your edits elsewhere and delete that README.md, or "
-            "choose a new folder for the export."
+            f"export: {str(card)!r}, the model card of the earlier export, {how}, and a new export would replace it. "
+            "Copy your edits elsewhere and delete that README.md, or choose a new folder for the export."
         )
     if out_dir.exists() and any(out_dir.iterdir()) and not is_export(out_dir):
         held = sorted(p.name for p in out_dir.iterdir())

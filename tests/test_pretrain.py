@@ -537,3 +537,9 @@ def test_export_again_keeps_a_model_card_edited_by_hand(tmp_path):
     assert "mine" in card.read_text()
     add_classification_results(result.export_dir, "Downstream", {"name": "t", "type": "t"}, [("accuracy", 0.5)], "x")
     assert edited_by_hand(card) and "mine" in card.read_text(), "an edited card stays the user's after probe --card"
+    card.write_text("---\ntags: [nlpssl]\n---\nan old card, from before the digest\n")
+    with pytest.raises(NlpsslError, match=r"carries no nlpssl digest .* so an edit cannot be ruled out"):
+        export_run(result.output_dir, result.export_dir)
+    card.unlink()
+    export_run(result.output_dir, result.export_dir)  # no card: nothing of anyone's to lose
+    assert not edited_by_hand(card)
