@@ -195,8 +195,9 @@ def classify(model_dir: str | Path, text: str, top_k: int | None = None, pair: s
         pair: the second text, for a classifier fine-tuned on text pairs (``task.text_pair_column``);
             required for such a classifier and refused for one fine-tuned on single texts.
     """
-    for name, value in (("text", text), ("pair", pair)):
-        if not isinstance(value, str) and not (name == "pair" and value is None):
+    given = {"text": text} if pair is None else {"text": text, "pair": pair}
+    for name, value in given.items():
+        if not isinstance(value, str):
             raise NlpsslError(f"classify: {name} must be one string (got {type(value).__name__} {value!r:.60}). "
                               "Classify one text per call.")
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool)):
@@ -210,10 +211,10 @@ def classify(model_dir: str | Path, text: str, top_k: int | None = None, pair: s
             f"Fine-tune it first (`nlpssl finetune recipes/finetune-tiny.yaml model={path}`) and pass that "
             "run's export folder."
         )
-    if not text.strip() or (pair is not None and not pair.strip()):
-        which = "text" if not text.strip() else "second text (--pair)"
-        raise NlpsslError(f"classify: the {which} is empty (got {text if which == 'text' else pair!r}). "
-                          "Pass the text to classify.")
+    empty = next((name for name, value in given.items() if not value.strip()), None)
+    if empty:
+        what = "text" if empty == "text" else "second text (--pair)"
+        raise NlpsslError(f"classify: the {what} is empty (got {given[empty]!r}). Pass the text to classify.")
     if top_k is not None and top_k < 1:
         raise NlpsslError(f"classify: --top-k must be 1 or more (got {top_k}). Leave it out for all labels.")
     pair_column = _pair_column(path)

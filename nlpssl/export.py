@@ -46,16 +46,18 @@ EXPORT_FOLDERS = {"1_Pooling": {"config.json"}}
 _SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 
 
+def _export_file(p: Path) -> bool:
+    """True if ``p`` is a file (or folder of files) that an export holds."""
+    if p.is_dir() and not p.is_symlink() and p.name in EXPORT_FOLDERS:
+        return all(q.is_file() and q.name in EXPORT_FOLDERS[p.name] for q in p.iterdir())
+    return p.is_file() and (p.name in EXPORT_FILES or bool(_SHARD.fullmatch(p.name)))
+
+
 def is_export(folder: Path) -> bool:
     """True if ``folder`` is an export that nlpssl wrote: its files and nothing else."""
     if not ((folder / "config.json").is_file() and (folder / "recipe.yaml").is_file()):
         return False
-    def ours(p: Path) -> bool:
-        if p.is_dir() and not p.is_symlink() and p.name in EXPORT_FOLDERS:
-            return all(q.is_file() and q.name in EXPORT_FOLDERS[p.name] for q in p.iterdir())
-        return p.is_file() and (p.name in EXPORT_FILES or bool(_SHARD.fullmatch(p.name)))
-
-    return all(ours(p) for p in folder.iterdir())
+    return all(_export_file(p) for p in folder.iterdir())
 
 
 def check_export_target(run_dir: Path, out_dir: Path) -> None:
@@ -83,7 +85,7 @@ def check_export_target(run_dir: Path, out_dir: Path) -> None:
         )
     if out_dir.exists() and any(out_dir.iterdir()) and not is_export(out_dir):
         held = sorted(p.name for p in out_dir.iterdir())
-        foreign = [n for n in held if not (n in EXPORT_FILES or n in EXPORT_FOLDERS or _SHARD.fullmatch(n))]
+        foreign = [n for n in held if not _export_file(out_dir / n)]
         what = (f"it holds {', '.join(foreign[:5])}{'...' if len(foreign) > 5 else ''}, which no export has"
                 if foreign and (out_dir / "config.json").is_file() and (out_dir / "recipe.yaml").is_file()
                 else f"it holds {', '.join(held[:5])}{'...' if len(held) > 5 else ''}")
