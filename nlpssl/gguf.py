@@ -15,30 +15,44 @@ tokenizer whose ``tokenizer.json`` it has checked is that GPT-2 byte-level BPE.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from nlpssl.errors import NlpsslError
 
-# Run in a child interpreter: the converter imports its own ``conversion`` and ``gguf`` packages.
+# Run in a child interpreter: the converter imports its own ``gguf`` package (and, since 2026, its
+# ``conversion`` package). It is loaded as a module, not run as a script, so that the class holding
+# ``get_vocab_base_pre`` can be patched wherever the llama.cpp version defines it: ``TextModel``
+# (in the script until 2025, in conversion/base.py after) or ``Model`` (2024).
+CAUSAL_CLASSES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
+UNKNOWN_LAYOUT = 3  # the child's exit status when the converter is not a layout this bootstrap knows
 _BOOTSTRAP = """
-import runpy, sys
+import importlib.util, sys
 from pathlib import Path
 converter = Path(sys.argv[1])
-sys.path.insert(0, str(converter.parent))
-sys.path.insert(1, str(converter.parent / "gguf-py"))
-import conversion.base as base
-known = base.TextModel.get_vocab_base_pre
+sys.path[:0] = [str(converter.parent), str(converter.parent / "gguf-py")]
+spec = importlib.util.spec_from_file_location("convert_hf_to_gguf", converter)
+module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module
+spec.loader.exec_module(module)
+base = getattr(module, "TextModel", None) or getattr(module, "Model", None)
+if base is None and (converter.parent / "conversion" / "base.py").is_file():
+    from conversion.base import TextModel as base
+if not hasattr(base, "get_vocab_base_pre") or not callable(getattr(module, "main", None)):
+    print("no TextModel or Model class with get_vocab_base_pre, or no main()", file=sys.stderr)
+    sys.exit(%d)
+known = base.get_vocab_base_pre
 def get_vocab_base_pre(self, tokenizer):
     try:
         return known(self, tokenizer)
     except NotImplementedError:
         return "gpt-2"  # checked by nlpssl.gguf: GPT-2 byte-level BPE, no normaliser
-base.TextModel.get_vocab_base_pre = get_vocab_base_pre
+base.get_vocab_base_pre = get_vocab_base_pre
 sys.argv = [str(converter), *sys.argv[2:]]
-runpy.run_path(str(converter), run_name="__main__")
-"""
+module.main()
+""" % UNKNOWN_LAYOUT
 
 
 def check_gpt2_bytelevel(export_dir: Path) -> None:
@@ -71,11 +85,20 @@ def convert(export_dir: str | Path, out_file: str | Path, converter: str | Path,
     config_path = export_dir / "config.json"
     if not config_path.is_file():
         raise NlpsslError(f"gguf: {str(export_dir)!r} holds no config.json. Point at an nlpssl export folder.")
-    model_type = json.loads(config_path.read_text()).get("model_type")
+    config = json.loads(config_path.read_text())
+    model_type, architectures = config.get("model_type"), config.get("architectures") or []
     if model_type not in ("gpt2", "llama"):
         raise NlpsslError(
             f"gguf: only causal-LM exports convert (model_type 'gpt2' or 'llama'; got {model_type!r} in "
             f"{str(config_path)!r}). Export a gpt-tiny / llama recipe run."
+        )
+    if architectures != [CAUSAL_CLASSES[model_type]]:
+        # A fine-tuned classifier has a score head instead of the LM head: llama.cpp's converter
+        # names it by the architecture and would write a model that cannot generate, or fail inside.
+        raise NlpsslError(
+            f"gguf: only language-model exports convert ({CAUSAL_CLASSES[model_type]!r}; got architectures "
+            f"{architectures!r} in {str(config_path)!r}). Convert the export `nlpssl pretrain` wrote, not a "
+            "fine-tuned classifier."
         )
     if converter.name != "convert_hf_to_gguf.py" or not converter.is_file():
         raise NlpsslError(
@@ -100,6 +123,22 @@ def convert(export_dir: str | Path, out_file: str | Path, converter: str | Path,
     out_file.parent.mkdir(parents=True, exist_ok=True)
     run = subprocess.run([python, "-c", _BOOTSTRAP, str(converter), str(export_dir),
                           "--outfile", str(out_file), "--outtype", outtype], capture_output=True, text=True)
+    if run.returncode == UNKNOWN_LAYOUT:
+        out_file.unlink(missing_ok=True)
+        raise NlpsslError(
+            f"gguf: {str(converter)!r} is not a llama.cpp converter nlpssl knows how to run ({run.stderr.strip()[-300:]}). "
+            "Tested with the convert_hf_to_gguf.py of llama-cpp-python 0.3.16 and 0.3.36 (vendor/llama.cpp/); "
+            "use one of those, or a llama.cpp checkout of the same era."
+        )
+    lacking = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'\s*$", run.stderr)
+    if run.returncode != 0 and lacking:
+        module = lacking.group(1).split(".")[0]
+        out_file.unlink(missing_ok=True)
+        raise NlpsslError(
+            f"gguf: llama.cpp's converter needs the module {module!r}, which the Python {python!r} lacks. "
+            f"Install it (`{python} -m pip install {module}`) or the converter's requirements "
+            "(requirements/requirements-convert_hf_to_gguf.txt in its llama.cpp), or pass --python with one that has it."
+        )
     if run.returncode != 0 or not out_file.is_file():
         out_file.unlink(missing_ok=True)
         raise NlpsslError(f"gguf: llama.cpp's converter failed (exit {run.returncode}):\n{run.stderr[-3000:]}")

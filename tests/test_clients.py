@@ -184,6 +184,29 @@ def test_gguf_conversion_keeps_tokenizer_and_weights(arch, exports, ggufs, tmp_p
     assert got["matched"] == got["n_weights"], got  # every exported tensor, values unchanged
 
 
+def test_gguf_conversion_with_a_2025_llama_cpp(exports, tmp_path):
+    """The converter of llama-cpp-python 0.3.16 (before llama.cpp's conversion/ package) converts as well;
+    run by a Python without a module it imports, the error names the module; an unknown script is refused."""
+    from nlpssl.errors import NlpsslError
+    from nlpssl.gguf import convert
+
+    old = envs.converter("gguf2025")
+    assert not (old.parent / "conversion").exists()
+    with pytest.raises(NlpsslError, match="converter needs the module 'mistral_common', which the Python"):
+        convert(exports["gpt2"], tmp_path / "lacking.gguf", old, python=envs.python("gguf"))
+    stranger = tmp_path / "other" / "convert_hf_to_gguf.py"
+    stranger.parent.mkdir()
+    stranger.write_text("def main():\n    raise SystemExit('must not run')\n")
+    with pytest.raises(NlpsslError, match="not a llama.cpp converter nlpssl knows how to run"):
+        convert(exports["gpt2"], tmp_path / "stranger.gguf", stranger, python=envs.python("gguf"))
+    assert not list(tmp_path.glob("*.gguf"))
+    work = tmp_path / "work"
+    convert(exports["gpt2"], work / "model.gguf", old, python=envs.python("gguf2025"))
+    got = client("gguf", "gguf", exports["gpt2"], tmp_path, work)
+    assert got["pre"] == "gpt-2" and got["model"] == "gpt2" and got["eos"] == got["bos"] == 6
+    assert got["matched"] == got["n_weights"], got
+
+
 @pytest.mark.slow  # llama.cpp compiles for about 20 minutes on 2 cores the first time
 @pytest.mark.parametrize("arch", CAUSAL)
 def test_gguf_runs_in_llama_cpp_with_the_same_logits(arch, exports, ggufs, tmp_path):

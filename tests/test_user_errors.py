@@ -388,6 +388,12 @@ def test_gguf_conversion_refuses_what_llama_cpp_would_get_wrong(finished_runs, t
     (lowercase / "tokenizer.json").write_text(json.dumps(spec))
     with pytest.raises(NlpsslError, match="not a GPT-2 byte-level BPE .*'Lowercase'.*tokenizer.lowercase=false"):
         convert(lowercase, tmp_path / "l.gguf", converter)
+    classifier = tmp_path / "classifier"  # what `nlpssl finetune` of a gpt-tiny export declares
+    shutil.copytree(gpt, classifier)
+    config = json.loads((classifier / "config.json").read_text())
+    (classifier / "config.json").write_text(json.dumps({**config, "architectures": ["GPT2ForSequenceClassification"]}))
+    with pytest.raises(NlpsslError, match="only language-model exports convert .*'GPT2ForSequenceClassification'"):
+        convert(classifier, tmp_path / "c.gguf", converter)
     assert sorted(p.name for p in tmp_path.glob("*.gguf")) == ["taken.gguf"]
 
 

@@ -28,15 +28,20 @@ ENVS: dict[str, list[str]] = {
     "tf448": ["transformers==4.48.3"],
     "tf457": ["transformers==4.57.6", "sentence-transformers==5.1.2", "optimum-onnx==0.1.0", "onnxruntime==1.32.0"],
     # llama.cpp's converter with its own requirements file's pins (requirements-convert_hf_to_gguf.txt),
-    # its sources taken from the llama-cpp-python source distribution (LLAMA_CPP below).
+    # its sources taken from the llama-cpp-python source distribution (CONVERTER_SOURCES below).
     "gguf": ["transformers==4.57.6", "sentencepiece>=0.1.98,<0.3.0", "numpy~=2.2.6", "protobuf>=4.21.0,<5.0.0",
              "pyyaml", "tqdm", "requests"],
+    # The converter of a 2025 llama.cpp (before its conversion/ package), which imports mistral_common
+    # unconditionally (its requirements file does not say so).
+    "gguf2025": ["transformers==4.57.6", "sentencepiece>=0.1.98,<0.3.0", "numpy~=2.2.6", "protobuf>=4.21.0,<5.0.0",
+                 "mistral_common==1.13.1"],
     # llama.cpp itself, compiled from that source distribution: about 20 minutes on 2 cores.
     "llamacpp": ["llama-cpp-python==0.3.36", "transformers==5.24.0"],
 }
 LLAMA_CPP = "llama-cpp-python==0.3.36"
-BUILD_ENV = {"gguf": {}, "llamacpp": {"CMAKE_ARGS": "-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DLLAMA_BUILD_TESTS=OFF "
-                                                    "-DLLAMA_BUILD_EXAMPLES=OFF", "CMAKE_BUILD_PARALLEL_LEVEL": "2"}}
+CONVERTER_SOURCES = {"gguf": LLAMA_CPP, "gguf2025": "llama-cpp-python==0.3.16"}  # env -> sdist its converter comes from
+BUILD_ENV = {"llamacpp": {"CMAKE_ARGS": "-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DLLAMA_BUILD_TESTS=OFF "
+                                          "-DLLAMA_BUILD_EXAMPLES=OFF", "CMAKE_BUILD_PARALLEL_LEVEL": "2"}}
 
 
 def root() -> Path:
@@ -61,8 +66,9 @@ def python(name: str) -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True)
         pip = [str(tmp / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
         _run([*pip, "install", "-q", TORCH, *ENVS[name]], name, {**os.environ, **BUILD_ENV.get(name, {})})
-        if name == "gguf":
-            _run([*pip, "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", str(tmp / "sdist"), LLAMA_CPP], name)
+        if name in CONVERTER_SOURCES:
+            _run([*pip, "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", str(tmp / "sdist"),
+                  CONVERTER_SOURCES[name]], name)
             [archive] = (tmp / "sdist").glob("*.tar.gz")
             with tarfile.open(archive) as tar:
                 top = tar.getnames()[0].split("/")[0]
@@ -79,10 +85,10 @@ def python(name: str) -> Path:
     return exe
 
 
-def converter() -> Path:
-    """llama.cpp's convert_hf_to_gguf.py, from the ``gguf`` environment."""
-    python("gguf")
-    return env_dir("gguf") / "llama.cpp" / "convert_hf_to_gguf.py"
+def converter(env: str = "gguf") -> Path:
+    """llama.cpp's convert_hf_to_gguf.py, from a converter environment (``gguf`` or ``gguf2025``)."""
+    python(env)
+    return env_dir(env) / "llama.cpp" / "convert_hf_to_gguf.py"
 
 
 def _run(cmd: list[str], name: str, env: dict | None = None) -> None:
