@@ -230,10 +230,22 @@ def classify(model_dir: str | Path, text: str, top_k: int | None = None, pair: s
     from transformers import pipeline
 
     pipe = pipeline("text-classification", model=str(path), tokenizer=str(path))
+    _note_truncation(pipe.tokenizer, text, pair)
     preds = pipe({"text": text, "text_pair": pair} if pair is not None else text, top_k=top_k, truncation=True)
     if preds and isinstance(preds[0], list):
         preds = preds[0]
     return [LabelScore(label=p["label"], score=float(p["score"])) for p in preds]
+
+
+def _note_truncation(tokenizer, text: str, pair: str | None) -> None:
+    from nlpssl.finetune import token_counts
+    from nlpssl.runs import note
+
+    counts = token_counts(tokenizer, [text], None if pair is None else [pair])
+    limit = tokenizer.model_max_length
+    if counts and counts[0] > limit:
+        note(f"classify: the input has {counts[0]} tokens and the classifier reads its first {limit}; "
+             "the rest does not count.")
 
 
 def _pair_column(export: Path) -> str | None:

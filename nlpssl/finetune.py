@@ -281,6 +281,7 @@ def encode_splits(data: TaskData, tokenizer, max_length: int) -> dict[str, Any]:
     label2id = {name: i for i, name in enumerate(data.label_names)}
     out = {}
     for name, split in data.splits.items():
+        report_truncation(split, tokenizer, max_length, name)
         columns = encode_texts(split, tokenizer, max_length)
         out[name] = datasets.Dataset.from_dict({**columns, "labels": [label2id[x] for x in split.labels]})
     return out
@@ -288,9 +289,47 @@ def encode_splits(data: TaskData, tokenizer, max_length: int) -> dict[str, Any]:
 
 def encode_texts(split: Split, tokenizer, max_length: int) -> dict[str, list]:
     """The model's input columns for a split's texts (and second texts), truncated, unpadded; labels unread."""
-    limit = min(max_length, tokenizer.model_max_length or max_length)
-    encoded = tokenizer(split.texts, split.pairs, truncation=True, max_length=limit)
+    encoded = tokenizer(split.texts, split.pairs, truncation=True, max_length=_limit(tokenizer, max_length))
     return {k: encoded[k] for k in tokenizer.model_input_names if k in encoded}
+
+
+def _limit(tokenizer, max_length: int) -> int:
+    return min(max_length, tokenizer.model_max_length or max_length)
+
+
+def token_counts(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[int] | None:
+    """Tokens of each input as the model would get it, special tokens included, before any truncation
+    (None for a tokenizer without a ``tokenizers`` backend)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    from tokenizers import Tokenizer
+
+    whole = Tokenizer.from_str(backend.to_str())  # a copy: the caller's tokenizer keeps its settings
+    whole.no_truncation()
+    whole.no_padding()
+    return [len(e.ids) for e in whole.encode_batch(list(texts) if pairs is None else list(zip(texts, pairs)))]
+
+
+_REPORTED: set[str] = set()  # the probe fine-tunes the same rows many times: each report is printed once
+
+
+def report_truncation(split: Split, tokenizer, max_length: int, name: str) -> int:
+    """Say how many of ``split``'s inputs are longer than the model reads; returns that count."""
+    from nlpssl.runs import log
+
+    limit = _limit(tokenizer, max_length)
+    counts = token_counts(tokenizer, split.texts, split.pairs) or []
+    cut = sum(c > limit for c in counts)
+    if cut:
+        which = "task.max_length" if limit == max_length else "the tokenizer's model_max_length"
+        message = (f"{cut} of {len(counts)} {name} inputs ({cut / len(counts):.0%}) are longer than {which} "
+                   f"({limit} tokens; the longest has {max(counts)}) and are cut to their first {limit} tokens. "
+                   "Raise task.max_length to read more of them.")
+        if message not in _REPORTED:
+            _REPORTED.add(message)
+            log(message)
+    return cut
 
 
 # ------------------------------------------------------------------------------------------------

@@ -37,6 +37,12 @@ def log(message: str) -> None:
         print(f"[nlpssl] {message}", flush=True)
 
 
+def note(message: str) -> None:
+    """A remark on stderr, for commands whose stdout is their answer (classify, embed)."""
+    if rank() == 0:
+        print(f"[nlpssl] {message}", file=sys.stderr, flush=True)
+
+
 def check_output_dir(recipe: Recipe) -> None:
     """Refuse to train into a folder that holds another run, unless resuming that run.
 

@@ -77,7 +77,7 @@ def sentiment_rows(n: int, offset: int = 0):
 
 
 def test_masked_lm_export_from_tsv_with_integer_labels(tmp_path, bert_export, capsys):
-    from transformers import AutoConfig, pipeline
+    from transformers import AutoConfig, AutoTokenizer, pipeline
 
     from nlpssl.cli import main
     from nlpssl.demo import classify
@@ -112,7 +112,37 @@ def test_masked_lm_export_from_tsv_with_integer_labels(tmp_path, bert_export, ca
     assert [s.label for s in scores] != [] and abs(sum(s.score for s in scores) - 1) < 1e-4
     capsys.readouterr()  # drop the training logs
     assert main(["classify", str(export), "it was great", "--json", "--top-k", "1"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["label"] in ("negative", "positive")
+    said = capsys.readouterr()
+    assert json.loads(said.out)[0]["label"] in ("negative", "positive") and "tokens" not in said.err
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    limit, long = tokenizer.model_max_length, "it was great " * tokenizer.model_max_length
+    assert main(["classify", str(export), long, "--json"]) == 0
+    said = capsys.readouterr()
+    assert len(json.loads(said.out)) == 2  # stdout stays the answer; the remark goes to stderr
+    n = len(tokenizer(long, verbose=False)["input_ids"])
+    assert f"classify: the input has {n} tokens and the classifier reads its first {limit}" in said.err
+
+
+def test_inputs_longer_than_max_length_are_counted_and_said_once(bert_export, capsys):
+    from nlpssl.finetune import encode_texts, load_classifier_tokenizer, report_truncation
+    from nlpssl.labelled import Split
+
+    tokenizer = load_classifier_tokenizer(bert_export)
+    texts = ["the cat sat on the mat . " * k for k in (1, 2, 6, 12)]
+    split = Split(texts, ["a"] * 4)
+    full = [len(ids) for ids in tokenizer(texts)["input_ids"]]  # short enough for the tokenizer's own limit
+    limit = sorted(full)[1]  # the two longest exceed it
+    capsys.readouterr()
+    assert report_truncation(split, tokenizer, limit, "train") == 2
+    said = capsys.readouterr().out
+    assert f"2 of 4 train inputs (50%) are longer than task.max_length ({limit} tokens; the longest has {max(full)})" in said
+    report_truncation(split, tokenizer, limit, "train")
+    assert capsys.readouterr().out == "", "the same report is printed once per process"
+    # what the model then reads: exactly the counted rows are cut
+    assert [len(x) for x in encode_texts(split, tokenizer, limit)["input_ids"]] == [min(n, limit) for n in full]
+    pairs = Split(texts[:2], ["a", "b"], pairs=texts[2:])
+    assert report_truncation(pairs, tokenizer, limit, "test") == 2  # the pair's tokens together
+    assert report_truncation(split, tokenizer, 512, "train") == 0
 
 
 def test_a_classifier_of_text_pairs_is_used_with_pairs(tmp_path, bert_export):
