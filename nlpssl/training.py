@@ -71,6 +71,17 @@ class PretrainTrainer(Trainer):
         self._created_lr_scheduler = True
         return self.lr_scheduler
 
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """Resuming: a tied weight (ModernBERT's ``decoder.weight`` is the token embedding) is not in the
+        checkpoint because safetensors stores a shared tensor once; loading its twin loaded it, so it is
+        not reported as missing. Any other missing or unexpected key still is."""
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        missing = set(load_result.missing_keys)
+        loaded = {params[n].data_ptr() for n in params if n not in missing}
+        tied = {k for k in missing if k in params and params[k].data_ptr() in loaded}
+        super()._issue_warnings_after_load(
+            load_result._replace(missing_keys=[k for k in load_result.missing_keys if k not in tied]))
+
     def _time_budget(self) -> TimeBudget | None:
         return next((cb for cb in self.callback_handler.callbacks if isinstance(cb, TimeBudget)), None)
 
