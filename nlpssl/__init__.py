@@ -3,7 +3,7 @@
 The Python API mirrors the command line::
 
     import nlpssl
-    recipe = nlpssl.load_recipe("recipes/bert-tiny.yaml", ["training.max_steps=100"])
+    recipe = nlpssl.load_recipe("bert-tiny", ["training.max_steps=100"])
     result = nlpssl.pretrain(recipe)
     nlpssl.fill_mask(result.export_dir, "The cat sat on the [MASK].")
 

@@ -208,7 +208,7 @@ def classify(model_dir: str | Path, text: str, top_k: int | None = None, pair: s
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise NlpsslError(
             f"classify: {str(path)!r} is not a text classifier (got architectures {architectures}). "
-            f"Fine-tune it first (`nlpssl finetune recipes/finetune-tiny.yaml model={path}`) and pass that "
+            f"Fine-tune it first (`nlpssl finetune finetune-tiny model={path}`) and pass that "
             "run's export folder."
         )
     empty = next((name for name, value in given.items() if not value.strip()), None)

@@ -167,7 +167,7 @@ def check_model_folder(model: str | None) -> Path:
     if not path.is_dir():
         raise NlpsslError(
             f"model: folder not found (got {str(model)!r}, looked for {str(path.absolute())!r}). "
-            "Pretrain one first (e.g. `nlpssl pretrain recipes/bert-tiny.yaml`) or pass model=PATH to an export."
+            "Pretrain one first (e.g. `nlpssl pretrain bert-tiny`) or pass model=PATH to an export."
         )
     if not (path / "config.json").is_file():
         raise NlpsslError(
