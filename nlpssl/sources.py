@@ -425,7 +425,13 @@ def _read_txt(path: Path, txt_unit: str, unwrap: bool = False) -> Iterator[str]:
                 if is_text:
                     yield " ".join(line.strip() for line in run) if unwrap else "\n".join(run)
         case "file":
-            yield "".join(line for _, line in _decoded_lines(path)).strip()
+            # Windows line ends become "\n", as the other units' rstrip makes them: a "\r" left in
+            # would be learned as a token and generated.
+            yield "".join(_lf(line) for _, line in _decoded_lines(path)).strip()
+
+
+def _lf(line: str) -> str:
+    return line[:-2] + "\n" if line.endswith("\r\n") else line
 
 
 def jsonl_records(path: Path, example: str = '{"text": "..."}') -> Iterator[tuple[str, dict]]:

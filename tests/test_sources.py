@@ -42,6 +42,18 @@ def test_txt_units(tmp_path, unit, expected):
     assert list(iter_texts(path, txt_unit=unit)) == expected
 
 
+@pytest.mark.parametrize("unit", ["line", "paragraph", "file"])
+def test_windows_line_ends_read_as_unix_ones(tmp_path, unit):
+    # A file saved on Windows (CRLF, BOM) gives the same texts as the same file saved on Linux:
+    # no "\r" is left for the tokenizer to learn and a causal model to generate.
+    unix, windows = tmp_path / "unix.txt", tmp_path / "windows.txt"
+    unix.write_bytes(TXT.encode("utf-8"))
+    windows.write_bytes(TXT.replace("\n", "\r\n").encode("utf-8"))
+    expected = list(iter_texts(unix, txt_unit=unit))
+    assert list(iter_texts(windows, txt_unit=unit)) == expected
+    assert not any("\r" in text for text in expected)
+
+
 def test_unwrap_joins_hard_wrapped_lines(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text(TXT, encoding="utf-8")
