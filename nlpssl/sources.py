@@ -30,6 +30,7 @@ import itertools
 import json
 import lzma
 import re
+import shlex
 import sys
 import warnings
 from collections.abc import Iterator
@@ -406,10 +407,34 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
             yield lineno, line
 
 
+# Decompress to stdout, for the re-encoding command of a compressed file.
+_DECOMPRESS = {".gz": "gzip", ".xz": "xz", ".bz2": "bzip2", ".zst": "zstd"}
+# Bytes that cp1252 leaves undefined (iconv stops on them): such a file is ISO-8859-1.
+_CP1252_UNDEFINED = b"\x81\x8d\x8f\x90\x9d"
+
+
 def _encoding_error(path: Path, offset: int, bad: bytes) -> NlpsslError:
+    # The likely encoding: UTF-16 by its byte-order mark (Windows "Unicode"), else Windows-1252,
+    # which reads Latin-1's letters alike and also its own quotes and dashes in 0x80-0x9F, where
+    # `-f latin1` would turn “ and — into invisible control characters.
+    if offset == 0 and bad[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        encoding = "utf-16"
+    elif bad[:1] and bad[:1] in _CP1252_UNDEFINED:
+        encoding = "latin1"
+    else:
+        encoding = "cp1252"
+    # The copy keeps the format's suffixes (a .csv stays a .csv): books.txt.gz -> books.utf8.txt.gz.
+    suffixes = "".join(path.suffixes[-2:] if path.suffix.lower() in COMPRESSIONS else path.suffixes[-1:])
+    name, copy = shlex.quote(path.name), shlex.quote(f"{path.name[: len(path.name) - len(suffixes)]}.utf8{suffixes}")
+    tool = _DECOMPRESS.get(path.suffix.lower())
+    if tool:
+        command = f"{tool} -dc {name} | iconv -f {encoding} -t utf-8 | {tool} > {copy}"
+    else:
+        command = f"iconv -f {encoding} -t utf-8 {name} > {copy}"
     return NlpsslError(
         f"{path}: not valid UTF-8 at byte offset {offset} (got bytes {bad!r}). "
-        f"Re-encode the file to UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed.txt`."
+        f"Re-encode the file to UTF-8 and read the copy instead, e.g. `{command}` "
+        f"({encoding} is a guess from those bytes; check the copy's accents and quotes)."
     )
 
 

@@ -235,6 +235,30 @@ def test_undecodable_bytes_name_the_offset(tmp_path):
         load_texts(csv_path)
 
 
+@pytest.mark.parametrize(
+    ("name", "data", "command"),
+    [
+        # Windows-1252 quotes and dashes: `-f latin1` would turn them into C1 control characters.
+        ("notes.txt", "He said \u201chi\u201d \u2014 ok".encode("cp1252"), "iconv -f cp1252 -t utf-8 notes.txt > notes.utf8.txt"),
+        # Notepad's "Unicode": UTF-16 with a byte-order mark.
+        ("rows.csv", "text\nhi\n".encode("utf-16"), "iconv -f utf-16 -t utf-8 rows.csv > rows.utf8.csv"),
+        # A compressed file is decompressed first and keeps its format: a .tsv copy, not fixed.txt.
+        ("r.tsv.gz", None, "gzip -dc r.tsv.gz | iconv -f cp1252 -t utf-8 | gzip > r.utf8.tsv.gz"),
+    ],
+)
+def test_undecodable_file_gets_a_command_that_fixes_it(tmp_path, name, data, command):
+    import gzip
+
+    path = tmp_path / name
+    if data is None:
+        path.write_bytes(gzip.compress("text\tlabel\ncaf\u00e9\t1\n".encode("latin-1")))
+    else:
+        path.write_bytes(data)
+    with pytest.raises(NlpsslError, match="not valid UTF-8") as caught:
+        load_texts(path)
+    assert f"`{command}`" in str(caught.value)
+
+
 def test_bad_jsonl_line_names_file_and_line(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_text('{"text": "ok"}\n\n{"text": "broken"\n', encoding="utf-8")
