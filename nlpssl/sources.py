@@ -20,6 +20,7 @@ data for fine-tuning (`nlpssl.labelled`), so both read a file alike and fail ali
 from __future__ import annotations
 
 import bz2
+import collections
 import csv
 import difflib
 import glob as globlib
@@ -327,7 +328,7 @@ def resolve_files(source: str) -> list[Path]:
         found = sorted(
             p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))
         )
-        return _supported(found, source, warn=False)
+        return _supported(found, source, warn=True)
     if path.is_file():
         return _supported([path], source, warn=False)
     hint = f" For a Hub dataset write 'hub:{source}'." if source.count("/") == 1 else ""
@@ -361,9 +362,13 @@ def _supported(files: list[Path], source: str, warn: bool) -> list[Path]:
             f"{', '.join(COMPRESSIONS)}), or convert the data to one of them."
         )
     if skipped and warn:
+        # Said, not silent: a data.json of JSON lines or a notes.text would otherwise just be missing.
+        kinds = collections.Counter(p.suffix.lower() or "no extension" for p in skipped)
+        summary = ", ".join(f"{kind}: {count}" for kind, count in sorted(kinds.items()))
         warnings.warn(
-            f"{source}: skipping {len(skipped)} files with unsupported extensions "
-            f"(e.g. {str(skipped[0])!r}).",
+            f"{source}: skipping {len(skipped)} file{'s' if len(skipped) != 1 else ''} of unsupported types "
+            f"({summary}; e.g. {str(skipped[0])!r}). Only {', '.join(SUPPORTED_EXTENSIONS)} files, compressed "
+            "or not, are read: rename or convert any that hold text (JSON lines named .json: rename to .jsonl).",
             stacklevel=4,
         )
     return kept

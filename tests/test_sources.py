@@ -140,10 +140,17 @@ def test_folder_and_glob_skip_other_files_and_sort(tmp_path):
     (tmp_path / "README.md").write_text("not data", encoding="utf-8")
     (tmp_path / ".hidden").mkdir()
     (tmp_path / ".hidden" / "c.txt").write_text("hidden", encoding="utf-8")
-    assert load_texts(tmp_path)["text"] == ["ay", "bee"]
+    (tmp_path / "more.json").write_text('{"text": "jsonl named .json"}\n', encoding="utf-8")
+    # A folder reads every supported file and says which it skipped (a .json of JSON lines is
+    # easily missed): the kinds with their counts.
+    with pytest.warns(UserWarning, match=r"skipping 2 files of unsupported types \(\.json: 1, \.md: 1; e\.g\."):
+        assert load_texts(tmp_path)["text"] == ["ay", "bee"]
     assert load_texts(f"{tmp_path}/**/*.txt")["text"] == ["ay", "bee"]
-    with pytest.warns(UserWarning, match="skipping 1 files with unsupported extensions"):
+    with pytest.warns(UserWarning, match=r"skipping 2 files of unsupported types .*rename to \.jsonl"):
         assert load_texts(f"{tmp_path}/*")["text"] == ["ay"]
+    (tmp_path / "more.json").unlink()
+    with pytest.warns(UserWarning, match=r"skipping 1 file of unsupported types \(\.md: 1;"):
+        assert load_texts(tmp_path)["text"] == ["ay", "bee"]
 
 
 def test_max_texts_stops_early(tmp_path):
