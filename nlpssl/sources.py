@@ -573,13 +573,22 @@ def _read_parquet(path: Path, text_column: str) -> Iterator[str]:
     if text_column not in names:
         raise _column_error(str(path), text_column, names)
     column_type = parquet.schema_arrow.field(text_column).type
-    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+    if not _is_text_type(column_type):
         raise NlpsslError(
             f"{path}: column {text_column!r} does not hold text (got type {column_type}). "
             "Set data.text_column=NAME to a string column."
         )
     for batch in parquet.iter_batches(columns=[text_column], batch_size=10_000):
         yield from (text for text in batch.column(0).to_pylist() if text is not None)
+
+
+def _is_text_type(column_type) -> bool:
+    """A string column, dictionary-encoded too (what pandas writes for a ``category`` column)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(column_type):
+        column_type = column_type.value_type
+    return pa.types.is_string(column_type) or pa.types.is_large_string(column_type) or pa.types.is_string_view(column_type)
 
 
 def _as_text(value: object, where: str, text_column: str) -> str:

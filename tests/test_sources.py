@@ -153,6 +153,20 @@ def test_folder_and_glob_skip_other_files_and_sort(tmp_path):
         assert load_texts(tmp_path)["text"] == ["ay", "bee"]
 
 
+def test_parquet_text_in_any_string_encoding(tmp_path):
+    # pandas writes a `category` column dictionary-encoded; Arrow may write string_view.
+    texts = ["one", None, "two", "one"]
+    columns = {
+        "plain": pa.array(texts, pa.string()),
+        "large": pa.array(texts, pa.large_string()),
+        "category": pa.array(texts, pa.string()).dictionary_encode(),
+        "view": pa.array(texts, pa.string_view()),
+    }
+    pq.write_table(pa.table(columns), tmp_path / "a.parquet")
+    for column in columns:
+        assert list(iter_texts(tmp_path / "a.parquet", text_column=column)) == ["one", "two", "one"], column
+
+
 def test_max_texts_stops_early(tmp_path):
     path = tmp_path / "many.txt"
     path.write_text("\n".join(f"text {i}" for i in range(1000)), encoding="utf-8")
