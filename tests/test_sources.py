@@ -231,6 +231,17 @@ def test_ragged_row_names_its_line(tmp_path):
         load_texts(path)
 
 
+def test_jsonl_records_without_the_key_are_skipped_and_counted(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [
+        {"text": "one"}, {"id": 2}, {"text": None}, {"text": "two"}, {"id": 5, "body": "x"},
+    ])
+    with pytest.warns(UserWarning, match=r"a\.jsonl: skipped 2 records without a 'text' key \(first at .*a\.jsonl:2, got keys \['id'\]\)"):
+        assert list(iter_texts(path)) == ["one", "two"]
+    # A key no record starts with is a wrong data.text_column, said at once.
+    with pytest.raises(NlpsslError, match=r"a\.jsonl:1: no column 'body' \(got columns \['text'\]\)"):
+        list(iter_texts(path, text_column="body"))
+
+
 def test_non_text_column(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": "fine"}, {"text": 42}])
     with pytest.raises(
