@@ -90,6 +90,8 @@ def cache_key(recipe: Recipe, tokenizer) -> str:
         "words": needs_words(recipe),
         "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
     }
+    if payload["objective"] == "sentence":
+        payload["sentence_end"] = SENTENCE_END  # a changed rule cuts other rows: not the old cache
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -251,7 +253,14 @@ def _sentence_rows(tokens: Tokens, row_len: int, special: dict[str, int]) -> tup
     return rows, np.ones_like(rows, dtype=np.int8)
 
 
-SENTENCE_END = r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+|\n+"  # after . ! ? (closing quote or bracket kept), or a line break
+# After . ! ? (and Arabic ؟, Devanagari ।) before white space, a closing quote or bracket kept; or a
+# line break. Chinese and Japanese put no space after 。！？, so there the end itself cuts (after
+# its closing 」 or ）): otherwise a whole paragraph of them is one "sentence", cut to data.block_size.
+_CJK_END, _CJK_CLOSE = "。！？", "」』）】〕”’"
+SENTENCE_END = (
+    r"(?<=[.!?؟।])\s+|(?<=[.!?؟।][\"')\]])\s+|\n+"
+    rf"|(?<=[{_CJK_END}])(?![{_CJK_END}{_CJK_CLOSE}])\s*|(?<=[{_CJK_END}][{_CJK_CLOSE}])(?![{_CJK_CLOSE}])\s*"
+)
 
 
 def sentences(texts: list[str]) -> list[str]:

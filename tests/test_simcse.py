@@ -34,6 +34,11 @@ def test_sentences_are_split_and_framed_one_per_row():
 
     texts = datasets.Dataset.from_dict({"text": ['He said "Stop!" Then he left. Why?\nA new line', "   "]})
     assert split_sentences(texts)["text"] == ['He said "Stop!"', "Then he left.", "Why?", "A new line"]
+    # Chinese and Japanese put no space after a sentence's end; Arabic and Hindi have their own marks.
+    texts = datasets.Dataset.from_dict({"text": ["猫が座った。「行こう！」と言った。犬は？", "他走了。好的", "كيف حالك؟ جيد", "यह है। वह"]})
+    assert split_sentences(texts)["text"] == [
+        "猫が座った。", "「行こう！」", "と言った。", "犬は？", "他走了。", "好的", "كيف حالك؟", "جيد", "यह है।", "वह",
+    ]
     tokens = Tokens(np.array([5, 6, 7, 8, 9, 10, 11], np.int32), np.array([0, 2, 2, 7], np.int64))
     rows, _ = pack(tokens, 5, "sentence", {"pad": 0, "cls": 2, "sep": 3, "eos": 4})
     # an empty document is dropped; a long one is cut to fit [CLS] ... [SEP]
