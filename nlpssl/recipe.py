@@ -854,7 +854,16 @@ def blame_overrides(problems: list[str], where: str, overrides: typing.Sequence[
         rest = problem.removeprefix(f"{where}: ")
         # the key itself, then ':', ' ', '.', '[' (not 'data.streaming=true needs ...': a rule on two keys)
         item = next((keys[k] for k in longest_first if re.match(rf"{re.escape(k)}(?![\w=])", rest)), None)
-        blamed.append(f"override {item!r}: {rest}" if item and rest != problem else problem)
+        # A rule on two keys ('model.hidden_size must be divisible by model.num_heads') names each
+        # override it mentions, and the file they were applied on.
+        named = [keys[k] for k in keys if "." in k and re.search(rf"(?<![\w.]){re.escape(k)}(?![\w=])", rest)]
+        items = list(dict.fromkeys(([item] if item else []) + named))
+        if rest == problem or not items:
+            blamed.append(problem)
+        elif items == [item]:
+            blamed.append(f"override {item!r}: {rest}")
+        else:
+            blamed.append(f"override {', '.join(map(repr, items))} on top of {where}: {rest}")
     return blamed
 
 

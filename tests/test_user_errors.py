@@ -420,6 +420,24 @@ def test_a_bad_override_is_named_instead_of_the_recipe_file(override, message, c
     assert "bert-tiny.yaml" not in err
 
 
+def test_a_rule_on_two_keys_names_the_override_with_the_file(tmp_path):
+    shipped = load_recipe("bert-tiny").source_path
+    with pytest.raises(RecipeError) as info:
+        load_recipe("bert-tiny", ["model.num_heads=3"])
+    assert info.value.problems == [
+        f"override 'model.num_heads=3' on top of {shipped}: model.hidden_size must be divisible by model.num_heads "
+        "(got 256 and 3). Change model.hidden_size or model.num_heads."]
+    with pytest.raises(RecipeError) as info:  # both keys overridden: both named
+        load_recipe("bert-tiny", ["model.hidden_size=100", "model.num_heads=3"])
+    assert info.value.problems[0].startswith(
+        f"override 'model.hidden_size=100', 'model.num_heads=3' on top of {shipped}: model.hidden_size must be")
+    mine = tmp_path / "mine.yaml"  # the file's own values alone: the file, as before
+    mine.write_text(Path(shipped).read_text().replace("  size: tiny\n", "  size: tiny\n  num_heads: 3\n"))
+    with pytest.raises(RecipeError) as info:
+        load_recipe(mine, ["training.max_steps=3"])
+    assert info.value.problems[0].startswith(f"{mine}: model.hidden_size must be divisible")
+
+
 def test_the_recipe_file_is_still_named_for_its_own_problems(tmp_path):
     recipe = tmp_path / "mine.yaml"
     recipe.write_text(Path(load_recipe("bert-tiny").source_path).read_text() + "\nmax_steps: 3\n")
