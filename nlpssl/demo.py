@@ -74,8 +74,17 @@ def model_family(path: Path, where: str) -> tuple[str, dict]:
 def _wrong_family(where: str, path: Path, family: str, config: dict, wanted: str) -> NlpsslError:
     arch = ", ".join(config.get("architectures") or [config.get("model_type", "?")])
     other = {"mlm": "`nlpssl fill-mask`", "causal": "`nlpssl generate`", "t5": "`nlpssl generate` (fills <extra_id_N>)"}
-    fix = f"Use {other[family]} for this model" if family in other else "Pass a pretrained export"
-    return NlpsslError(f"{where}: {str(path)!r} holds a {arch} model, and {where} needs {wanted}. {fix}.")
+    if family in other:
+        fix = f"Use {other[family]} for this model"
+    elif "SequenceClassification" in arch:
+        fix = "Use `nlpssl classify` for this model"
+    else:
+        # An encoder without a language-model head (an ELECTRA discriminator, a SimCSE encoder) is
+        # pretrained all right: it has no vocabulary head to fill or continue with.
+        run, example = ("masked-LM", "bert-tiny") if where == "fill-mask" else ("causal-LM", "gpt-tiny")
+        fix = (f"It has no language-model head: pass the export of a {run} run (e.g. runs/{example}/export), "
+               "or use this model with `nlpssl embed` or `nlpssl finetune`")
+    return NlpsslError(f"{where}: {str(path)!r} holds {arch}, and {where} needs {wanted}. {fix}.")
 
 
 def fill_mask(model_dir: str | Path, text: str, top_k: int = 5) -> list[Prediction]:

@@ -223,14 +223,33 @@ def test_an_explicit_zero_is_never_a_default():
 # demos: the wrong model family, bad flags, checked before anything heavy loads
 
 
+@pytest.mark.parametrize(
+    ("architecture", "fix"),
+    [
+        ("ElectraForPreTraining", r"It has no language-model head: pass the export of a masked-LM run \(e\.g\. "
+                                  r"runs/bert-tiny/export\), or use this model with `nlpssl embed` or `nlpssl finetune`"),
+        ("ModernBertModel", r"It has no language-model head: .* `nlpssl embed` or `nlpssl finetune`"),  # a SimCSE export
+        ("BertForSequenceClassification", r"Use `nlpssl classify` for this model"),
+    ],
+)
+def test_fill_mask_on_an_encoder_says_what_to_use_instead(tmp_path, architecture, fix):
+    # Checked from config.json alone, before any weights load (these are empty).
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": [architecture]}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    from nlpssl.demo import fill_mask
+
+    with pytest.raises(NlpsslError, match=rf"holds {architecture}, and fill-mask needs a masked-LM .*\. {fix}\.$"):
+        fill_mask(tmp_path, "The cat sat on the [MASK].")
+
+
 def test_demos_refuse_the_wrong_model_family_and_bad_flags(finished_runs):
     from nlpssl.demo import fill_mask, generate
 
     mlm, causal = finished_runs["bert-tiny"].export_dir, finished_runs["gpt-tiny"].export_dir
-    with pytest.raises(NlpsslError, match=r"holds a GPT2LMHeadModel model, and fill-mask needs a masked-LM.*"
+    with pytest.raises(NlpsslError, match=r"holds GPT2LMHeadModel, and fill-mask needs a masked-LM.*"
                                           r"Use `nlpssl generate`"):
         fill_mask(causal, "The cat sat on the [MASK].")
-    with pytest.raises(NlpsslError, match=r"holds a ModernBertForMaskedLM model, and generate needs a causal-LM.*"
+    with pytest.raises(NlpsslError, match=r"holds ModernBertForMaskedLM, and generate needs a causal-LM.*"
                                           r"Use `nlpssl fill-mask`"):
         generate(mlm, "Once upon a time")
     vocab = json.loads((mlm / "config.json").read_text())["vocab_size"]
