@@ -531,8 +531,14 @@ def _load_training(raw: Any, where: str, name: str, problems: list[str]) -> dict
 
 def _check_training_args(recipe: Recipe, where: str, problems: list[str]) -> None:
     """Build TrainingArguments once so that its own checks run at load time."""
+    import torch
+
+    # As pretrain sets it for a multi-process CPU launch; built without it, transformers warns that
+    # the (correctly distributed) run is not ("launch your script with torch.distributed.launch").
+    launched = os.environ.get("WORLD_SIZE", "1") not in ("", "1") and not torch.cuda.is_available()
+    cpu_launch = {"use_cpu": True} if launched and "use_cpu" not in recipe.training else {}
     try:
-        recipe.training_arguments()
+        recipe.training_arguments(**cpu_launch)
     except Exception as err:  # noqa: BLE001 - any failure here is a recipe problem
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         problems.append(f"{where}: transformers.TrainingArguments rejected these settings: {msg}")

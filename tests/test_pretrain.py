@@ -404,6 +404,7 @@ def test_two_process_run_is_distributed_on_any_cpu(tmp_path, name, bf16):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert out.count("[nlpssl] export:") == 1, "only rank 0 exports"
+    assert "parallel_mode != ParallelMode.DISTRIBUTED" not in out, "a distributed run must not be told it is not"
     export = tmp_path / "run" / "export"
     assert not [p for p in export.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
     from transformers import AutoModelForMaskedLM
