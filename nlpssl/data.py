@@ -113,7 +113,32 @@ class Tokens:
 
 
 def encode(texts: list[str], tokenizer, words: bool = False) -> Tokens:
-    """Token ids (and word starts if ``words``) of a list of documents, as flat arrays."""
+    """Token ids (and word starts if ``words``) of a list of documents, as flat arrays.
+
+    A document longer than ``PIECE_CHARS`` (a one-line file, a ``txt_unit: file`` book) is encoded
+    piece by piece (:func:`~nlpssl.tokenizer.text_pieces`, the same tokens), so the tokenizer's
+    memory follows a piece, not the document.
+    """
+    from nlpssl.tokenizer import PIECE_CHARS, text_pieces
+
+    if all(len(text) <= PIECE_CHARS for text in texts):
+        return _encode(texts, tokenizer, words)
+    parts, short = [], []
+    for text in texts:
+        if len(text) <= PIECE_CHARS:
+            short.append(text)
+            continue
+        if short:
+            parts.append(_encode(short, tokenizer, words))
+            short = []
+        pieces = concat([_encode([piece], tokenizer, words) for piece in text_pieces(text)], words)
+        parts.append(Tokens(pieces.ids, np.array([0, len(pieces.ids)], np.int64), pieces.starts))  # one document
+    if short:
+        parts.append(_encode(short, tokenizer, words))
+    return concat(parts, words)
+
+
+def _encode(texts: list[str], tokenizer, words: bool = False) -> Tokens:
     import pyarrow as pa
 
     backend = tokenizer.backend_tokenizer

@@ -267,7 +267,33 @@ def _typed(iterator: Iterator[str]) -> Iterator[str]:
     """Check every item lazily, so a bad record deep in a stream still gets a clear error."""
     for text in iterator:
         _check_text(text)
-        yield text
+        yield from text_pieces(text)  # the trainer counts words: pieces cut between words count alike
+
+
+# The Rust tokenizer holds ~100 bytes per character of a text it pre-tokenizes or encodes (a 20 MB
+# one-line file peaked at 2.7 GB), so longer texts go to it in pieces of this many characters.
+PIECE_CHARS = 1 << 20
+
+
+def text_pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
+    """``text`` in consecutive pieces of at most ``size`` characters that tokenize as the whole does.
+
+    Each cut falls before a run of white space (``"a b" -> "a", " b"``): every pre-tokenizer here
+    (byte-level, WordPiece's, Unigram's Metaspace) ends a word there and starts the next piece's words
+    as it would have, so the pieces' tokens, concatenated, are the text's tokens. A stretch of ``size``
+    characters without white space (a base64 blob, unspaced CJK) is cut where it reaches ``size``.
+    """
+    start = 0
+    while len(text) - start > size:
+        end = start + size
+        cut = max(text.rfind(" ", start + 1, end), text.rfind("\n", start + 1, end), text.rfind("\t", start + 1, end))
+        while cut > start + 1 and text[cut - 1].isspace():
+            cut -= 1  # before the whole run of white space
+        if cut <= start:
+            cut = end
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
 
 
 def _check_text(text: object) -> None:

@@ -300,3 +300,57 @@ def test_load_tokenizer_errors(tmp_path):
         NlpsslError, match=r"no tokenizer\.json in .* \(got files \['notes\.txt'\]\)"
     ):
         load_tokenizer(tmp_path)
+
+
+# ----------------------------------------------------------------------------- very long texts
+
+
+def test_text_pieces_cut_before_white_space_and_rejoin():
+    from nlpssl.tokenizer import text_pieces
+
+    text = "One cat.  Two\tcats,\n\nthree  cats! " + "猫" * 20 + " end"
+    assert list(text_pieces(text, 16)) == [
+        "One cat.  Two", "\tcats,\n\nthree", "  cats!", " " + "猫" * 15, "猫" * 5 + " end",
+    ]  # before each run of white space; inside 20 unspaced characters only where they reach 16
+    assert list(text_pieces(text, 100)) == [text]
+
+
+def test_long_documents_encode_in_pieces_to_the_same_tokens(trained, monkeypatch):
+    # A document longer than PIECE_CHARS is tokenized piece by piece: the same ids and word starts
+    # as the whole, for every algorithm (the pre-tokenizers all end words at white space).
+    import nlpssl.tokenizer
+    from nlpssl.data import _encode, encode
+
+    _, tokenizer = trained
+    long = " ".join(tiny_corpus(30)) + "\n\n  indented  line\tand tabs ... done"
+    texts = ["A short one.", long, "Another short one.", long[: len(long) // 2]]
+    whole = _encode(texts, tokenizer, words=True)
+    monkeypatch.setattr(nlpssl.tokenizer, "PIECE_CHARS", 40)
+    pieces = encode(texts, tokenizer, words=True)
+    assert pieces.ids.tolist() == whole.ids.tolist()
+    assert pieces.offsets.tolist() == whole.offsets.tolist()
+    assert pieces.starts.tolist() == whole.starts.tolist()
+
+
+def test_a_one_line_file_does_not_take_memory_by_the_hundredfold(tiny_tokenizer, tmp_path):
+    # The Rust tokenizer holds ~100 bytes per character of one text: a 20 MB one-line file took
+    # 2.7 GB to train on and 3 GB to prepare. In pieces it takes what a piece takes.
+    import subprocess
+    import sys
+
+    tiny_tokenizer.save_pretrained(str(tmp_path / "tok"))
+    script = (
+        "import resource, sys\n"
+        "from transformers import AutoTokenizer\n"
+        "from nlpssl.data import encode\n"
+        f"tok = AutoTokenizer.from_pretrained({str(tmp_path / 'tok')!r})\n"
+        "encode(['warm up the imports'], tok)\n"
+        "text = ' '.join(['the cat sat on the mat'] * 200_000)  # 4.6 MB, one line\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "n = len(encode([text], tok).ids)\n"
+        "print(n, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    tokens, grown_mb = int(out[0]), int(out[1])
+    assert tokens >= 1_200_000
+    assert grown_mb < 300, f"encoding a 4.6 MB line grew the process by {grown_mb} MB"  # whole: ~540 MB
