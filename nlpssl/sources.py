@@ -518,7 +518,8 @@ def _read_delimited(path: Path, text_column: str) -> Iterator[str]:
         raise _column_error(str(path), text_column, header)
     index = header.index(text_column)
     for _, row in rows:
-        yield row[index]
+        # A quoted cell's line breaks are the file's: CRLF in a file from Windows (Excel, pandas there).
+        yield row[index].replace("\r\n", "\n")
 
 
 def delimited_rows(path: Path) -> tuple[list[str], Iterator[tuple[str, list[str]]]]:

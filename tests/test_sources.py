@@ -54,6 +54,14 @@ def test_windows_line_ends_read_as_unix_ones(tmp_path, unit):
     assert not any("\r" in text for text in expected)
 
 
+def test_windows_csv_cells_keep_their_line_breaks_as_newlines(tmp_path):
+    # pandas' and Excel's CSV on Windows: CRLF row ends, and CRLF inside a quoted multi-line cell.
+    (tmp_path / "a.csv").write_bytes(b'\xef\xbb\xbfid,text\r\n1,"two\r\nlines"\r\n2,one\r\n')
+    (tmp_path / "a.tsv").write_bytes(b'id\ttext\r\n1\t"two\r\nlines"\r\n2\tone\r\n')
+    for name in ("a.csv", "a.tsv"):
+        assert list(iter_texts(tmp_path / name)) == ["two\nlines", "one"], name
+
+
 def test_unwrap_joins_hard_wrapped_lines(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text(TXT, encoding="utf-8")
