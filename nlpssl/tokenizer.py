@@ -25,6 +25,7 @@ with every special token set and without importing nlpssl.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
@@ -121,12 +122,14 @@ def train_tokenizer(
             alphabet, bad numbers, or an iterable that holds no text.
     """
     _check_settings(algorithm, vocab_size, min_frequency, num_sentinels, model_max_length)
-    stream = _checked_texts(texts)
+    sample: list[str] = []
+    stream = _sampled(_checked_texts(texts), sample)
     backend, trainer = _build_backend(
         algorithm, vocab_size, min_frequency, num_sentinels, lowercase, show_progress
     )
     backend.train_from_iterator(stream, trainer=trainer)
     _check_trained(backend, algorithm, vocab_size, num_sentinels)
+    _warn_unknown(backend, algorithm, sample)
     tokenizer = _wrap(backend, num_sentinels, model_max_length)
     if out_dir is not None:
         tokenizer.save_pretrained(str(out_dir))
@@ -260,6 +263,42 @@ def _checked_texts(texts: Iterable[str]) -> Iterator[str]:
     raise NlpsslError(
         "train_tokenizer: the texts hold no text (got an empty iterable or only blank strings). "
         "Check the data source, e.g. the text column or file glob."
+    )
+
+
+# The first this many characters of the training text are encoded again after training, and a share
+# of [UNK] above UNK_WARN_SHARE is said: what becomes [UNK] is lost to the model.
+_SAMPLE_CHARS = 1 << 20
+UNK_WARN_SHARE = 0.01
+
+
+def _sampled(texts: Iterator[str], sample: list[str]) -> Iterator[str]:
+    size = 0
+    for text in texts:
+        if size < _SAMPLE_CHARS:
+            sample.append(text[: _SAMPLE_CHARS - size])
+            size += len(sample[-1])
+        yield text
+
+
+def _warn_unknown(backend: Tokenizer, algorithm: str, sample: list[str]) -> None:
+    """Warn when the trained vocabulary turns much of the text into [UNK] (never for byte-level BPE)."""
+    if algorithm == "bpe" or not sample:
+        return
+    ids = [i for encoding in backend.encode_batch(sample, add_special_tokens=False) for i in encoding.ids]
+    share = ids.count(UNK_ID) / max(len(ids), 1)
+    if share <= UNK_WARN_SHARE:
+        return
+    if algorithm == "wordpiece":
+        why, fix = (f"WordPiece keeps at most {WORDPIECE_LIMIT_ALPHABET} distinct characters; Chinese, Japanese or "
+                    "many scripts have more", "use tokenizer.algorithm=bpe (byte-level, never [UNK])")
+    else:
+        why, fix = ("Unigram keeps the characters its vocabulary has room for",
+                    "raise tokenizer.vocab_size, or use tokenizer.algorithm=bpe (byte-level, never [UNK])")
+    warnings.warn(
+        f"train_tokenizer: {share:.1%} of the tokens of the training text's first {sum(map(len, sample)):,} "
+        f"characters are [UNK] ({why}). Text that becomes [UNK] is lost to the model: {fix}.",
+        stacklevel=3,
     )
 
 

@@ -354,3 +354,20 @@ def test_a_one_line_file_does_not_take_memory_by_the_hundredfold(tiny_tokenizer,
     tokens, grown_mb = int(out[0]), int(out[1])
     assert tokens >= 1_200_000
     assert grown_mb < 300, f"encoding a 4.6 MB line grew the process by {grown_mb} MB"  # whole: ~540 MB
+
+
+def test_a_vocabulary_that_turns_much_text_into_unk_says_so():
+    import random
+    import warnings
+
+    # 1,500 distinct Chinese characters: more than WordPiece's 1,000-character alphabet keeps.
+    rng = random.Random(0)
+    chars = [chr(0x4E00 + i) for i in range(1500)]
+    texts = ["".join(rng.choices(chars, k=40)) + "。" for _ in range(400)]
+    with pytest.warns(UserWarning, match=r"train_tokenizer: \d+\.\d% of the tokens .* are \[UNK\] \(WordPiece keeps "
+                                         r"at most 1000 distinct characters.*use tokenizer\.algorithm=bpe"):
+        train_tokenizer(texts, algorithm="wordpiece", vocab_size=2000, num_sentinels=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # byte-level BPE never gives [UNK]; nor does WordPiece on stories
+        train_tokenizer(texts, algorithm="bpe", vocab_size=600, num_sentinels=0)
+        train_tokenizer(tiny_corpus(), algorithm="wordpiece", vocab_size=VOCAB_SIZE, num_sentinels=0)
