@@ -257,14 +257,25 @@ def held_out_blocks(recipe: Recipe, tokenizer, chunk_bytes: int = STREAM_CHUNK_B
     layout, row_len, words = framing(recipe), row_length(recipe), needs_words(recipe)
     held = _Split(Packer(row_len, layout, _special_ids(tokenizer)), max_rows=d.eval_max_blocks)
     texts = (text for unit in text_units(d.source) for text in _unit_texts(recipe, unit))
+    seen = 0
     for chunk in text_chunks(texts, chunk_bytes):
         docs = sentences(chunk) if layout == "sentence" else chunk
+        seen += len(docs)
         keep = np.flatnonzero(held_out(docs, d.eval_fraction, d.seed))
         if len(keep):
             picked = [docs[i] for i in keep]
             held.add(encode(picked, tokenizer, words), int(_byte_lengths(picked).sum()))
         if held.rows >= d.eval_max_blocks:
             break
+    if seen == 1:
+        # The cached path holds out the last eval_fraction of a lone document; a stream, which
+        # splits by document without knowing where the corpus ends, cannot.
+        raise NlpsslError(
+            f"data.streaming: the source {d.source!r} is a single document (data.txt_unit={d.txt_unit!r}), and a "
+            "stream holds out whole documents, so none is left to evaluate on (got 1 document). Cut it into "
+            "documents with data.txt_unit=paragraph or line, or train without data.streaming: the cached "
+            "path holds out the last data.eval_fraction of a one-document corpus."
+        )
     held.finish()
     held.check("eval", recipe)
     return held.dataset(), held.stats("eval")

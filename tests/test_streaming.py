@@ -247,3 +247,20 @@ def test_two_process_stream_reads_disjoint_uneven_parts_without_hanging(tmp_path
     states = [json.loads((tmp_path / "run" / "checkpoint-20" / f"data_state-rank{r}.json").read_text()) for r in (0, 1)]
     assert [s["world_size"] for s in states] == [2, 2] and [s["row"] + s["skip"] for s in states] == [160, 160]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["world_size"] == 2
+
+
+def test_a_one_document_corpus_is_refused_in_streaming_with_the_ways_out(tmp_path, tiny_tokenizer, story_texts):
+    """The cached path holds out the end of a lone document; a stream cannot, and says what to change."""
+    from nlpssl.data import prepare_data
+    from nlpssl.stream import held_out_blocks
+
+    book = tmp_path / "book.txt"
+    book.write_text(" ".join(story_texts[:100]), encoding="utf-8")  # one paragraph: one document
+    overrides = {"data.source": str(book), "data.eval_fraction": 0.1}
+    cached = prepare_data(load_recipe("gpt-tiny", tiny_overrides(tmp_path, **overrides)), tiny_tokenizer)
+    assert cached.stats["eval_blocks"] > 0 and cached.stats["train_blocks"] > 0
+    recipe = load_recipe("gpt-tiny", tiny_overrides(tmp_path, **overrides, **{"data.streaming": "true"}))
+    with pytest.raises(NlpsslError, match=r"data\.streaming: the source .*book\.txt' is a single document \(data\.txt_unit="
+                                          r"'paragraph'\).*\(got 1 document\)\. Cut it into documents with data\.txt_unit="
+                                          r"paragraph or line, or train without data\.streaming"):
+        held_out_blocks(recipe, tiny_tokenizer)
