@@ -61,6 +61,11 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
 
         check_export_target(recipe.output_dir, recipe.output_dir / "export")  # before hours of training
     with run_lock(recipe.output_dir):
+        from transformers import set_seed
+
+        # The model is built before the Trainer seeds anything: without this its initial weights
+        # came from whatever torch's random state was, and two identical runs started apart.
+        set_seed(int(recipe.training.get("seed", 42)))
         run = setup(recipe, callbacks)
         trainer = run.trainer
         result = trainer.train(resume_from_checkpoint=run.resume_from)

@@ -248,6 +248,25 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     assert not (tmp_path / "c").exists()  # refused before the run folder (and its recipe.yaml) was made
 
 
+def test_the_same_recipe_twice_gives_the_same_model(tmp_path):
+    """README: with training.budget_minutes=null, training.max_steps and one tokenizer, a run is reproducible."""
+    import torch
+    from safetensors.torch import load_file
+
+    from nlpssl.pretrain import pretrain
+
+    exports = []
+    for name in ("a", "b"):  # one process: the second run starts from the random state the first left
+        over = tiny_overrides(tmp_path / name, **{"training.max_steps": 2, "training.budget_minutes": "null",
+                                                  "data.cache_dir": str(tmp_path / "cache")})
+        if exports:  # WordPiece's trainer numbers tied pieces in another order each time
+            over.append(f"tokenizer.path={tmp_path / 'a' / 'run' / 'tokenizer'}")
+        exports.append(pretrain(load_recipe("bert-tiny", over)).export_dir)
+    first, second = (load_file(e / "model.safetensors") for e in exports)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first), "the same recipe started from other weights"
+
+
 def test_output_dir_holding_another_run_is_refused(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
