@@ -123,23 +123,23 @@ def convert(export_dir: str | Path, out_file: str | Path, converter: str | Path,
     out_file.parent.mkdir(parents=True, exist_ok=True)
     run = subprocess.run([python, "-c", _BOOTSTRAP, str(converter), str(export_dir),
                           "--outfile", str(out_file), "--outtype", outtype], capture_output=True, text=True)
-    if run.returncode == UNKNOWN_LAYOUT:
-        out_file.unlink(missing_ok=True)
-        raise NlpsslError(
-            f"gguf: {str(converter)!r} is not a llama.cpp converter nlpssl knows how to run ({run.stderr.strip()[-300:]}). "
-            "Tested with the convert_hf_to_gguf.py of llama-cpp-python 0.3.16 and 0.3.36 (vendor/llama.cpp/); "
-            "use one of those, or a llama.cpp checkout of the same era."
-        )
-    lacking = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'\s*$", run.stderr)
-    if run.returncode != 0 and lacking:
-        module = lacking.group(1).split(".")[0]
-        out_file.unlink(missing_ok=True)
-        raise NlpsslError(
-            f"gguf: llama.cpp's converter needs the module {module!r}, which the Python {python!r} lacks. "
-            f"Install it (`{python} -m pip install {module}`) or the converter's requirements "
-            "(requirements/requirements-convert_hf_to_gguf.txt in its llama.cpp), or pass --python with one that has it."
-        )
     if run.returncode != 0 or not out_file.is_file():
         out_file.unlink(missing_ok=True)
-        raise NlpsslError(f"gguf: llama.cpp's converter failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
+        raise NlpsslError(_failure(run, converter, python))
     return out_file
+
+
+def _failure(run: subprocess.CompletedProcess, converter: Path, python: str) -> str:
+    """What went wrong in the converter's run, and the fix where there is one."""
+    if run.returncode == UNKNOWN_LAYOUT:
+        return (f"gguf: {str(converter)!r} is not a llama.cpp converter nlpssl knows how to run "
+                f"({run.stderr.strip()[-300:]}). Tested with the convert_hf_to_gguf.py of llama-cpp-python 0.3.16 "
+                "and 0.3.36 (vendor/llama.cpp/); use one of those, or a llama.cpp checkout of the same era.")
+    lacking = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'\s*$", run.stderr)
+    if lacking:
+        module = lacking.group(1).split(".")[0]
+        return (f"gguf: llama.cpp's converter needs the module {module!r}, which the Python {python!r} lacks. "
+                f"Install it (`{python} -m pip install {module}`) or the converter's requirements "
+                "(requirements/requirements-convert_hf_to_gguf.txt in its llama.cpp), or pass --python with one "
+                "that has it.")
+    return f"gguf: llama.cpp's converter failed (exit {run.returncode}):\n{run.stderr[-3000:]}"
