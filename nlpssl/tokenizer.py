@@ -25,6 +25,7 @@ with every special token set and without importing nlpssl.
 from __future__ import annotations
 
 import itertools
+import re
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -314,21 +315,28 @@ def _typed(iterator: Iterator[str]) -> Iterator[str]:
 PIECE_CHARS = 1 << 20
 
 
-def text_pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
-    """``text`` in consecutive pieces of at most ``size`` characters that tokenize as the whole does.
+_CUT = re.compile(r"(?<=\S) +(?=\S)")  # a run of plain spaces between two non-space characters
 
-    Each cut falls before a run of white space (``"a b" -> "a", " b"``): every pre-tokenizer here
-    (byte-level, WordPiece's, Unigram's Metaspace) ends a word there and starts the next piece's words
-    as it would have, so the pieces' tokens, concatenated, are the text's tokens. A stretch of ``size``
-    characters without white space (a base64 blob, unspaced CJK) is cut where it reaches ``size``.
+
+def text_pieces(text: str, size: int | None = None) -> Iterator[str]:
+    """``text`` in consecutive pieces of at most ``size`` (default :data:`PIECE_CHARS`) characters
+    that tokenize as the whole does.
+
+    Each cut falls before a run of plain spaces that has a non-space character on either side
+    (``"a  b" -> "a", "  b"``): byte-level BPE, WordPiece's and Unigram's Metaspace pre-tokenizers all
+    start the next piece's words as the whole text would (a piece starting with a line break or a
+    tab would get an extra "▁" from Metaspace, and one cut inside "\\n  " would split byte-level BPE's
+    white-space token). A stretch of ``size`` characters without such a run (a base64 blob, unspaced
+    CJK) is cut where it reaches ``size``, and only there can the tokens differ from the whole's.
     """
+    size = PIECE_CHARS if size is None else size
     start = 0
     while len(text) - start > size:
         end = start + size
-        cut = max(text.rfind(" ", start + 1, end), text.rfind("\n", start + 1, end), text.rfind("\t", start + 1, end))
-        while cut > start + 1 and text[cut - 1].isspace():
-            cut -= 1  # before the whole run of white space
-        if cut <= start:
+        cut = None
+        for match in _CUT.finditer(text, start + 1, end):
+            cut = match.start()
+        if cut is None:
             cut = end
         yield text[start:cut]
         start = cut

@@ -315,17 +315,21 @@ def test_text_pieces_cut_before_white_space_and_rejoin():
     assert list(text_pieces(text, 100)) == [text]
 
 
-def test_long_documents_encode_in_pieces_to_the_same_tokens(trained, monkeypatch):
+@pytest.mark.parametrize("size", [16, 23, 40, 97])  # longer than any stretch without a cut
+def test_long_documents_encode_in_pieces_to_the_same_tokens(trained, monkeypatch, size):
     # A document longer than PIECE_CHARS is tokenized piece by piece: the same ids and word starts
-    # as the whole, for every algorithm (the pre-tokenizers all end words at white space).
+    # as the whole, for every algorithm, wherever the cuts fall (line breaks, tabs, runs of spaces).
     import nlpssl.tokenizer
     from nlpssl.data import _encode, encode
+    from nlpssl.tokenizer import text_pieces
 
     _, tokenizer = trained
-    long = " ".join(tiny_corpus(30)) + "\n\n  indented  line\tand tabs ... done"
+    long = ("the cat sat on the mat.\nthe dog ran off\tand the big red cat sat\n\n  indented  line\tand "
+            "tabs ... done " + " ".join(tiny_corpus(30)))
     texts = ["A short one.", long, "Another short one.", long[: len(long) // 2]]
     whole = _encode(texts, tokenizer, words=True)
-    monkeypatch.setattr(nlpssl.tokenizer, "PIECE_CHARS", 40)
+    monkeypatch.setattr(nlpssl.tokenizer, "PIECE_CHARS", size)
+    assert len(list(text_pieces(long))) > len(long) // (2 * size), "the text must really be cut"
     pieces = encode(texts, tokenizer, words=True)
     assert pieces.ids.tolist() == whole.ids.tolist()
     assert pieces.offsets.tolist() == whole.offsets.tolist()
