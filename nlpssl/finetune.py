@@ -322,10 +322,13 @@ def report_truncation(split: Split, tokenizer, max_length: int, name: str) -> in
     counts = token_counts(tokenizer, split.texts, split.pairs) or []
     cut = sum(c > limit for c in counts)
     if cut:
-        which = "task.max_length" if limit == max_length else "the tokenizer's model_max_length"
+        model_limit = tokenizer.model_max_length or max_length
+        which = "task.max_length" if limit == max_length else "the model's length (tokenizer model_max_length)"
+        fix = (f"Raise task.max_length (up to {model_limit}) to read more of them" if max_length < model_limit else
+               "The model reads no more: longer inputs need a model pretrained on longer rows (data.block_size)")
         message = (f"{cut} of {len(counts)} {name} inputs ({cut / len(counts):.0%}) are longer than {which} "
                    f"({limit} tokens; the longest has {max(counts)}) and are cut to their first {limit} tokens. "
-                   "Raise task.max_length to read more of them.")
+                   f"{fix}.")
         if message not in _REPORTED:
             _REPORTED.add(message)
             log(message)

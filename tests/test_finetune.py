@@ -136,6 +136,7 @@ def test_inputs_longer_than_max_length_are_counted_and_said_once(bert_export, ca
     assert report_truncation(split, tokenizer, limit, "train") == 2
     said = capsys.readouterr().out
     assert f"2 of 4 train inputs (50%) are longer than task.max_length ({limit} tokens; the longest has {max(full)})" in said
+    assert f"Raise task.max_length (up to {tokenizer.model_max_length})" in said
     report_truncation(split, tokenizer, limit, "train")
     assert capsys.readouterr().out == "", "the same report is printed once per process"
     # what the model then reads: exactly the counted rows are cut
@@ -143,6 +144,11 @@ def test_inputs_longer_than_max_length_are_counted_and_said_once(bert_export, ca
     pairs = Split(texts[:2], ["a", "b"], pairs=texts[2:])
     assert report_truncation(pairs, tokenizer, limit, "test") == 2  # the pair's tokens together
     assert report_truncation(split, tokenizer, 512, "train") == 0
+    tokenizer.model_max_length = limit  # the model's own limit binds: raising task.max_length cannot help
+    capsys.readouterr()
+    assert report_truncation(split, tokenizer, 512, "train") == 2
+    said = capsys.readouterr().out
+    assert "longer than the model's length (tokenizer model_max_length)" in said and "The model reads no more" in said
 
 
 def test_a_classifier_of_text_pairs_is_used_with_pairs(tmp_path, bert_export):
