@@ -308,11 +308,13 @@ def test_load_tokenizer_errors(tmp_path):
 def test_text_pieces_cut_before_white_space_and_rejoin():
     from nlpssl.tokenizer import text_pieces
 
-    text = "One cat.  Two\tcats,\n\nthree  cats! " + "猫" * 20 + " end"
+    text = "One cat.  Two cats,\n\nthree  cats! " + "猫" * 20 + " end"
     assert list(text_pieces(text, 16)) == [
-        "One cat.  Two", "\tcats,\n\nthree", "  cats!", " " + "猫" * 15, "猫" * 5 + " end",
-    ]  # before each run of white space; inside 20 unspaced characters only where they reach 16
+        "One cat.  Two", " cats,\n\nthree", "  cats!", " " + "猫" * 15, "猫" * 5 + " end",
+    ]  # before a run of spaces between non-spaces; inside 20 unspaced characters only where they reach 16
     assert list(text_pieces(text, 100)) == [text]
+    # never before a tab or line break (Unigram would add a '▁'): where there is no run of spaces, at the size
+    assert list(text_pieces("One cat.  Two\tcats,\n\nthree", 16)) == ["One cat.", "  Two\tcats,\n\nthr", "ee"]
 
 
 @pytest.mark.parametrize("size", [16, 23, 40, 97])  # longer than any stretch without a cut
