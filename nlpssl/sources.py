@@ -438,8 +438,8 @@ def _encoding_error(path: Path, offset: int, bad: bytes) -> NlpsslError:
         command = f"iconv -f {encoding} -t utf-8 {name} > {copy}"
     return NlpsslError(
         f"{path}: not valid UTF-8 at byte offset {offset} (got bytes {bad!r}). "
-        f"Re-encode the file to UTF-8 and read the copy instead, e.g. `{command}` "
-        f"({encoding} is a guess from those bytes; check the copy's accents and quotes)."
+        f"Re-encode the file to UTF-8, e.g. `{command}` ({encoding} is a guess from those bytes; check the "
+        "copy's accents and quotes), then read the copy instead: in a folder source, move the original out of it."
     )
 
 
@@ -518,8 +518,7 @@ def _read_delimited(path: Path, text_column: str) -> Iterator[str]:
         raise _column_error(str(path), text_column, header)
     index = header.index(text_column)
     for _, row in rows:
-        # A quoted cell's line breaks are the file's: CRLF in a file from Windows (Excel, pandas there).
-        yield row[index].replace("\r\n", "\n")
+        yield row[index]
 
 
 def delimited_rows(path: Path) -> tuple[list[str], Iterator[tuple[str, list[str]]]]:
@@ -563,7 +562,8 @@ def _checked_rows(reader, header: list[str], path: Path) -> Iterator[tuple[str, 
                 f"{path}:{reader.line_num}: expected {len(header)} fields like the header {header} (got {len(row)}). "
                 "Fix that line; in a .csv, quote fields that hold commas."
             )
-        yield f"{path}:{reader.line_num}", row
+        # A quoted cell's line breaks are the file's: CRLF in a file from Windows (Excel, pandas there).
+        yield f"{path}:{reader.line_num}", [field.replace("\r\n", "\n") for field in row]
 
 
 def open_parquet(path: Path):

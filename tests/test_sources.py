@@ -60,6 +60,13 @@ def test_windows_csv_cells_keep_their_line_breaks_as_newlines(tmp_path):
     (tmp_path / "a.tsv").write_bytes(b'id\ttext\r\n1\t"two\r\nlines"\r\n2\tone\r\n')
     for name in ("a.csv", "a.tsv"):
         assert list(iter_texts(tmp_path / name)) == ["two\nlines", "one"], name
+    # fine-tuning files are read by the same reader: their texts too
+    from nlpssl.labelled import load_task_data
+    from nlpssl.recipe import FinetuneSection
+
+    (tmp_path / "l.csv").write_bytes(b'text,label\r\n"good\r\nfilm",pos\r\nbad,neg\r\n')
+    data = load_task_data(FinetuneSection(source=str(tmp_path / "l.csv"), validation_fraction=0.0))
+    assert sorted(data.splits["train"].texts) == ["bad", "good\nfilm"]
 
 
 def test_unwrap_joins_hard_wrapped_lines(tmp_path):
