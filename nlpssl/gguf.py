@@ -129,6 +129,10 @@ def convert(export_dir: str | Path, out_file: str | Path, converter: str | Path,
     return out_file
 
 
+# Modules the converter imports whose package has another name.
+_PACKAGES = {"yaml": "pyyaml", "google": "protobuf", "mistral_common": "mistral-common"}
+
+
 def _failure(run: subprocess.CompletedProcess, converter: Path, python: str) -> str:
     """What went wrong in the converter's run, and the fix where there is one."""
     if run.returncode == UNKNOWN_LAYOUT:
@@ -138,8 +142,9 @@ def _failure(run: subprocess.CompletedProcess, converter: Path, python: str) -> 
     lacking = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'\s*$", run.stderr)
     if lacking:
         module = lacking.group(1).split(".")[0]
+        package = _PACKAGES.get(module, module)
         return (f"gguf: llama.cpp's converter needs the module {module!r}, which the Python {python!r} lacks. "
-                f"Install it (`{python} -m pip install {module}`) or the converter's requirements "
+                f"Install its package (`{python} -m pip install {package}`) or the converter's requirements "
                 "(requirements/requirements-convert_hf_to_gguf.txt in its llama.cpp), or pass --python with one "
                 "that has it.")
     return f"gguf: llama.cpp's converter failed (exit {run.returncode}):\n{run.stderr[-3000:]}"

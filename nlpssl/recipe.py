@@ -533,10 +533,11 @@ def _check_training_args(recipe: Recipe, where: str, problems: list[str]) -> Non
     """Build TrainingArguments once so that its own checks run at load time."""
     import torch
 
+    from nlpssl.pretrain import launched_world_size
+
     # As pretrain sets it for a multi-process CPU launch; built without it, transformers warns that
     # the (correctly distributed) run is not ("launch your script with torch.distributed.launch").
-    launched = os.environ.get("WORLD_SIZE", "1") not in ("", "1") and not torch.cuda.is_available()
-    cpu_launch = {"use_cpu": True} if launched and "use_cpu" not in recipe.training else {}
+    cpu_launch = {"use_cpu": True} if launched_world_size() > 1 and not torch.cuda.is_available() else {}
     try:
         recipe.training_arguments(**cpu_launch)
     except Exception as err:  # noqa: BLE001 - any failure here is a recipe problem
@@ -862,7 +863,7 @@ def blame_overrides(problems: list[str], where: str, overrides: typing.Sequence[
         item = next((keys[k] for k in longest_first if re.match(rf"{re.escape(k)}(?![\w=])", rest)), None)
         # A rule on two keys ('model.hidden_size must be divisible by model.num_heads') names each
         # override it mentions, and the file they were applied on.
-        named = [keys[k] for k in keys if "." in k and re.search(rf"(?<![\w.]){re.escape(k)}(?![\w=])", rest)]
+        named = [keys[k] for k in keys if "." in k and re.search(rf"(?<![\w.]){re.escape(k)}(?!\w)", rest)]
         items = list(dict.fromkeys(([item] if item else []) + named))
         if rest == problem or not items:
             blamed.append(problem)

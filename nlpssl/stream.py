@@ -272,9 +272,9 @@ def held_out_blocks(recipe: Recipe, tokenizer, chunk_bytes: int = STREAM_CHUNK_B
         # splits by document without knowing where the corpus ends, cannot.
         raise NlpsslError(
             f"data.streaming: the source {d.source!r} is a single document (data.txt_unit={d.txt_unit!r}), and a "
-            "stream holds out whole documents, so none is left to evaluate on (got 1 document). Cut it into "
-            "documents with data.txt_unit=paragraph or line, or train without data.streaming: the cached "
-            "path holds out the last data.eval_fraction of a one-document corpus."
+            "stream holds out whole documents, so none is left to evaluate on (got 1 document). Train without "
+            "data.streaming (the cached path holds out the last data.eval_fraction of a one-document corpus), "
+            "or, for .txt text of several lines, cut it into documents with data.txt_unit=line."
         )
     held.finish()
     held.check("eval", recipe)

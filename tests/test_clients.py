@@ -192,7 +192,8 @@ def test_gguf_conversion_with_a_2025_llama_cpp(exports, tmp_path):
 
     old = envs.converter("gguf2025")
     assert not (old.parent / "conversion").exists()
-    with pytest.raises(NlpsslError, match="converter needs the module 'mistral_common', which the Python"):
+    with pytest.raises(NlpsslError, match="converter needs the module 'mistral_common', which the Python .*pip "
+                                          "install mistral-common"):
         convert(exports["gpt2"], tmp_path / "lacking.gguf", old, python=envs.python("gguf"))
     stranger = tmp_path / "other" / "convert_hf_to_gguf.py"
     stranger.parent.mkdir()

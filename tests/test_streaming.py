@@ -261,6 +261,6 @@ def test_a_one_document_corpus_is_refused_in_streaming_with_the_ways_out(tmp_pat
     assert cached.stats["eval_blocks"] > 0 and cached.stats["train_blocks"] > 0
     recipe = load_recipe("gpt-tiny", tiny_overrides(tmp_path, **overrides, **{"data.streaming": "true"}))
     with pytest.raises(NlpsslError, match=r"data\.streaming: the source .*book\.txt' is a single document \(data\.txt_unit="
-                                          r"'paragraph'\).*\(got 1 document\)\. Cut it into documents with data\.txt_unit="
-                                          r"paragraph or line, or train without data\.streaming"):
+                                          r"'paragraph'\).*\(got 1 document\)\. Train without data\.streaming \(the "
+                                          r"cached path holds out .*data\.txt_unit=line"):
         held_out_blocks(recipe, tiny_tokenizer)

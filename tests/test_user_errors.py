@@ -450,6 +450,10 @@ def test_a_rule_on_two_keys_names_the_override_with_the_file(tmp_path):
         load_recipe("bert-tiny", ["model.hidden_size=100", "model.num_heads=3"])
     assert info.value.problems[0].startswith(
         f"override 'model.hidden_size=100', 'model.num_heads=3' on top of {shipped}: model.hidden_size must be")
+    with pytest.raises(RecipeError) as info:  # a rule written as 'key=value needs ...'
+        load_recipe("bert-tiny", ["data.streaming=true", "training.max_steps=-1"])
+    assert info.value.problems[0].startswith(
+        f"override 'data.streaming=true', 'training.max_steps=-1' on top of {shipped}: data.streaming=true needs")
     mine = tmp_path / "mine.yaml"  # the file's own values alone: the file, as before
     mine.write_text(Path(shipped).read_text().replace("  size: tiny\n", "  size: tiny\n  num_heads: 3\n"))
     with pytest.raises(RecipeError) as info:
