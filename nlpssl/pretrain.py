@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nlpssl.errors import NlpsslError
-from nlpssl.recipe import Recipe, check_kind, load_recipe
+from nlpssl.recipe import Recipe, check_kind, launched_world_size, load_recipe
 from nlpssl.runs import (
     budget_used_s, check_output_dir, has_weights, last_checkpoint, log, rank, run_lock, write_metrics,
     write_run_recipe,
@@ -271,14 +271,6 @@ def cpu_description() -> str:
     return (f"{model}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none of avx2/avx512/amx'}; torch kernels "
             f"{torch.backends.cpu.get_cpu_capability()}; bf16 supported: {bf16_supported()}"
             + (f"; forced: {forced}" if forced else ""))
-
-
-def launched_world_size() -> int:
-    """Processes started by torchrun / accelerate launch (``WORLD_SIZE``), 1 for a plain run."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
 
 
 def attention_implementation(recipe: Recipe, args) -> str:

@@ -529,11 +529,17 @@ def _load_training(raw: Any, where: str, name: str, problems: list[str]) -> dict
     return values
 
 
+def launched_world_size() -> int:
+    """Processes started by torchrun / accelerate launch (``WORLD_SIZE``), 1 for a plain run."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def _check_training_args(recipe: Recipe, where: str, problems: list[str]) -> None:
     """Build TrainingArguments once so that its own checks run at load time."""
     import torch
-
-    from nlpssl.pretrain import launched_world_size
 
     # As pretrain sets it for a multi-process CPU launch; built without it, transformers warns that
     # the (correctly distributed) run is not ("launch your script with torch.distributed.launch").
