@@ -68,7 +68,18 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
         set_seed(int(recipe.training.get("seed", 42)))
         run = setup(recipe, callbacks)
         trainer = run.trainer
-        result = trainer.train(resume_from_checkpoint=run.resume_from)
+        try:
+            result = trainer.train(resume_from_checkpoint=run.resume_from)
+        except Exception as err:
+            saved = trainer.save_after_stream_error(err)
+            if saved is None:
+                raise
+            keep = (f"The {trainer.state.global_step} steps trained before it are saved in {saved}: fix the file "
+                    "under the same name, then rerun the same command with training.resume=true to continue from there.")
+            if isinstance(err, NlpsslError):
+                raise NlpsslError(f"{err}\n{keep}") from err
+            log(keep)
+            raise
         if run.stopper.stopped:
             log(f"interrupted at step {trainer.state.global_step}; checkpoint saved. Rerun with "
                 "training.resume=true to continue.")

@@ -22,6 +22,11 @@ with a generator seeded by (collator seed, rank, the batch's first row number). 
 different number of processes is refused (the parts would change); DataLoader workers are refused
 in streaming altogether (the stream tokenizes in the training process; the Rust tokenizer is fast
 enough for the small models this runs on CPU, see BENCHMARKS.md).
+
+A file the stream cannot read (not UTF-8, malformed) is met only when the stream reaches it, maybe
+hours in: a one-process run then saves a checkpoint of the steps trained before it stops with the
+reader's error, so fixing the file under the same name and resuming loses nothing. The checkpoint's
+state names the files by a digest of their sorted list, so a resume after a rename is refused.
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ class BlockStream(torch.utils.data.IterableDataset):
         if state is not None:
             self._snapshots.append({k: state[k] for k in ("epoch", "unit", "record", "row", "carry", "carry_starts")})
         self.consumed = 0 if state is None else state["row"] + state["skip"]  # rows handed to training
+        self.step_rows = self.consumed  # rows of the optimizer steps taken (the Trainer sets it each step)
+        self.failed: Exception | None = None  # the error that stopped reading (a bad file), if one did
         self.documents = 0 if state is None else state.get("documents", 0)
         self.tokens, self._t0 = 0, None
 
@@ -122,6 +129,13 @@ class BlockStream(torch.utils.data.IterableDataset):
         if torch.utils.data.get_worker_info() is not None:
             raise NlpsslError("data.streaming: the stream runs in the training process; set "
                               "training.dataloader_num_workers=0 (the Rust tokenizer uses every core already).")
+        try:
+            yield from self._rows()
+        except Exception as err:
+            self.failed = err  # pretrain checkpoints the steps taken before re-raising it
+            raise
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
         s = self.start or {"epoch": 0, "unit": 0, "record": 0, "row": 0, "skip": 0, "carry": [], "carry_starts": []}
         epoch, unit, record, row, skip = s["epoch"], s["unit"], s["record"], s["row"], s["skip"]
         packer = Packer(self.row_len, self.layout, self.special)
@@ -175,8 +189,10 @@ class BlockStream(torch.utils.data.IterableDataset):
     def fingerprint(self) -> dict:
         """What must not change between a run and its resume."""
         d = self.recipe.data
-        return {"world_size": self.world, "rank": self.rank, "files": len(self.all_units), "source": d.source,
-                "block_size": self.row_len, "framing": self.layout, "eval_fraction": d.eval_fraction, "seed": d.seed}
+        names = hashlib.blake2b("\n".join(map(str, self.all_units)).encode(), digest_size=8).hexdigest()
+        return {"world_size": self.world, "rank": self.rank, "files": len(self.all_units), "file_names": names,
+                "source": d.source, "block_size": self.row_len, "framing": self.layout,
+                "eval_fraction": d.eval_fraction, "seed": d.seed}
 
     def throughput(self) -> dict:
         """Documents read so far, and tokens per second of this run's reading (for the logs)."""
@@ -288,7 +304,17 @@ def streaming_data(recipe: Recipe, tokenizer, rank: int, world: int, resume_from
     state = load_state(resume_from, rank, world) if resume_from else None
     stream = BlockStream(recipe, tokenizer, rank, world, state)
     if state is not None:
-        changed = {k: (state.get(k), v) for k, v in stream.fingerprint().items() if state.get(k) != v}
+        # A key the checkpoint lacks (saved by an older nlpssl) is not compared.
+        changed = {k: (state[k], v) for k, v in stream.fingerprint().items() if k in state and state[k] != v}
+        renamed = changed.pop("file_names", None) is not None and "files" not in changed
+        if renamed:
+            raise NlpsslError(
+                f"training.resume: the file names of data.source {recipe.data.source!r} changed since the checkpoint "
+                f"{resume_from} was saved (as many files, {len(stream.all_units)}, but renamed or replaced), and a "
+                "stream resumes by the position of its file in the sorted list. Give the files their old names "
+                "(a fixed file goes back under the name of the one it replaces), or start a new run in another "
+                "training.output_dir."
+            )
         if changed:
             raise NlpsslError(
                 f"training.resume: the data settings changed since the checkpoint {resume_from} was saved ("

@@ -30,6 +30,8 @@ class PretrainTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
+        if self._stream() is not None:
+            self.add_callback(_StepRows(self._stream()))
 
     def model_inputs(self, inputs: dict) -> dict:
         """The collated batch as the model takes it."""
@@ -127,6 +129,25 @@ class PretrainTrainer(Trainer):
         return DataLoader(stream, batch_size=self._train_batch_size, collate_fn=stream.collator(self.data_collator),
                           num_workers=0, pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available())
 
+    def save_after_stream_error(self, err: BaseException) -> str | None:
+        """After the stream stopped training with ``err`` (a file it could not read): checkpoint the
+        steps taken and return the checkpoint's folder. None if ``err`` did not come from the stream,
+        before the first step, or under several processes (the others wait in a collective and
+        cannot join a save; the launcher stops them).
+
+        The model and optimizer are at the end of the last step: the error came while the batches
+        of the next one were read, before any of them was trained on. The stream's position is set
+        back to the rows of the steps taken, not of the batches read since.
+        """
+        stream = self._stream()
+        if stream is None or stream.failed is not err or self.state.global_step == 0 or self.args.world_size > 1:
+            return None
+        stream.consumed = stream.step_rows
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        self._save_checkpoint(self.model, trial=None)
+        return os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+
     def _save_checkpoint(self, model, trial):
         stream = self._stream()
         if stream is not None:
@@ -138,6 +159,16 @@ class PretrainTrainer(Trainer):
             os.makedirs(folder, exist_ok=True)
             stream.save_state(folder)
         return super()._save_checkpoint(model, trial)
+
+
+class _StepRows(TrainerCallback):
+    """Records the stream's rows at the end of each optimizer step (see ``save_after_stream_error``)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.stream.step_rows = self.stream.consumed
 
 
 class GracefulStop(TrainerCallback):

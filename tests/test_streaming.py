@@ -264,3 +264,64 @@ def test_a_one_document_corpus_is_refused_in_streaming_with_the_ways_out(tmp_pat
                                           r"'paragraph'\).*\(got 1 document\)\. Train without data\.streaming \(the "
                                           r"cached path holds out .*data\.txt_unit=line"):
         held_out_blocks(recipe, tiny_tokenizer)
+
+
+def test_a_bad_file_met_mid_stream_keeps_the_steps_before_it_and_the_resume_loses_nothing(tmp_path):
+    """A file the stream cannot parse stops the run with its error and a checkpoint of the steps taken
+    (not of the batches read for the next step: 2 accumulation steps, so one may be read before the
+    error); fixed under the same name and resumed, every batch equals the uninterrupted run's."""
+    from nlpssl.corpus import generate_stories
+
+    texts = list(generate_stories(1000, seed=2))  # ~600 KB: the bad line is in the stream's second chunk
+    base = {"data.streaming": "true", "data.eval_max_blocks": 16, "training.max_steps": 60,
+            "training.per_device_train_batch_size": 32, "training.gradient_accumulation_steps": 2,
+            "training.save_steps": 1000, "training.eval_steps": 60, "tokenizer.vocab_size": 300}
+    good = _stories_in_files(tmp_path / "good", texts, 2)
+    whole = tmp_path / "whole"
+    code, out = _probe_run(tmp_path, tiny_overrides(whole, **base, **{"data.source": str(good)}), whole / "probe")
+    assert code == 0, out[-3000:]
+    folder = _stories_in_files(tmp_path / "corpus", texts, 2)
+    bad = folder / "part-01.jsonl"
+    fixed = bad.read_text()
+    lines = fixed.splitlines()
+    bad.write_text("\n".join(lines[:2] + ['{"text": "cut off'] + lines[2:]) + "\n")
+    cut = tmp_path / "cut"
+    over = tiny_overrides(cut, **base, **{"data.source": str(folder), "tokenizer.path": str(whole / "run" / "tokenizer")})
+    code, out = _probe_run(tmp_path, over, cut / "probe")
+    assert code != 0 and "part-01.jsonl:3: line is not valid JSON" in out, out[-3000:]
+    saved = list((cut / "run").glob("checkpoint-*"))
+    assert len(saved) == 1, out[-3000:]
+    step = int(saved[0].name.split("-")[1])
+    assert 0 < step < 60 and f"The {step} steps trained before it are saved in {saved[0]}" in out
+    state = json.loads((saved[0] / "data_state-rank0.json").read_text())
+    assert state["row"] + state["skip"] == step * 64
+    bad.write_text(fixed)  # fixed under the same name
+    code, out = _probe_run(tmp_path, over, cut / "probe", "training.resume=true")
+    assert code == 0, out[-3000:]
+    assert f"resuming at row {step * 64}" in out
+    expected, got = _batches(whole / "probe"), _batches(cut / "probe")
+    assert sorted(expected) == list(range(1, 61))
+    # A step whose first batch was read when the error came appears twice: the resumed run's come last.
+    assert {s: got[s][-2:] for s in got} == expected
+    assert json.loads((cut / "run" / "metrics.json").read_text())["steps"] == 60
+
+
+def test_a_stream_resume_after_its_files_were_renamed_is_refused(tmp_path, tiny_tokenizer, story_texts):
+    from nlpssl.stream import BlockStream, state_file, streaming_data
+
+    folder = _stories_in_files(tmp_path / "corpus", story_texts[:100], 2)
+    recipe = load_recipe("bert-tiny", tiny_overrides(tmp_path, **{"data.source": str(folder), "data.streaming": "true"}))
+    ckpt = tmp_path / "checkpoint-6"
+    ckpt.mkdir()
+    stream = BlockStream(recipe, tiny_tokenizer)
+    _epoch(stream, 3)
+    (ckpt / state_file(0)).write_text(json.dumps(stream.state_at(3)))
+    (folder / "part-00.jsonl").rename(folder / "part-02.jsonl")  # the same count, another order
+    with pytest.raises(NlpsslError, match=r"file names of data.source .* changed .*\(as many files, 2, but renamed or "
+                                          r"replaced\).*Give the files their old names"):
+        streaming_data(recipe, tiny_tokenizer, 0, 1, str(ckpt))
+    (folder / "part-02.jsonl").rename(folder / "part-00.jsonl")
+    assert streaming_data(recipe, tiny_tokenizer, 0, 1, str(ckpt)).train.consumed == 3
+    legacy = {k: v for k, v in stream.state_at(3).items() if k != "file_names"}  # a checkpoint of an older nlpssl
+    (ckpt / state_file(0)).write_text(json.dumps(legacy))
+    assert streaming_data(recipe, tiny_tokenizer, 0, 1, str(ckpt)).train.consumed == 3
