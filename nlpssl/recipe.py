@@ -544,6 +544,18 @@ def _check_training_args(recipe: Recipe, where: str, problems: list[str]) -> Non
     # As pretrain sets it for a multi-process CPU launch; built without it, transformers warns that
     # the (correctly distributed) run is not ("launch your script with torch.distributed.launch").
     cpu_launch = {"use_cpu": True} if launched_world_size() > 1 and not torch.cuda.is_available() else {}
+    fsdp = recipe.training.get("fsdp") or (os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and "on")
+    if fsdp and not torch.cuda.is_available():
+        # accelerate sets up FSDP only for GPU-like devices; on CPUs its processes run DDP
+        # (checked: the Trainer wraps the model in DistributedDataParallel), each holding it whole.
+        problems.append(
+            f"{where}: training.fsdp: FSDP shards the model only across GPUs; on this machine, which has none, "
+            f"the run would be plain DDP with the whole model in every process (got fsdp={fsdp!r}"
+            + (", from ACCELERATE_USE_FSDP=true" if not recipe.training.get("fsdp") else "")
+            + "). Leave training.fsdp unset (and accelerate's FSDP config off) on a CPU: a multi-process launch "
+            "is DDP already; run FSDP on a machine with GPUs."
+        )
+        return
     try:
         recipe.training_arguments(**cpu_launch)
     except Exception as err:  # noqa: BLE001 - any failure here is a recipe problem

@@ -94,6 +94,19 @@ def test_training_arguments_checked_at_load_time():
     assert "TrainingArguments rejected" in str(info.value)
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="FSDP is refused only without a GPU")
+def test_fsdp_on_a_cpu_is_refused_not_run_as_ddp(monkeypatch):
+    """accelerate wraps the model in DDP, not FSDP, on CPUs (seen under torchrun): refuse at load time."""
+    with pytest.raises(RecipeError, match=r"training.fsdp: FSDP shards the model only across GPUs.*got "
+                                          r"fsdp='full_shard'\).*Leave training.fsdp unset"):
+        load_recipe("bert-tiny", ["training.fsdp=full_shard"])
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # accelerate launch with an FSDP config
+    with pytest.raises(RecipeError, match=r"from ACCELERATE_USE_FSDP=true"):
+        load_recipe("bert-tiny")
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    assert not load_recipe("bert-tiny").training.get("fsdp")
+
+
 def test_malformed_override_and_yaml(tmp_path):
     with pytest.raises(RecipeError, match="expected section.key=value"):
         load_recipe("bert-tiny", ["training.max_steps"])
