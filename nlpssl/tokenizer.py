@@ -286,11 +286,20 @@ def _warn_unknown(backend: Tokenizer, algorithm: str, sample: list[str]) -> None
     """Warn when the trained vocabulary turns much of the text into [UNK] (never for byte-level BPE)."""
     if algorithm == "bpe" or not sample:
         return
-    ids = [i for encoding in backend.encode_batch(sample, add_special_tokens=False) for i in encoding.ids]
-    share = ids.count(UNK_ID) / max(len(ids), 1)
+    encodings = backend.encode_batch(sample, add_special_tokens=False)
+    ids = [i for encoding in encodings for i in encoding.ids]
+    unknown = ids.count(UNK_ID)
+    share = unknown / max(len(ids), 1)
     if share <= UNK_WARN_SHARE:
         return
-    if algorithm == "wordpiece":
+    longest = getattr(backend.model, "max_input_chars_per_word", None)
+    # WordPiece gives a word longer than that one [UNK], whatever its characters.
+    long_words = longest and sum(b - a > longest for e in encodings for i, (a, b) in zip(e.ids, e.offsets) if i == UNK_ID)
+    if long_words and 2 * long_words >= unknown:
+        why, fix = (f"{long_words:,} of the {unknown:,} are 'words' longer than {longest} characters, such as URLs, "
+                    "hashes or text without spaces, each of which WordPiece turns into one [UNK]",
+                    "clean such strings out of the text, or use tokenizer.algorithm=bpe (byte-level, never [UNK])")
+    elif algorithm == "wordpiece":
         why, fix = (f"WordPiece keeps at most {WORDPIECE_LIMIT_ALPHABET} distinct characters; Chinese, Japanese or "
                     "many scripts have more", "use tokenizer.algorithm=bpe (byte-level, never [UNK])")
     else:

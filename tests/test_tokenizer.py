@@ -362,6 +362,17 @@ def test_a_one_line_file_does_not_take_memory_by_the_hundredfold(tiny_tokenizer,
     assert grown_mb < 300, f"encoding a 4.6 MB line grew the process by {grown_mb} MB"  # whole: ~540 MB
 
 
+def test_unk_from_overlong_words_is_blamed_on_their_length_not_the_alphabet():
+    import random
+
+    rng = random.Random(0)
+    letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+    texts = [f"see https://example.com/{''.join(rng.choices(letters, k=120))} for the cat" for _ in range(300)]
+    with pytest.warns(UserWarning, match=r"\[UNK\] \(300 of the 300 are 'words' longer than 100 characters, such as "
+                                         r"URLs.*clean such strings out of the text"):
+        train_tokenizer(texts, algorithm="wordpiece", vocab_size=300, num_sentinels=0)
+
+
 def test_a_vocabulary_that_turns_much_text_into_unk_says_so():
     import random
     import warnings
