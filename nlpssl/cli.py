@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = sub.add_parser("export", help="export a run folder to a Hub-format folder")
     exp.add_argument("run_dir", help="a pretraining run folder (training.output_dir): its final model, else its "
-                     "latest complete checkpoint")
+                     "latest complete checkpoint; or one of its checkpoint-N folders")
     exp.add_argument("out_dir", help="the export folder to write (an earlier export there is replaced)")
     exp.set_defaults(fn=cmd_export)
 

@@ -107,15 +107,24 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     from nlpssl.recipe import recipe_from_dict
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    weights = None
+    if run_dir.name.startswith("checkpoint-") and (run_dir.parent / "recipe.yaml").is_file():
+        weights, run_dir = run_dir, run_dir.parent  # one checkpoint of a run: its recipe and tokenizer are the run's
+        from nlpssl.runs import checkpoint_problem
+
+        problem = checkpoint_problem(weights)
+        if problem is not None:
+            raise NlpsslError(f"export: {str(weights)!r} was not completely saved ({problem}). Export another "
+                              f"checkpoint, or the run folder {str(run_dir)!r} (its final model or newest complete checkpoint).")
     if not (run_dir / "recipe.yaml").is_file():
         raise NlpsslError(
             f"export: {str(run_dir)!r} is not an nlpssl run folder (no recipe.yaml). "
-            "Pass the training.output_dir of a `nlpssl pretrain` run."
+            "Pass the training.output_dir of a `nlpssl pretrain` run, or one of its checkpoint-N folders."
         )
     check_export_target(run_dir, out_dir)
     raw = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     recipe = recipe_from_dict(raw, name=run_dir.name, where=str(run_dir / "recipe.yaml"))
-    weights = find_weights(run_dir)
+    weights = weights or find_weights(run_dir)
     from nlpssl.objectives import objective_for
 
     objective = objective_for(recipe)
@@ -132,11 +141,21 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
             write_generation_config(tmp)
         objective.write_extra(tmp, json.loads((tmp / "config.json").read_text()))
         (tmp / "recipe.yaml").write_text((run_dir / "recipe.yaml").read_text())
-        metrics = {}
-        if (run_dir / "metrics.json").is_file():
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-        if (run_dir / "loss_curve.png").is_file():
-            shutil.copy2(run_dir / "loss_curve.png", tmp / "loss_curve.png")
+        if weights.name.startswith("checkpoint-"):
+            # A checkpoint (chosen, or the newest of a run that did not finish): its own step and
+            # figures, not the finished run's.
+            metrics = checkpoint_metrics(weights)
+            history = json.loads((weights / "trainer_state.json").read_text()).get("log_history", [])
+            if history:
+                from nlpssl.runs import plot_loss_curve
+
+                plot_loss_curve(history, tmp / "loss_curve.png")
+        else:
+            metrics = {}
+            if (run_dir / "metrics.json").is_file():
+                metrics = json.loads((run_dir / "metrics.json").read_text())
+            if (run_dir / "loss_curve.png").is_file():
+                shutil.copy2(run_dir / "loss_curve.png", tmp / "loss_curve.png")
         title = recipe.export.model_name or recipe_name(run_dir)
         (tmp / "README.md").write_text(pretrained_card(recipe, objective, metrics, weights, title, out_dir))
         follow_umask(tmp)
@@ -145,6 +164,16 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def checkpoint_metrics(checkpoint: Path) -> dict:
+    """The step of ``checkpoint`` and the figures of its last evaluation (``trainer_state.json``)."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    evals = [h for h in state.get("log_history", []) if "eval_loss" in h]
+    last = {k: v for k, v in evals[-1].items()
+            if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))} if evals else {}
+    return {"checkpoint": checkpoint.name, "steps": state.get("global_step"),
+            **({"eval_step": evals[-1].get("step")} if evals else {}), **last}
 
 
 def sweep_stale(out_dir: Path) -> None:

@@ -544,23 +544,30 @@ def _check_training_args(recipe: Recipe, where: str, problems: list[str]) -> Non
     # As pretrain sets it for a multi-process CPU launch; built without it, transformers warns that
     # the (correctly distributed) run is not ("launch your script with torch.distributed.launch").
     cpu_launch = {"use_cpu": True} if launched_world_size() > 1 and not torch.cuda.is_available() else {}
-    fsdp = recipe.training.get("fsdp") or (os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and "on")
-    if fsdp and not torch.cuda.is_available():
-        # accelerate sets up FSDP only for GPU-like devices; on CPUs its processes run DDP
-        # (checked: the Trainer wraps the model in DistributedDataParallel), each holding it whole.
-        problems.append(
-            f"{where}: training.fsdp: FSDP shards the model only across GPUs; on this machine, which has none, "
-            f"the run would be plain DDP with the whole model in every process (got fsdp={fsdp!r}"
-            + (", from ACCELERATE_USE_FSDP=true" if not recipe.training.get("fsdp") else "")
-            + "). Leave training.fsdp unset (and accelerate's FSDP config off) on a CPU: a multi-process launch "
-            "is DDP already; run FSDP on a machine with GPUs."
-        )
-        return
     try:
         recipe.training_arguments(**cpu_launch)
     except Exception as err:  # noqa: BLE001 - any failure here is a recipe problem
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         problems.append(f"{where}: transformers.TrainingArguments rejected these settings: {msg}")
+
+
+def _check_this_machine(recipe: Recipe, where: str) -> list[str]:
+    """What this machine cannot run as the recipe asks. Checked when a recipe is loaded to run, not
+    when a finished run's recipe is read (an FSDP run on GPUs exports on a laptop)."""
+    import torch
+
+    fsdp = recipe.training.get("fsdp") or (os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and "on")
+    if not fsdp or torch.cuda.is_available():
+        return []
+    # accelerate sets up FSDP only for GPU-like devices; on CPUs its processes run DDP
+    # (checked: the Trainer wraps the model in DistributedDataParallel), each holding it whole.
+    return [
+        f"{where}: training.fsdp: FSDP shards the model only across GPUs; on this machine, which has none, "
+        f"the run would be plain DDP with the whole model in every process (got fsdp={fsdp!r}"
+        + (", from ACCELERATE_USE_FSDP=true" if not recipe.training.get("fsdp") else "")
+        + "). Leave training.fsdp unset (and accelerate's FSDP config off) on a CPU: a multi-process launch "
+        "is DDP already; run FSDP on a machine with GPUs."
+    ]
 
 
 def _check_values(recipe: Recipe, where: str, problems: list[str]) -> None:
@@ -852,7 +859,10 @@ def load_recipe(path_or_name: str | Path, overrides: typing.Sequence[str] = (), 
     in_file = set(raw)
     problems = apply_overrides(raw, overrides)
     try:
-        return recipe_from_dict(raw, name=path.stem, where=str(path), source_path=str(path), problems=problems)
+        recipe = recipe_from_dict(raw, name=path.stem, where=str(path), source_path=str(path), problems=problems)
+        if machine := _check_this_machine(recipe, str(path)):
+            raise RecipeError(machine)
+        return recipe
     except RecipeError as err:
         raise RecipeError(blame_overrides(err.problems, str(path), overrides, in_file)) from None
 

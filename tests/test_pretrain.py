@@ -539,6 +539,34 @@ def test_tokenizer_and_export_folders_are_named_in_their_errors(tmp_path, capsys
     assert (result.export_dir / "my_eval_notes.md").read_text() == "mine"
 
 
+def test_one_checkpoint_exports_with_its_own_step_and_figures(tmp_path):
+    """`nlpssl export RUN/checkpoint-N OUT`: that checkpoint's weights, the run's tokenizer, its own card figures."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from nlpssl.cli import main
+    from nlpssl.export import export_run
+
+    result = run_pretrain("bert-tiny", tmp_path)  # 12 steps, checkpoints at 6 and 12
+    early = tmp_path / "early"
+    assert main(["export", str(result.output_dir / "checkpoint-6"), str(early)]) == 0
+    saved = load_file(result.output_dir / "checkpoint-6" / "model.safetensors")
+    exported = load_file(early / "model.safetensors")
+    final = load_file(result.export_dir / "model.safetensors")
+    name = "model.embeddings.tok_embeddings.weight"
+    assert torch.equal(exported[name], saved[name]) and not torch.equal(exported[name], final[name])
+    assert AutoTokenizer.from_pretrained(early).get_vocab() == AutoTokenizer.from_pretrained(result.export_dir).get_vocab()
+    AutoModelForMaskedLM.from_pretrained(early)
+    card = (early / "README.md").read_text()
+    assert "| checkpoint | checkpoint-6 |" in card and "| steps | 6 |" in card and (early / "loss_curve.png").is_file()
+    assert "| steps | 12 |" in (result.export_dir / "README.md").read_text()
+    (result.output_dir / "checkpoint-6" / "trainer_state.json").unlink()
+    with pytest.raises(NlpsslError, match=r"checkpoint-6' was not completely saved \(trainer_state.json: "
+                                          r"FileNotFoundError\)\. Export another checkpoint"):
+        export_run(result.output_dir / "checkpoint-6", tmp_path / "again")
+
+
 def test_export_again_keeps_a_model_card_edited_by_hand(tmp_path):
     """A re-export replaces an earlier export, but not a card the user changed after nlpssl wrote it."""
     from nlpssl.cards import add_classification_results, edited_by_hand

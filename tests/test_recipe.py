@@ -97,7 +97,7 @@ def test_training_arguments_checked_at_load_time():
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="FSDP is refused only without a GPU")
 def test_fsdp_on_a_cpu_is_refused_not_run_as_ddp(monkeypatch):
     """accelerate wraps the model in DDP, not FSDP, on CPUs (seen under torchrun): refuse at load time."""
-    with pytest.raises(RecipeError, match=r"training.fsdp: FSDP shards the model only across GPUs.*got "
+    with pytest.raises(RecipeError, match=r"override 'training.fsdp=full_shard': training.fsdp: FSDP shards the model only across GPUs.*got "
                                           r"fsdp='full_shard'\).*Leave training.fsdp unset"):
         load_recipe("bert-tiny", ["training.fsdp=full_shard"])
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # accelerate launch with an FSDP config
@@ -105,6 +105,10 @@ def test_fsdp_on_a_cpu_is_refused_not_run_as_ddp(monkeypatch):
         load_recipe("bert-tiny")
     monkeypatch.delenv("ACCELERATE_USE_FSDP")
     assert not load_recipe("bert-tiny").training.get("fsdp")
+    # A run trained with FSDP on GPUs still reads here (to export it, say): only running it is refused.
+    saved = load_recipe("bert-tiny").to_dict()
+    saved["training"]["fsdp"] = "full_shard"
+    assert recipe_from_dict(saved).training["fsdp"] == "full_shard"
 
 
 def test_malformed_override_and_yaml(tmp_path):
