@@ -481,10 +481,13 @@ class _Split:
         self.packer, self.out, self.max_rows = packer, out, max_rows
         self.kept: list[tuple[np.ndarray, np.ndarray]] = []  # rows held in memory (out=None)
         self.documents = self.tokens = self.bytes = self.rows = 0
+        self.cut = 0  # one-row-per-document framing: documents longer than a row, cut to fit
 
     def add(self, tokens: Tokens, n_bytes: int) -> None:
         self.documents += len(tokens.offsets) - 1
         self.tokens += len(tokens.ids)
+        if self.packer.framing == "sentence":
+            self.cut += int((np.diff(tokens.offsets) > self.packer.row_len - 2).sum())
         self.bytes += n_bytes
         if self.max_rows is None or self.rows < self.max_rows:
             self._put(*self.packer.add(tokens))
@@ -523,8 +526,9 @@ class _Split:
             )
 
     def stats(self, name: str) -> dict:
-        return {f"{name}_documents": self.documents, f"{name}_tokens": self.tokens,
-                f"{name}_bytes": self.bytes, f"{name}_blocks": self.rows}
+        stats = {f"{name}_documents": self.documents, f"{name}_tokens": self.tokens,
+                 f"{name}_bytes": self.bytes, f"{name}_blocks": self.rows}
+        return stats | ({f"{name}_cut_documents": self.cut} if self.packer.framing == "sentence" else {})
 
 
 def _byte_lengths(texts: list[str]) -> np.ndarray:

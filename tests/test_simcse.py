@@ -1,6 +1,7 @@
 """SimCSE: sentence rows, the InfoNCE loss by hand, duplicates, the export and what reads it."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -210,3 +211,26 @@ def test_sentence_transformers_reads_the_export_when_installed(cls_run):
     texts = ["The cat sat on the mat.", "A dog ran to the park."]
     got = SentenceTransformer(str(out), device="cpu").encode(texts, normalize_embeddings=True)
     assert np.allclose(got, Encoder(out).encode(texts, progress=False), atol=1e-5)
+
+
+def test_sentences_longer_than_a_row_are_counted_and_said(tmp_path, mlm_export, capsys):
+    """One sentence a row: what does not fit is cut, so the run says how many were (was silent)."""
+    from nlpssl.data import prepare_data, sentences, source_texts
+    from nlpssl.pretrain import pretrain
+    from nlpssl.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(mlm_export)
+    recipe = load_recipe("simcse-tiny", _simcse(tmp_path, mlm_export, **{"data.block_size": 12}))
+    stats = prepare_data(recipe, tokenizer).stats
+    every = sentences(list(source_texts(recipe, None)))
+    longer = sum(len(ids) > 10 for ids in tokenizer(every, add_special_tokens=False)["input_ids"])
+    assert 0 < stats["train_cut_documents"] <= longer < len(every)
+    assert stats["train_cut_documents"] > 0.8 * longer * stats["train_documents"] / len(every)  # ~all but the held-out
+    wide = load_recipe("simcse-tiny", _simcse(tmp_path / "wide", mlm_export, **{"data.block_size": 256}))
+    assert prepare_data(wide, tokenizer).stats["train_cut_documents"] == 0
+    pretrain(load_recipe("simcse-tiny", _simcse(tmp_path / "run", mlm_export, **{"data.block_size": 12,
+                                                                                  "training.max_steps": 1})))
+    said = capsys.readouterr()
+    assert re.search(rf"data: {stats['train_cut_documents']} of {stats['train_documents']} training sentences "
+                     r"\(\d+\.\d%\) are longer than a row of data\.block_size=12 tokens and were cut to fit; raise "
+                     r"data\.block_size", said.out + said.err)
