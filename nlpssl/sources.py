@@ -492,22 +492,25 @@ def jsonl_records(path: Path, example: str = '{"text": "..."}') -> Iterator[tupl
 def _read_jsonl(path: Path, text_column: str) -> Iterator[str]:
     # A record without the key, once earlier records of the file had it, is a record without text
     # (as a null is), not a wrong data.text_column: skipped and counted, not the end of the run.
-    seen, missing, first = False, 0, None
-    for where, record in jsonl_records(path, f'{{"{text_column}": "..."}}'):
-        if text_column not in record:
-            if not seen:
-                raise _column_error(where, text_column, list(record))
-            missing, first = missing + 1, first or (where, sorted(record)[:10])
-            continue
-        seen = True
-        yield _as_text(record[text_column], where, text_column)
-    if missing:
-        warnings.warn(
-            f"{path}: skipped {missing} record{'s' if missing != 1 else ''} without a {text_column!r} key "
-            f"(first at {first[0]}, got keys {first[1]}). If they hold text under another key, "
-            "add the file again as a data.mix entry with that text_column.",
-            stacklevel=2,
-        )
+    seen, missing, first, whole = False, 0, None, False
+    try:
+        for where, record in jsonl_records(path, f'{{"{text_column}": "..."}}'):
+            if text_column not in record:
+                if not seen:
+                    raise _column_error(where, text_column, list(record))
+                missing, first = missing + 1, first or (where, sorted(record)[:10])
+                continue
+            seen = True
+            yield _as_text(record[text_column], where, text_column)
+        whole = True
+    finally:  # also when a reader stops early (a tokenizer sample, max_texts): what it read is said
+        if missing:
+            warnings.warn(
+                f"{path}: skipped {missing} record{'s' if missing != 1 else ''} without a {text_column!r} key "
+                f"{'' if whole else 'in the part read '}(first at {first[0]}, got keys {first[1]}). If they hold "
+                "text under another key, add the file again as a data.mix entry with that text_column.",
+                stacklevel=2,
+            )
 
 
 def _read_delimited(path: Path, text_column: str) -> Iterator[str]:

@@ -252,6 +252,11 @@ def test_jsonl_records_without_the_key_are_skipped_and_counted(tmp_path):
     ])
     with pytest.warns(UserWarning, match=r"a\.jsonl: skipped 2 records without a 'text' key \(first at .*a\.jsonl:2, got keys \['id'\]\)"):
         assert list(iter_texts(path)) == ["one", "two"]
+    # A reader that stops early (a tokenizer's sample) is told of what it skipped too.
+    with pytest.warns(UserWarning, match=r"a\.jsonl: skipped 1 record without a 'text' key in the part read \(first at "):
+        texts = iter_texts(path)
+        assert [next(texts), next(texts)] == ["one", "two"]
+        texts.close()
     # A key no record starts with is a wrong data.text_column, said at once.
     with pytest.raises(NlpsslError, match=r"a\.jsonl:1: no column 'body' \(got columns \['text'\]\)"):
         list(iter_texts(path, text_column="body"))
