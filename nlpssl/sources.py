@@ -47,8 +47,8 @@ TxtUnit = Literal["line", "paragraph", "file"]
 Clean = Literal["none", "html"]
 SUPPORTED_EXTENSIONS = (".txt", ".jsonl", ".csv", ".tsv", ".parquet")
 # Compression suffixes read transparently (the format is the suffix before): stdlib codecs, and
-# zstandard (a dependency: Python 3.11 has no zstd module).
-COMPRESSIONS = (".gz", ".xz", ".bz2", ".zst")
+# zstandard (a dependency: Python 3.11 has no zstd module); each with its command-line tool, for advice.
+COMPRESSIONS = {".gz": "gzip", ".xz": "xz", ".bz2": "bzip2", ".zst": "zstd"}
 HUB_PREFIX = "hub:"
 # Texts go to Arrow in chunks of this many, so load_texts never holds a Python list of everything.
 _ARROW_CHUNK = 50_000
@@ -412,8 +412,6 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
             yield lineno, line
 
 
-# Decompress to stdout, for the re-encoding command of a compressed file.
-_DECOMPRESS = {".gz": "gzip", ".xz": "xz", ".bz2": "bzip2", ".zst": "zstd"}
 # Bytes that cp1252 leaves undefined (iconv stops on them): such a file is ISO-8859-1.
 _CP1252_UNDEFINED = b"\x81\x8d\x8f\x90\x9d"
 
@@ -431,7 +429,7 @@ def _encoding_error(path: Path, offset: int, bad: bytes) -> NlpsslError:
     # The copy keeps the format's suffixes (a .csv stays a .csv): books.txt.gz -> books.utf8.txt.gz.
     suffixes = "".join(path.suffixes[-2:] if path.suffix.lower() in COMPRESSIONS else path.suffixes[-1:])
     name, copy = shlex.quote(path.name), shlex.quote(f"{path.name[: len(path.name) - len(suffixes)]}.utf8{suffixes}")
-    tool = _DECOMPRESS.get(path.suffix.lower())
+    tool = COMPRESSIONS.get(path.suffix.lower())  # decompress to stdout
     if tool:
         command = f"{tool} -dc {name} | iconv -f {encoding} -t utf-8 | {tool} > {copy}"
     else:
