@@ -75,7 +75,9 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
             if saved is None:
                 raise
             keep = (f"The {trainer.state.global_step} steps trained before it are saved in {saved}: fix the file "
-                    "under the same name, then rerun the same command with training.resume=true to continue from there.")
+                    "in place, under the same name (a fixed copy under another name changes the folder's file list, "
+                    "which a resume refuses), then rerun the same command with training.resume=true to continue "
+                    "from there.")
             if isinstance(err, NlpsslError):
                 raise NlpsslError(f"{err}\n{keep}") from err
             log(keep)
