@@ -1,0 +1,76 @@
+"""A new user's own labelled files: many classes, messy labels, odd files; what finetune and probe make of them.
+
+Each test writes a small file of the shape users bring and checks the tool reads it as they mean it,
+or stops before any training with where, what and how to fix it.
+"""
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+from nlpssl.errors import NlpsslError
+from nlpssl.recipe import FinetuneSection
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# `<where>: <what is wrong> (got <value>). <how to fix>.` (STYLE.md)
+ERROR_FORMAT = re.compile(r"^\S.*: .+ \(got .+\)\.? .+\.$", re.S)
+
+
+def write_csv(path: Path, rows, header=("text", "label"), delimiter=",") -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter=delimiter)
+        if header:
+            writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def raises(fn, match: str) -> str:
+    with pytest.raises(NlpsslError) as info:
+        fn()
+    msg = str(info.value)
+    assert re.search(match, msg), msg
+    assert ERROR_FORMAT.match(msg), f"not in the house error format: {msg}"
+    return msg
+
+
+# ------------------------------------------------------------------------------------------------
+# Many classes with few rows each
+
+
+def test_many_small_classes_still_get_a_validation_split(tmp_path):
+    """50 classes of 4 rows: 10% of each class rounds to 0, but 10% of 200 rows is 20."""
+    from nlpssl.labelled import load_task_data
+
+    rows = [(f"topic {i % 50} text {i}", f"class{i % 50}") for i in range(200)]
+    data = load_task_data(FinetuneSection(source=str(write_csv(tmp_path / "many.csv", rows))))
+    assert len(data.label_names) == 50
+    assert len(data.splits["validation"]) == 20
+    assert len(data.splits["train"]) == 180
+    assert set(data.splits["validation"].labels) <= set(data.splits["train"].labels)
+
+
+def test_carve_keeps_its_rows_where_rounding_per_class_works():
+    """The top-up only acts where per-class rounding loses most of the share: common splits do not move."""
+    from nlpssl.labelled import Split, carve
+
+    split = Split([str(i) for i in range(45)], ["a"] * 20 + ["b"] * 25)
+    keep, held = carve(split, 0.1, seed=0)
+    assert len(held) == 2 + 3  # 2.0 of a, 2.5 -> 3 of b: the per-class half-up rule, unchanged
+    one_each = Split([str(i) for i in range(6)], ["a", "b", "c", "d", "e", "f"])
+    assert len(carve(one_each, 0.4, seed=0)[1]) == 0, "a class's last row stays in train"
+
+
+def test_probe_with_many_classes_selects_on_rows_instead_of_crashing(tmp_path, mlm_export):
+    """The selection rows of a budget were empty with 50 classes: an IndexError deep in the tokenizer."""
+    from nlpssl.probe import probe
+
+    rows = [(f"topic {i % 50} text {i}", f"class{i % 50}") for i in range(200)]
+    task = write_csv(tmp_path / "many.csv", rows)
+    report = probe(mlm_export, str(task), labels=["all"], seeds=1, epochs=1, learning_rates=[1e-3],
+                   arms=["pretrained"], out_dir=tmp_path / "p")
+    (run,) = report.runs
+    assert run.labels == 150 and 0.0 <= run.selection_accuracy <= 1.0
