@@ -324,6 +324,8 @@ def resolve_labels(splits: dict[str, Split], known: list[str] | None, task: Fine
     if names:
         for split_name, split in splits.items():
             split.labels = [_named(key, names, sources[split_name]) for key in split.labels]
+    else:
+        fold_case(splits, sources)
     train = splits["train"].labels
     seen = set(train)
     if len(seen) < 2:
@@ -345,10 +347,42 @@ def resolve_labels(splits: dict[str, Split], known: list[str] | None, task: Fine
     return sorted(seen, key=int if numeric else str)
 
 
+def fold_case(splits: dict[str, Split], sources: dict[str, str]) -> None:
+    """Make labels that differ only in case one class, spelled as most rows of the training split spell it.
+
+    Hand-labelled files mix "Positive", "positive" and "POSITIVE"; as three classes each would be
+    learnt (and scored) apart. The merge is said, with the row counts of each spelling.
+    """
+    from collections import Counter
+
+    from nlpssl.runs import log
+
+    counts = Counter(label for split in splits.values() for label in split.labels)
+    in_train = Counter(splits["train"].labels)
+    groups: dict[str, list[str]] = {}
+    for label in sorted(counts):
+        groups.setdefault(label.casefold(), []).append(label)
+    files = _and(sorted({where.split(" of ", 1)[-1] for where in sources.values()}))  # "0.1 of x.csv": x.csv
+    spelled = {}
+    for spellings in groups.values():
+        if len(spellings) > 1:
+            chosen = max(spellings, key=lambda s: (in_train[s], counts[s]))  # ties: the first in sorted order
+            spelled.update({s: chosen for s in spellings if s != chosen})
+            found = ", ".join(f"{s!r} ({counts[s]} rows)" for s in spellings)
+            log(f"labels that differ only in case are taken as one class {chosen!r}: {found} in {files}. "
+                "To keep them apart, rename them in the data.")
+    if spelled:
+        for split in splits.values():
+            split.labels = [spelled.get(label, label) for label in split.labels]
+
+
 def _named(key: str, names: list[str], where: str) -> str:
-    """Map an integer label to its name (``1`` -> names[1]); names stay names."""
+    """Map an integer label to its name (``1`` -> names[1]); names stay names, in any case if unambiguous."""
     if key in names:
         return key
+    same = [name for name in names if name.casefold() == key.casefold()]
+    if len(same) == 1:
+        return same[0]
     if key.isdigit() and int(key) < len(names):
         return names[int(key)]
     raise NlpsslError(

@@ -74,3 +74,32 @@ def test_probe_with_many_classes_selects_on_rows_instead_of_crashing(tmp_path, m
                    arms=["pretrained"], out_dir=tmp_path / "p")
     (run,) = report.runs
     assert run.labels == 150 and 0.0 <= run.selection_accuracy <= 1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Labels as users write them
+
+
+def test_labels_that_differ_only_in_case_are_one_class_and_said_so(tmp_path, capsys):
+    """'Positive', 'positive ' and 'POSITIVE' are one class, not three; the note names the spellings."""
+    from nlpssl.labelled import load_task_data
+
+    spellings = {0: ["negative", " Negative", "negative"], 1: ["Positive", "positive ", "POSITIVE", "positive"]}
+    rows = [(f"text {i}", spellings[i % 2][i // 2 % len(spellings[i % 2])]) for i in range(40)]
+    data = load_task_data(FinetuneSection(source=str(write_csv(tmp_path / "case.csv", rows))))
+    assert data.label_names == ["negative", "positive"]  # the most common spelling of each
+    assert set(data.splits["train"].labels) | set(data.splits["validation"].labels) == {"negative", "positive"}
+    said = capsys.readouterr().out
+    assert "differ only in case" in said and "'POSITIVE'" in said and "'positive'" in said
+    named = load_task_data(FinetuneSection(source=str(tmp_path / "case.csv"), label_names=["NEGATIVE", "Positive"]))
+    assert named.label_names == ["NEGATIVE", "Positive"]
+    assert set(named.splits["train"].labels) == {"NEGATIVE", "Positive"}
+
+
+def test_case_folding_reaches_a_separate_validation_file(tmp_path):
+    from nlpssl.labelled import load_task_data
+
+    train = write_csv(tmp_path / "train.csv", [(f"t {i}", ["pos", "neg"][i % 2]) for i in range(20)])
+    dev = write_csv(tmp_path / "dev.csv", [("x", "Pos"), ("y", "NEG")])
+    data = load_task_data(FinetuneSection(source=str(train), validation_source=str(dev)))
+    assert data.splits["validation"].labels == ["pos", "neg"]
