@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -299,8 +300,17 @@ def _and(items: list[str]) -> str:
     return " and ".join(items) if len(items) < 3 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.\d*|\.\d+)")  # a decimal written as text ("1.0", "0.5"); integers stay as written
+
+
 def _label_key(value: Any, where: str, row: int) -> str:
-    """A label as a string key: "positive", 1 and 1.0 (and "1") all become a stable string."""
+    """A label as a string key: "positive", 1 and 1.0 (and "1", "1.0") all become a stable string.
+
+    Text files spell numbers as text: pandas writes an integer column with a blank in it as 1.0/0.0,
+    which must be the class 1 of a .jsonl or of a dev file that writes 1.
+    """
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool):

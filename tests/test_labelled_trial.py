@@ -103,3 +103,26 @@ def test_case_folding_reaches_a_separate_validation_file(tmp_path):
     dev = write_csv(tmp_path / "dev.csv", [("x", "Pos"), ("y", "NEG")])
     data = load_task_data(FinetuneSection(source=str(train), validation_source=str(dev)))
     assert data.splits["validation"].labels == ["pos", "neg"]
+
+
+def test_whole_number_labels_written_as_1_0_are_the_integers_in_every_format(tmp_path):
+    """pandas writes an int column with a blank as 1.0/0.0: in a .csv that was class '1.0', in a .jsonl class '1'."""
+    import json
+
+    from nlpssl.labelled import load_task_data
+
+    rows = [(f"text {i}", f"{i % 2}.0") for i in range(20)]
+    train = write_csv(tmp_path / "train.csv", rows)
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": float(y)}) + "\n" for t, y in rows))
+    dev = write_csv(tmp_path / "dev.csv", [("x", "1"), ("y", "0")])
+    for name in ("train.csv", "train.jsonl"):
+        data = load_task_data(FinetuneSection(source=str(tmp_path / name), validation_source=str(dev)))
+        assert data.label_names == ["0", "1"], name
+        assert data.splits["validation"].labels == ["1", "0"]
+    named = load_task_data(FinetuneSection(source=str(train), label_names=["neg", "pos"]))
+    assert set(named.splits["train"].labels) == {"neg", "pos"}
+    assert load_task_data(FinetuneSection(source=str(write_csv(tmp_path / "words.csv", [
+        (f"t {i}", ["1.5 stars", "2.0 stars"][i % 2]) for i in range(20)])))).label_names == ["1.5 stars", "2.0 stars"]
+    scores = write_csv(tmp_path / "scores.csv", [(f"t {i}", f"{i % 5}.5") for i in range(20)])
+    raises(lambda: load_task_data(FinetuneSection(source=str(scores))),
+           r"scores.csv: row 1 has a fractional label \(got 0.5\)\. Classification needs class labels")
