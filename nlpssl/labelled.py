@@ -199,7 +199,52 @@ def read_split(spec: str, key: str, task: FinetuneSection, hub_split: str) -> tu
     if problem := file_problem(path, key):
         raise NlpsslError(problem)
     available, columns = read_columns(path, task)
-    return _split_from_columns(columns, available, str(path), task), None
+    if not available:
+        raise NlpsslError(
+            f"{path}: the file is empty (got {path.stat().st_size} bytes, no header line or record). Fill it "
+            f"({_example(path, task)}{', then a row per example' if format_suffix(path) != '.jsonl' else ''}), or set "
+            f"{key} to the file you meant."
+        )
+    if problem := _separator_problem(path, available, key):
+        raise NlpsslError(problem)
+    try:
+        return _split_from_columns(columns, available, str(path), task), None
+    except ColumnError as err:
+        if format_suffix(path) in (".csv", ".tsv") and len(err.missing) == len(_wanted(task)) and not err.close():
+            err.note = (f"If the file has no header row (its first row was read as the column names), add "
+                        f"{_example(path, task)} as its first line.")
+            err.args = (err.message(),)
+        raise
+
+
+def _example(path: Path, task: FinetuneSection) -> str:
+    """What a record of the task's columns looks like in the file's format (a header line or a JSON object)."""
+    match format_suffix(path):
+        case ".csv":
+            return "a header line such as " + ",".join(_wanted(task))
+        case ".tsv":
+            return "a header line such as " + "<TAB>".join(_wanted(task))
+        case ".jsonl":
+            return "one JSON object per line, such as " + "{" + ", ".join(f'"{c}": "..."' for c in _wanted(task)) + "}"
+    return f"the columns {_wanted(task)}"
+
+
+def _separator_problem(path: Path, header: list[str], key: str) -> str | None:
+    """A .csv separated by ';' (as Excel writes it in many locales) or a .tsv by commas: a header of one column."""
+    fmt = format_suffix(path)
+    own = {".csv": ",", ".tsv": "\t"}.get(fmt)
+    found = [sep for sep in (";", "\t", ",", "|") if sep != own and own and len(header) == 1 and sep in header[0]]
+    if not found:
+        return None
+    sep = found[0]
+    if (sep, fmt) in (("\t", ".csv"), (",", ".tsv")):
+        fix = f"Rename it to {'.tsv' if fmt == '.csv' else '.csv'} (the suffix says how it is read) and set {key} to it."
+    else:
+        tsv = "sep='\\t', " if fmt == ".tsv" else ""
+        fix = (f"Save it again separated by {own!r} (pandas: pd.read_csv(PATH, sep={sep!r}).to_csv(NEW, {tsv}"
+               f"index=False)) and set {key} to it.")
+    return (f"{path}: the header is one column {header[0]!r} (got columns {header}). The file looks separated "
+            f"by {sep!r}, and a {fmt} file is read with {own!r}. {fix}")
 
 
 def _wanted(task: FinetuneSection) -> list[str]:
@@ -277,13 +322,18 @@ class ColumnError(NlpsslError):
 
     def __init__(self, where: str, available: list[str], missing: list[tuple[str, str]]):
         self.where, self.available, self.missing = where, available, missing
+        self.note = ""  # a further hint, after the fix (a file without a header row)
         super().__init__(self.message())
+
+    def close(self) -> list[tuple[str, str]]:
+        """(recipe key, the available column closest to the name it gives) for each missing column with one."""
+        return [(key, found[0]) for key, name in self.missing
+                if (found := difflib.get_close_matches(name, self.available, n=1))]
 
     def message(self, flag: str | None = None) -> str:
         """The error; ``flag``: the option that takes the settings (``--set``), None for a recipe."""
         absent = _and([f"no {key.replace('_column', '')} column {name!r}" for key, name in self.missing])
-        close = [(key, found[0]) for key, name in self.missing
-                 if (found := difflib.get_close_matches(name, self.available, n=1))]
+        close = self.close()
         if len(self.missing) == 1:
             hint = f" Did you mean {close[0][1]!r}?" if close else ""
         else:
@@ -293,7 +343,7 @@ class ColumnError(NlpsslError):
         column = "column that holds" if len(self.missing) == 1 else "columns that hold"
         fix = (f"Set {_and(settings)} to the {column} {held}." if flag is None
                else f"Pass {flag} {' '.join(settings)}, naming the {column} {held}.")
-        return f"{self.where}: {absent} (got columns {self.available}).{hint} {fix}"
+        return f"{self.where}: {absent} (got columns {self.available}).{hint} {fix}" + (f" {self.note}" if self.note else "")
 
 
 def _and(items: list[str]) -> str:

@@ -126,3 +126,31 @@ def test_whole_number_labels_written_as_1_0_are_the_integers_in_every_format(tmp
     scores = write_csv(tmp_path / "scores.csv", [(f"t {i}", f"{i % 5}.5") for i in range(20)])
     raises(lambda: load_task_data(FinetuneSection(source=str(scores))),
            r"scores.csv: row 1 has a fractional label \(got 0.5\)\. Classification needs class labels")
+
+
+# ------------------------------------------------------------------------------------------------
+# Files that are not what their name says
+
+
+def test_a_semicolon_separated_csv_is_named_as_such(tmp_path):
+    """Excel in many locales saves .csv with ';': the header was one column 'text;label', and the hint
+    suggested it as the label column."""
+    from nlpssl.labelled import load_task_data
+
+    semi = write_csv(tmp_path / "excel.csv", [(f"t {i}", i % 2) for i in range(20)], delimiter=";")
+    msg = raises(lambda: load_task_data(FinetuneSection(source=str(semi))),
+                 r"excel.csv: the header is one column 'text;label' \(got columns \['text;label'\]\)")
+    assert "separated by ';'" in msg and "Did you mean" not in msg
+
+
+def test_a_file_without_a_header_row_is_named_as_such(tmp_path):
+    from nlpssl.labelled import load_task_data
+
+    bare = write_csv(tmp_path / "bare.csv", [(f"good film {i}", "pos") for i in range(20)], header=None)
+    msg = raises(lambda: load_task_data(FinetuneSection(source=str(bare))),
+                 r"bare.csv: no text column 'text' and no label column 'label' \(got columns \['good film 0', 'pos'\]\)")
+    assert "no header row" in msg and "text,label" in msg
+    (tmp_path / "empty.csv").write_text("")
+    raises(lambda: load_task_data(FinetuneSection(source=str(tmp_path / "empty.csv"))),
+           r"empty.csv: the file is empty \(got 0 bytes, no header line or record\)\. Fill it \(a header line such "
+           r"as text,label, then a row per example\)")
