@@ -401,10 +401,48 @@ def resolve_labels(splits: dict[str, Split], known: list[str] | None, task: Fine
                 f"train has {sorted(seen)}). Add training examples of those classes, or drop them from the "
                 f"{split_name} data."
             )
-    if names:
-        return list(names)
-    numeric = all(key.lstrip("-").isdigit() for key in seen)
-    return sorted(seen, key=int if numeric else str)
+    if not names:
+        numeric = all(key.lstrip("-").isdigit() for key in seen)
+        names = sorted(seen, key=int if numeric else str)
+    say_class_shares(splits, list(names), task, sources)
+    return list(names)
+
+
+MAJORITY_SHARE = 0.9  # a class this common makes accuracy read high for a model that learnt nothing
+
+
+def say_class_shares(splits: dict[str, Split], names: list[str], task: FinetuneSection,
+                     sources: dict[str, str]) -> None:
+    """Log what is legal but makes the figures mislead: classes without training rows, classes a held-out
+    split lacks (its scores say nothing of them), and a majority class with accuracy picking the checkpoint."""
+    from collections import Counter
+
+    from nlpssl.runs import log
+
+    train = Counter(splits["train"].labels)
+    if unused := [name for name in names if not train[name]]:
+        log(f"task.label_names: {unused} have no training rows in {sources['train']}; the model will "
+            "hardly ever predict them. Add rows of those classes, or leave them out of task.label_names.")
+    for split_name in HELD_OUT:
+        if split_name not in splits:
+            continue
+        lacking = [name for name in names if train[name] and name not in set(splits[split_name].labels)]
+        if lacking:
+            shown = lacking[:10]  # 50 classes of 4 rows lack many: the first ten and a count
+            counts = _and([str(train[name]) for name in shown]) + " training rows"
+            if len(lacking) > len(shown):
+                counts += f"; and {len(lacking) - len(shown)} more classes"
+            lacking = shown
+            fix = (f"raise task.{split_name}_fraction" if sources[split_name].endswith(f"of {task.source}")
+                   else f"add rows of them to {sources[split_name]}")
+            log(f"{sources[split_name]}: the {split_name} split holds no rows of {lacking} ({counts}); its "
+                f"accuracy and macro-F1 say nothing about them. To score them, {fix}.")
+    label, count = train.most_common(1)[0]
+    share = count / len(splits["train"])
+    if share >= MAJORITY_SHARE and task.metric_for_best_model == "accuracy":
+        log(f"{sources['train']}: {label!r} is {share:.0%} of the training rows, so a model that always "
+            f"answers {label!r} scores {share:.0%} accuracy. Set task.metric_for_best_model=macro_f1 to keep "
+            "the checkpoint by macro-F1, and read the per-class report in metrics.json.")
 
 
 def fold_case(splits: dict[str, Split], sources: dict[str, str]) -> None:

@@ -154,3 +154,34 @@ def test_a_file_without_a_header_row_is_named_as_such(tmp_path):
     raises(lambda: load_task_data(FinetuneSection(source=str(tmp_path / "empty.csv"))),
            r"empty.csv: the file is empty \(got 0 bytes, no header line or record\)\. Fill it \(a header line such "
            r"as text,label, then a row per example\)")
+
+
+# ------------------------------------------------------------------------------------------------
+# Legal but suspicious class shares: said before training
+
+
+def test_a_rare_class_missing_from_validation_and_a_majority_of_98_percent_are_said(tmp_path, capsys):
+    """98 'neg' and 2 'pos': the carved validation rows held no 'pos', and accuracy 1.0 hid it."""
+    from nlpssl.labelled import load_task_data
+
+    rows = [(f"text {i}", "pos" if i % 50 == 0 else "neg") for i in range(100)]
+    data = load_task_data(FinetuneSection(source=str(write_csv(tmp_path / "rare.csv", rows))))
+    assert "pos" not in data.splits["validation"].labels
+    said = capsys.readouterr().out
+    assert re.search(r"the validation split holds no rows of \['pos'\] \(2 training rows\)", said), said
+    assert re.search(r"'neg' is 98% of the training rows", said) and "task.metric_for_best_model=macro_f1" in said
+    load_task_data(FinetuneSection(source=str(tmp_path / "rare.csv"), metric_for_best_model="macro_f1"))
+    assert "98%" not in capsys.readouterr().out, "macro-F1 already weighs the classes alike"
+
+
+def test_label_names_without_training_rows_are_said(tmp_path, capsys):
+    from nlpssl.labelled import load_task_data
+
+    rows = [(f"text {i}", i % 2) for i in range(20)]
+    load_task_data(FinetuneSection(source=str(write_csv(tmp_path / "two.csv", rows)),
+                                   label_names=["neg", "pos", "neutral"]))
+    said = capsys.readouterr().out
+    assert re.search(r"task.label_names: \['neutral'\] have no training rows", said), said
+    rows = [(f"text {i}", i % 2) for i in range(40)]
+    load_task_data(FinetuneSection(source=str(write_csv(tmp_path / "even.csv", rows))))
+    assert "[nlpssl]" not in capsys.readouterr().out, "balanced data with every class everywhere: nothing to say"
