@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,6 +218,18 @@ def check_card(model_dir: Path) -> None:
             f"probe: --card edits only model cards written by nlpssl, and {str(model_dir / 'README.md')!r} "
             "is missing or has no 'nlpssl' tag. Leave out --card and copy the table from probe.md."
         )
+    import tempfile
+
+    try:  # the card is rewritten by a rename in its folder, after all the training: try that now
+        fd, name = tempfile.mkstemp(prefix=".README.md.check-", dir=model_dir)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise NlpsslError(
+            f"probe: --card writes the model card in {str(model_dir)!r}, which cannot be written (got "
+            f"{err.strerror or err}). Leave out --card and copy the table from probe.md, or probe a writable "
+            "copy of the export."
+        ) from err
 
 
 def read_card(model_dir: Path) -> tuple[dict[str, Any], str]:

@@ -185,3 +185,33 @@ def test_label_names_without_training_rows_are_said(tmp_path, capsys):
     rows = [(f"text {i}", i % 2) for i in range(40)]
     load_task_data(FinetuneSection(source=str(write_csv(tmp_path / "even.csv", rows))))
     assert "[nlpssl]" not in capsys.readouterr().out, "balanced data with every class everywhere: nothing to say"
+
+
+# ------------------------------------------------------------------------------------------------
+# nlpssl probe
+
+
+def test_probe_card_on_a_read_only_export_stops_before_training(tmp_path, mlm_export, monkeypatch):
+    """--card wrote the card after every run had trained, and then failed on the read-only folder."""
+    import importlib
+    import os
+    import shutil
+
+    from nlpssl.probe import probe
+
+    export = tmp_path / "export"
+    shutil.copytree(mlm_export, export)
+    task = write_csv(tmp_path / "t.csv", [(f"text {i}", i % 2) for i in range(40)])
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):  # a read-only mount, which root's chmod would not give
+        if str(path).startswith(str(export)) and flags & (os.O_WRONLY | os.O_RDWR):
+            raise OSError(30, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    finetune_module = importlib.import_module("nlpssl.finetune")  # `nlpssl.finetune` is also the function
+    monkeypatch.setattr(finetune_module, "train_classifier", lambda *a, **k: pytest.fail("trained"))
+    raises(lambda: probe(export, str(task), labels=[20], seeds=1, card=True, out_dir=tmp_path / "p"),
+           r"probe: --card writes the model card in .*export.*, which cannot be written \(got .*Read-only file system.*\)\. "
+           r"Leave out --card")
