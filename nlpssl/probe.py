@@ -184,7 +184,8 @@ def probe(
     out = Path(out_dir) if out_dir is not None else model_path.parent / f"probe-{_slug(recipe.task.source)}"
     check_out_dir(out)
     pool, scored, data, scored_on = probe_splits(recipe)
-    budgets = resolve_budgets(labels, pool, data.label_names, recipe.task.source)
+    carved = not (recipe.task.test_source or recipe.task.validation_source or recipe.task.source == "builtin")
+    budgets = resolve_budgets(labels, pool, data.label_names, recipe.task.source, len(scored) if carved else 0)
     tokenizer = load_classifier_tokenizer(model_path) if set(arms) & set(NEURAL_ARMS) else None
     out.mkdir(parents=True, exist_ok=True)
     fine_tuning = {"learning_rates": list(learning_rates), "bow_C": list(BOW_C),
@@ -285,11 +286,23 @@ def seed_splits(pool: Split, order: list[int], n: int, seed: int, scored: Split,
                      "test": scored_on})
 
 
-def resolve_budgets(labels: Sequence[int | str], pool: Split, names: list[str], source: str) -> list[int]:
-    """Label budgets as sorted row counts; each must fit the pool and leave rows to select on."""
+def resolve_budgets(labels: Sequence[int | str], pool: Split, names: list[str], source: str,
+                    scored: int = 0) -> list[int]:
+    """Label budgets as sorted row counts; each must fit the pool and leave rows to select on.
+
+    ``scored``: rows of the source set aside for scoring (0 where a test or validation file scores).
+    """
     budgets = []
+    smallest = max(10, 2 * len(names))
+    rows = f"; its {len(pool) + scored} rows less the {scored} set aside for scoring" if scored else ""
     for value in labels:
         if str(value).lower() == "all":
+            if len(pool) < smallest:  # as a number it would be refused below
+                raise NlpsslError(
+                    f"probe: --labels all is {len(pool)} labelled training rows of {source}, too few to train on "
+                    f"and select with {len(names)} classes (got {len(pool)}{rows}). Use a task with {smallest} or "
+                    "more training rows."
+                )
             budgets.append(len(pool))
             continue
         try:
@@ -299,11 +312,12 @@ def resolve_budgets(labels: Sequence[int | str], pool: Split, names: list[str], 
                 f"probe: --labels takes row counts or 'all' (got {value!r}). Write e.g. --labels 500 1000 all."
             ) from None
         if n > len(pool):
+            half = max(smallest, len(pool) // 2)
+            example = f"--labels {half} {len(pool)}" if half < len(pool) else f"--labels {len(pool)}"
             raise NlpsslError(
-                f"probe: --labels {n} is more than the {len(pool)} labelled training rows of {source}. "
-                f"Use budgets up to {len(pool)}, or 'all'."
+                f"probe: --labels {n} is more than the {len(pool)} labelled training rows of {source} (got {n}{rows}). "
+                f"Use budgets up to {len(pool)}, e.g. {example}, or --labels all (--labels defaults to 500 1000 all)."
             )
-        smallest = max(10, 2 * len(names))
         if n < smallest:
             raise NlpsslError(
                 f"probe: --labels {n} is too few to train on and select with {len(names)} classes (got {n}). "

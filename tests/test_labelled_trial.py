@@ -215,3 +215,19 @@ def test_probe_card_on_a_read_only_export_stops_before_training(tmp_path, mlm_ex
     raises(lambda: probe(export, str(task), labels=[20], seeds=1, card=True, out_dir=tmp_path / "p"),
            r"probe: --card writes the model card in .*export.*, which cannot be written \(got .*Read-only file system.*\)\. "
            r"Leave out --card")
+
+
+def test_probe_budget_beyond_a_small_file_says_where_the_rows_went_and_what_to_pass(tmp_path, mlm_export):
+    """A 40-row file under the default --labels 500 1000 all: the user never typed 500, and 32 is not 40."""
+    from nlpssl.probe import probe
+
+    task = write_csv(tmp_path / "t.csv", [(f"text {i}", i % 2) for i in range(40)])
+    msg = raises(lambda: probe(mlm_export, str(task), labels=["500", "1000", "all"], out_dir=tmp_path / "p"),
+                 r"--labels 500 is more than the 32 labelled training rows of .*t.csv \(got 500; its 40 rows less "
+                 r"the 8 set aside for scoring\)\. Use budgets up to 32")
+    assert "--labels 16 32" in msg and "--labels defaults to 500 1000 all" in msg
+    assert not (tmp_path / "p").exists()
+    tiny = write_csv(tmp_path / "tiny.csv", [(f"text {i}", i % 2) for i in range(8)])
+    raises(lambda: probe(mlm_export, str(tiny), labels=["all"], out_dir=tmp_path / "p"),
+           r"--labels all is 6 labelled training rows of .*tiny.csv, too few to train on and select with 2 classes "
+           r"\(got 6; its 8 rows less the 2 set aside for scoring\)\. Use a task with 10 or more")
