@@ -198,7 +198,7 @@ def read_split(spec: str, key: str, task: FinetuneSection, hub_split: str) -> tu
     path = Path(spec)
     if problem := file_problem(path, key):
         raise NlpsslError(problem)
-    available, columns = read_columns(path, task)
+    available, columns, places = read_columns(path, task)
     if not available:
         raise NlpsslError(
             f"{path}: the file is empty (got {path.stat().st_size} bytes, no header line or record). Fill it "
@@ -208,7 +208,7 @@ def read_split(spec: str, key: str, task: FinetuneSection, hub_split: str) -> tu
     if problem := _separator_problem(path, available, key):
         raise NlpsslError(problem)
     try:
-        return _split_from_columns(columns, available, str(path), task), None
+        return _split_from_columns(columns, available, str(path), task, places), None
     except ColumnError as err:
         if format_suffix(path) in (".csv", ".tsv") and len(err.missing) == len(_wanted(task)) and not err.close():
             err.note = (f"If the file has no header row (its first row was read as the column names), add "
@@ -251,27 +251,31 @@ def _wanted(task: FinetuneSection) -> list[str]:
     return [c for c in (task.text_column, task.text_pair_column, task.label_column) if c]
 
 
-def read_columns(path: Path, task: FinetuneSection) -> tuple[list[str], dict[str, list]]:
-    """(every column name of a labelled file, the task's columns it has as lists), by the sources readers."""
+def read_columns(path: Path, task: FinetuneSection) -> tuple[list[str], dict[str, list], list[str] | None]:
+    """(every column name of a labelled file, the task's columns it has as lists, each row's ``path:line``
+    where the format has lines), by the sources readers."""
     wanted = _wanted(task)
     match format_suffix(path):
         case ".parquet":
             parquet = open_parquet(path)
             names = parquet.schema_arrow.names
-            return names, parquet.read(columns=[c for c in wanted if c in names]).to_pydict()
+            return names, parquet.read(columns=[c for c in wanted if c in names]).to_pydict(), None
         case ".jsonl":
             example = f'{{"{task.text_column}": "...", "{task.label_column}": "positive"}}'
-            records = [record for _, record in jsonl_records(path, example)]
+            found = list(jsonl_records(path, example))
+            records = [record for _, record in found]
             names = list(dict.fromkeys(key for record in records for key in record))
-            return names, {c: [record.get(c) for record in records] for c in wanted if c in names}
+            return names, {c: [record.get(c) for record in records] for c in wanted if c in names}, [p for p, _ in found]
         case _:
             header, rows = delimited_rows(path)
             index = {c: header.index(c) for c in wanted if c in header}
             values: dict[str, list] = {c: [] for c in index}
-            for _, row in rows:
+            places = []
+            for place, row in rows:
+                places.append(place)
                 for c, i in index.items():
                     values[c].append(row[i])
-            return header, values
+            return header, values, places
 
 
 def _read_hub(source: str, task: FinetuneSection, split: str) -> tuple[Split, list[str] | None]:
@@ -290,25 +294,37 @@ def _read_hub(source: str, task: FinetuneSection, split: str) -> tuple[Split, li
 # Columns and labels
 
 
-def _split_from_columns(columns: dict[str, list], available: list[str], where: str, task: FinetuneSection) -> Split:
+def _split_from_columns(columns: dict[str, list], available: list[str], where: str, task: FinetuneSection,
+                        places: list[str] | None = None) -> Split:
+    """The split of the task's columns; ``places``: each row's ``path:line``, for the errors."""
     wanted = ("text_column", "label_column") + (("text_pair_column",) if task.text_pair_column else ())
     missing = [(key, getattr(task, key)) for key in wanted if getattr(task, key) not in columns]
     if missing:  # every missing column at once, not one per run
         raise ColumnError(where, available, missing)
     texts, labels = columns[task.text_column], columns[task.label_column]
     pairs = columns[task.text_pair_column] if task.text_pair_column else None
-    keys = [_label_key(value, where, row) for row, value in enumerate(labels, start=1)]
-    as_text = lambda xs: ["" if x is None else str(x) for x in xs]  # noqa: E731
     if not texts:
         raise NlpsslError(f"{where}: the data holds no rows (got 0). Check the file, split and columns.")
-    empty = [row for row, text in enumerate(texts, start=1) if text is None or not str(text).strip()]
-    if empty:  # as a row without a label: a classifier would learn (and be scored on) the empty string
-        more = f" and {len(empty) - 1} more" if len(empty) > 1 else ""
-        raise NlpsslError(
-            f"{where}: row {empty[0]}{more} has no text in column {task.text_column!r} (got "
-            f"{texts[empty[0] - 1]!r}). Fill in or drop the rows without text."
-        )
+    blank = lambda x: x is None or (isinstance(x, str) and not x.strip())  # noqa: E731
+    # As a row without a label: a classifier would learn (and be scored on) the empty string.
+    for values, what, fill in ((labels, "no label", "a label"), (texts, f"no text in column {task.text_column!r}", "text")):
+        if rows := [row for row, value in enumerate(values, start=1) if blank(value)]:
+            raise NlpsslError(f"{_rows_at(rows, where, places)} {'has' if len(rows) == 1 else 'have'} {what} (got "
+                              f"{values[rows[0] - 1]!r}). Fill in or drop the rows without {fill}.")
+    keys = [_label_key(value, places[row - 1] if places else where, row) for row, value in enumerate(labels, start=1)]
+    as_text = lambda xs: ["" if x is None else str(x) for x in xs]  # noqa: E731
     return Split(as_text(texts), keys, as_text(pairs) if pairs is not None else None)
+
+
+def _rows_at(rows: list[int], where: str, places: list[str] | None, shown: int = 5) -> str:
+    """Where rows are, for an error: ``t.csv:5: row 4`` or ``t.csv:5: row 4 and 2 more (lines 9, 12)``."""
+    first = f"{places[rows[0] - 1]}: row {rows[0]}" if places else f"{where}: row {rows[0]}"
+    if len(rows) == 1:
+        return first
+    rest = rows[1:shown]
+    at = (f"lines {', '.join(places[r - 1].rsplit(':', 1)[1] for r in rest)}" if places
+          else f"rows {', '.join(map(str, rest))}")
+    return f"{first} and {len(rows) - 1} more ({at}{', ...' if len(rows) > shown else ''})"
 
 
 class ColumnError(NlpsslError):

@@ -371,6 +371,6 @@ def test_rows_without_text_are_refused_as_rows_without_labels_are(tmp_path):
 
     rows = [(f"text {i}" if i not in (3, 7) else "", i % 2) for i in range(20)]
     tsv = write_tsv(tmp_path / "t.tsv", rows)
-    with pytest.raises(NlpsslError, match=r"t.tsv: row 4 and 1 more has no text in column 'sentence' "
+    with pytest.raises(NlpsslError, match=r"t.tsv:5: row 4 and 1 more \(lines 9\) have no text in column 'sentence' "
                                           r"\(got ''\)\. Fill in or drop the rows without text\."):
         load_task_data(FinetuneSection(source=str(tsv), text_column="sentence"))

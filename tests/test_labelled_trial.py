@@ -125,7 +125,7 @@ def test_whole_number_labels_written_as_1_0_are_the_integers_in_every_format(tmp
         (f"t {i}", ["1.5 stars", "2.0 stars"][i % 2]) for i in range(20)])))).label_names == ["1.5 stars", "2.0 stars"]
     scores = write_csv(tmp_path / "scores.csv", [(f"t {i}", f"{i % 5}.5") for i in range(20)])
     raises(lambda: load_task_data(FinetuneSection(source=str(scores))),
-           r"scores.csv: row 1 has a fractional label \(got 0.5\)\. Classification needs class labels")
+           r"scores.csv:2: row 1 has a fractional label \(got 0.5\)\. Classification needs class labels")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -231,3 +231,25 @@ def test_probe_budget_beyond_a_small_file_says_where_the_rows_went_and_what_to_p
     raises(lambda: probe(mlm_export, str(tiny), labels=["all"], out_dir=tmp_path / "p"),
            r"--labels all is 6 labelled training rows of .*tiny.csv, too few to train on and select with 2 classes "
            r"\(got 6; its 8 rows less the 2 set aside for scoring\)\. Use a task with 10 or more")
+
+
+# ------------------------------------------------------------------------------------------------
+# Where a bad row is
+
+
+def test_rows_without_a_label_are_all_counted_with_their_lines(tmp_path):
+    """The error named the first row only (row 4, which an editor shows as line 5) and stopped there."""
+    import json
+
+    from nlpssl.labelled import load_task_data
+
+    rows = [(f"text {i}", "" if i in (3, 7) else ["neg", "pos"][i % 2]) for i in range(20)]
+    rows[10] = ("a quoted\nmulti-line text", "  ")
+    blank = write_csv(tmp_path / "blank.csv", rows)
+    raises(lambda: load_task_data(FinetuneSection(source=str(blank))),
+           r"blank.csv:5: row 4 and 2 more \(lines 9, 13\) have no label \(got ''\)\. Fill in or drop the rows "
+           r"without a label\.")
+    (tmp_path / "nulls.jsonl").write_text("\n".join(
+        json.dumps({"text": f"t {i}", **({"label": i % 2} if i != 6 else {})}) for i in range(20)))
+    raises(lambda: load_task_data(FinetuneSection(source=str(tmp_path / "nulls.jsonl"))),
+           r"nulls.jsonl:7: row 7 has no label \(got None\)")
