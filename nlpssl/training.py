@@ -137,16 +137,25 @@ class PretrainTrainer(Trainer):
 
         The model and optimizer are at the end of the last step: the error came while the batches
         of the next one were read, before any of them was trained on. The stream's position is set
-        back to the rows of the steps taken, not of the batches read since.
+        back to the rows of the steps taken, not of the batches read since. A complete checkpoint of
+        this step (``save_steps`` saved it, or this run resumed from it and failed before a step)
+        holds that state already and is not written again.
         """
         stream = self._stream()
         if stream is None or stream.failed is not err or self.state.global_step == 0 or self.args.world_size > 1:
             return None
-        stream.consumed = stream.step_rows
+        from pathlib import Path
+
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+        from nlpssl.runs import checkpoint_problem
+
+        folder = os.path.join(self._get_output_dir(trial=None), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if checkpoint_problem(Path(folder)) is None:
+            return folder
+        stream.consumed = stream.step_rows
         self._save_checkpoint(self.model, trial=None)
-        return os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        return folder
 
     def _save_checkpoint(self, model, trial):
         stream = self._stream()

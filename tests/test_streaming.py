@@ -295,6 +295,11 @@ def test_a_bad_file_met_mid_stream_keeps_the_steps_before_it_and_the_resume_lose
     assert 0 < step < 60 and f"The {step} steps trained before it are saved in {saved[0]}" in out
     state = json.loads((saved[0] / "data_state-rank0.json").read_text())
     assert state["row"] + state["skip"] == step * 64
+    # Resumed before the fix, it stops again at once: the checkpoint it resumed from is named, not saved over.
+    written = {p.name: p.stat().st_mtime_ns for p in saved[0].iterdir()}
+    code, again = _probe_run(tmp_path, over, cut / "probe-unfixed", "training.resume=true")
+    assert code != 0 and f"The {step} steps trained before it are saved in {saved[0]}" in again, again[-3000:]
+    assert {p.name: p.stat().st_mtime_ns for p in saved[0].iterdir()} == written
     bad.write_text(fixed)  # fixed under the same name
     code, out = _probe_run(tmp_path, over, cut / "probe", "training.resume=true")
     assert code == 0, out[-3000:]
