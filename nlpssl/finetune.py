@@ -53,7 +53,24 @@ def finetune(recipe: Recipe | str | Path, overrides: Sequence[str] = ()) -> Fine
     model_dir = check_model_folder(recipe.finetune_model)
     check_output_dir(recipe)
     with run_lock(recipe.output_dir):
-        return _finetune(recipe, model_dir)
+        try:
+            return _finetune(recipe, model_dir)
+        except KeyboardInterrupt:
+            _say_interrupted(recipe.output_dir)
+            raise
+
+
+def _say_interrupted(out: Path) -> None:
+    """After Ctrl-C: nothing is exported, and whether the folder takes the same command again."""
+    from nlpssl.runs import log
+
+    kept = sorted(p.name for p in out.glob("checkpoint-*"))
+    if kept:
+        log(f"fine-tuning interrupted; nothing was exported. {out} holds {', '.join(kept)} and fine-tuning does "
+            f"not resume: delete {out}, or choose another training.output_dir, and run again.")
+    else:
+        log(f"fine-tuning interrupted before its first checkpoint; nothing was exported. The same command "
+            f"runs again into {out}.")
 
 
 def _finetune(recipe: Recipe, model_dir: Path) -> FinetuneResult:

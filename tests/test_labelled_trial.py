@@ -253,3 +253,33 @@ def test_rows_without_a_label_are_all_counted_with_their_lines(tmp_path):
         json.dumps({"text": f"t {i}", **({"label": i % 2} if i != 6 else {})}) for i in range(20)))
     raises(lambda: load_task_data(FinetuneSection(source=str(tmp_path / "nulls.jsonl"))),
            r"nulls.jsonl:7: row 7 has no label \(got None\)")
+
+
+# ------------------------------------------------------------------------------------------------
+# Interrupting nlpssl finetune
+
+
+def test_ctrl_c_during_finetuning_says_what_is_left_and_how_to_run_again(tmp_path, mlm_export, monkeypatch, capsys):
+    """Ctrl-C printed only 'nlpssl: interrupted'; whether the folder could take a rerun was left to find out."""
+    import importlib
+
+    from nlpssl.finetune import finetune
+    from nlpssl.recipe import recipe_from_dict
+
+    finetune_module = importlib.import_module("nlpssl.finetune")
+    task = write_csv(tmp_path / "t.csv", [(f"text {i}", i % 2) for i in range(40)])
+    out = tmp_path / "ft"
+
+    def interrupted(recipe, *args, **kwargs):
+        (recipe.output_dir / "checkpoint-3").mkdir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune_module, "train_classifier", interrupted)
+    recipe = recipe_from_dict({"kind": "finetune", "model": str(mlm_export), "task": {"source": str(task)},
+                               "training": {"output_dir": str(out)}}, name="t")
+    with pytest.raises(KeyboardInterrupt):
+        finetune(recipe)
+    said = capsys.readouterr().out
+    assert re.search(r"fine-tuning interrupted; nothing was exported\. .*ft holds checkpoint-3 and fine-tuning does "
+                     r"not resume: delete .*ft, or choose another training.output_dir, and run again\.", said), said
+    assert not (out / "export").exists()
