@@ -19,7 +19,7 @@ from nlpssl.runs import (
     budget_used_s, check_output_dir, has_weights, last_checkpoint, log, rank, run_lock, write_metrics,
     write_run_recipe,
 )
-from nlpssl.sources import text_units
+from nlpssl.sources import HUB_PREFIX, text_units
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,13 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
             saved = trainer.save_after_stream_error(err)
             if saved is None:
                 raise
-            keep = (f"The {trainer.state.global_step} steps trained before it are saved in {saved}: fix the file "
-                    "in place, under the same name (a fixed copy under another name changes the folder's file list, "
-                    "which a resume refuses), then rerun the same command with training.resume=true to continue "
-                    "from there.")
+            source = recipe.data.source
+            fix = (f"once {source!r} reads again (a dropped connection passes), rerun"
+                   if source == "builtin" or source.startswith(HUB_PREFIX) else
+                   "fix the file in place, under the same name (a fixed copy under another name changes the "
+                   "folder's file list, which a resume refuses), then rerun")
+            keep = (f"The {trainer.state.global_step} steps trained before it are saved in {saved}: {fix} the same "
+                    "command with training.resume=true to continue from there.")
             if isinstance(err, NlpsslError):
                 raise NlpsslError(f"{err}\n{keep}") from err
             log(keep)

@@ -330,3 +330,27 @@ def test_a_stream_resume_after_its_files_were_renamed_is_refused(tmp_path, tiny_
     legacy = {k: v for k, v in stream.state_at(3).items() if k != "file_names"}  # a checkpoint of an older nlpssl
     (ckpt / state_file(0)).write_text(json.dumps(legacy))
     assert streaming_data(recipe, tiny_tokenizer, 0, 1, str(ckpt)).train.consumed == 3
+
+
+def test_a_stream_that_stops_with_no_file_to_blame_is_not_told_to_fix_one(tmp_path, monkeypatch, capsys):
+    """A Hub (or built-in) stream that fails mid-run (a dropped connection) keeps its steps too, and the
+    advice is to resume once it reads again: there is no file to fix in place."""
+    from nlpssl.pretrain import pretrain
+    from nlpssl.stream import BlockStream
+
+    chunks = BlockStream._chunks
+
+    def dropped(self, unit, record):  # a few documents, then the connection goes
+        for at, docs in chunks(self, unit, record):
+            yield at, docs[:20]
+            raise ConnectionError("the Hub stopped answering")
+
+    monkeypatch.setattr(BlockStream, "_chunks", dropped)
+    recipe = load_recipe("bert-tiny", tiny_overrides(tmp_path, **{"data.streaming": "true", "training.max_steps": 60,
+                                                             "training.save_steps": 1000}))
+    with pytest.raises(ConnectionError):
+        pretrain(recipe)
+    said = capsys.readouterr().out
+    saved = list((tmp_path / "run").glob("checkpoint-*"))
+    assert len(saved) == 1 and f"steps trained before it are saved in {saved[0]}" in said, said[-3000:]
+    assert "fix the file" not in said and "'builtin' reads again" in said and "training.resume=true" in said
