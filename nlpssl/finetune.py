@@ -258,6 +258,7 @@ def build_classifier(model_dir: Path, recipe: Recipe, label_names: list[str], to
     from transformers import AutoConfig, AutoModelForSequenceClassification, set_seed
 
     config = AutoConfig.from_pretrained(str(model_dir))
+    replace_head = _head_note(config, model_dir, label_names, recipe.init)
     config.id2label = dict(enumerate(label_names))
     config.label2id = {name: i for i, name in enumerate(label_names)}
     config.problem_type = "single_label_classification"
@@ -278,13 +279,34 @@ def build_classifier(model_dir: Path, recipe: Recipe, label_names: list[str], to
     try:
         if recipe.init == "scratch":
             return AutoModelForSequenceClassification.from_config(config)
-        return AutoModelForSequenceClassification.from_pretrained(str(model_dir), config=config)
+        return AutoModelForSequenceClassification.from_pretrained(str(model_dir), config=config,
+                                                                  ignore_mismatched_sizes=replace_head)
     except (ValueError, KeyError) as err:
         raise NlpsslError(
             f"model: {config.model_type!r} has no sequence-classification class in transformers (got "
             f"{type(err).__name__}: {str(err).splitlines()[0][:200]}). Start from an encoder or decoder "
             "export (bert, roberta, gpt2, llama)."
         ) from err
+
+
+def _head_note(config, model_dir: Path, label_names: list[str], init: str) -> bool:
+    """Whether the folder is already a classifier whose head has another number of labels (then it is
+    replaced, said here); a head of as many labels is kept, its classes taken by position, also said."""
+    from nlpssl.runs import log
+
+    if init == "scratch" or not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+        return False
+    before = [str(config.id2label[i]) for i in sorted(config.id2label)]
+    if before == label_names:
+        return False
+    if len(before) != len(label_names):
+        log(f"model: {str(model_dir)!r} is already a classifier of {before}; its head is replaced by a new one "
+            f"for {label_names}.")
+        return True
+    log(f"model: {str(model_dir)!r} is already a classifier of {before}; its head is kept for {label_names}, "
+        f"class by class in that order ({before[0]!r} -> {label_names[0]!r}, ...). To start from a new head, "
+        "fine-tune the pretraining export instead.")
+    return False
 
 
 # ------------------------------------------------------------------------------------------------

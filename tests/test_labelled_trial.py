@@ -283,3 +283,30 @@ def test_ctrl_c_during_finetuning_says_what_is_left_and_how_to_run_again(tmp_pat
     assert re.search(r"fine-tuning interrupted; nothing was exported\. .*ft holds checkpoint-3 and fine-tuning does "
                      r"not resume: delete .*ft, or choose another training.output_dir, and run again\.", said), said
     assert not (out / "export").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Starting from a fine-tuned export
+
+
+def test_finetuning_a_classifier_export_on_other_labels_replaces_its_head(tmp_path, mlm_export, capsys):
+    """A classifier export as model= with 3 labels instead of 2: a bare RuntimeError from transformers."""
+    from transformers import AutoConfig
+
+    from nlpssl.finetune import finetune
+    from nlpssl.recipe import recipe_from_dict
+
+    def run(rows, out, model):
+        task = write_csv(tmp_path / f"{out}.csv", rows)
+        return finetune(recipe_from_dict(
+            {"kind": "finetune", "model": str(model), "speed": {"bf16": "off"}, "task": {"source": str(task)},
+             "training": {"output_dir": str(tmp_path / out), "num_train_epochs": 1, "disable_tqdm": True}},
+            name="t")).export_dir
+
+    two = run([(f"text {i}", ["neg", "pos"][i % 2]) for i in range(20)], "two", mlm_export)
+    capsys.readouterr()
+    three = run([(f"text {i}", ["a", "b", "c"][i % 3]) for i in range(30)], "three", two)
+    assert AutoConfig.from_pretrained(three).id2label == {0: "a", 1: "b", 2: "c"}
+    said = capsys.readouterr().out
+    assert re.search(r"already a classifier of \['neg', 'pos'\]; its head is replaced by a new one for \['a', 'b', 'c'\]",
+                     said), said
