@@ -16,8 +16,8 @@ from typing import Any, Sequence
 from nlpssl.errors import NlpsslError
 from nlpssl.recipe import Recipe, check_kind, launched_world_size, load_recipe
 from nlpssl.runs import (
-    budget_used_s, check_output_dir, has_weights, last_checkpoint, log, rank, run_lock, write_metrics,
-    write_run_recipe,
+    budget_used_s, check_output_dir, checkpoint_problem, has_weights, last_checkpoint, log, rank, run_lock,
+    write_metrics, write_run_recipe,
 )
 from nlpssl.sources import HUB_PREFIX, text_units
 
@@ -71,7 +71,7 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
         try:
             result = trainer.train(resume_from_checkpoint=run.resume_from)
         except Exception as err:
-            saved = trainer.save_after_stream_error(err)
+            saved = trainer.save_after_stream_error(err, lambda folder: checkpoint_problem(Path(folder)) is None)
             if saved is None:
                 raise
             source = recipe.data.source

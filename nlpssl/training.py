@@ -129,7 +129,7 @@ class PretrainTrainer(Trainer):
         return DataLoader(stream, batch_size=self._train_batch_size, collate_fn=stream.collator(self.data_collator),
                           num_workers=0, pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available())
 
-    def save_after_stream_error(self, err: BaseException) -> str | None:
+    def save_after_stream_error(self, err: BaseException, complete=lambda folder: False) -> str | None:
         """After the stream stopped training with ``err`` (a file it could not read): checkpoint the
         steps taken and return the checkpoint's folder. None if ``err`` did not come from the stream,
         before the first step, or under several processes (the others wait in a collective and
@@ -139,19 +139,17 @@ class PretrainTrainer(Trainer):
         of the next one were read, before any of them was trained on. The stream's position is set
         back to the rows of the steps taken, not of the batches read since. A complete checkpoint of
         this step (``save_steps`` saved it, or this run resumed from it and failed before a step)
-        holds that state already and is not written again.
+        holds that state already and is not written again: ``complete(folder)`` says whether it is
+        (pretrain passes ``nlpssl.runs.checkpoint_problem``, which runs -> recipe -> objectives ->
+        this module keeps from being imported here).
         """
         stream = self._stream()
         if stream is None or stream.failed is not err or self.state.global_step == 0 or self.args.world_size > 1:
             return None
-        from pathlib import Path
-
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-        from nlpssl.runs import checkpoint_problem
-
         folder = os.path.join(self._get_output_dir(trial=None), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        if checkpoint_problem(Path(folder)) is None:
+        if complete(folder):
             return folder
         stream.consumed = stream.step_rows
         self._save_checkpoint(self.model, trial=None)
