@@ -36,7 +36,9 @@ class RecipeError(NlpsslError):
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__("\n".join(f"- {p}" for p in problems))
+        # One problem reads as a sentence; several as a list under their count.
+        super().__init__(problems[0] if len(problems) == 1 else
+                         f"{len(problems)} problems:\n" + "\n".join(f"- {p}" for p in problems))
 
 
 # --------------------------------------------------------------------------------------------

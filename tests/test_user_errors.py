@@ -479,7 +479,7 @@ def test_a_null_for_a_key_without_null_is_one_message_on_what_to_set(capsys):
     assert main(["recipe", "show", "bert-tiny", "data.streaming=true", "training.max_steps=null"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == (
-        "nlpssl: error: - override 'training.max_steps=null': training.max_steps: cannot be null (got None). "
+        "nlpssl: error: override 'training.max_steps=null': training.max_steps: cannot be null (got None). "
         "Set it to an integer, or leave the key out for its default (-1)."
     )
     with pytest.raises(RecipeError, match=r"model.size: cannot be null \(got None\). Set it to one of 'tiny', "
