@@ -306,7 +306,8 @@ def streaming_data(recipe: Recipe, tokenizer, rank: int, world: int, resume_from
     if state is not None:
         # A key the checkpoint lacks (saved by an older nlpssl) is not compared.
         changed = {k: (state[k], v) for k, v in stream.fingerprint().items() if k in state and state[k] != v}
-        renamed = changed.pop("file_names", None) is not None and "files" not in changed
+        # Renamed files alone get their own message; with other changes, those are listed instead.
+        renamed = changed.pop("file_names", None) is not None and not changed
         if renamed:
             raise NlpsslError(
                 f"training.resume: the file names of data.source {recipe.data.source!r} changed since the checkpoint "
