@@ -917,6 +917,45 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> lis
     return problems
 
 
+def _local_path(value: str | None, always: bool) -> str | None:
+    """``value`` with ``~`` expanded and made absolute against the current folder, so the recipe.yaml a run
+    saves names the same files from any folder (resume, export) and two projects' ``data.source: data`` do
+    not share a cache entry. ``builtin``, ``hub:NAME`` and (unless ``always``) names that are no local path
+    (a Hub model id) are kept as written."""
+    if not isinstance(value, str) or not value.strip() or value == "builtin" or value.startswith("hub:"):
+        return value
+    path = Path(value).expanduser()
+    if always or value.startswith("~") or path.exists():
+        return str(path.absolute())
+    return value
+
+
+def _anchor_paths(recipe: Recipe) -> Recipe:
+    """The recipe with every folder and file setting as an absolute path (see :func:`_local_path`)."""
+    replace = dataclasses.replace
+    training = recipe.training
+    for key in ("output_dir", "logging_dir"):
+        if isinstance(training.get(key), str) and training[key].strip():
+            training[key] = _local_path(training[key], always=True)
+    if recipe.kind == "finetune":
+        task = {k: _local_path(getattr(recipe.task, k), always=False)
+                for k in ("source", "validation_source", "test_source")}
+        return replace(recipe, finetune_model=_local_path(recipe.finetune_model, always=False),
+                       task=replace(recipe.task, **task))
+    data = recipe.data
+    mix = [replace(m, source=_local_path(m.source, always=True)) if isinstance(m, MixSource) else m
+           for m in data.mix or []]
+    cache_dir = _local_path(data.cache_dir, always=True) if isinstance(data.cache_dir, str) else data.cache_dir
+    return replace(
+        recipe,
+        data=replace(data, source=_local_path(data.source, always=True), cache_dir=cache_dir,
+                     mix=mix if isinstance(data.mix, list) else data.mix),
+        tokenizer=replace(recipe.tokenizer, path=_local_path(recipe.tokenizer.path, always=True)),
+        distill=replace(recipe.distill, teacher=_local_path(recipe.distill.teacher, always=False)),
+        simcse=replace(recipe.simcse, encoder=_local_path(recipe.simcse.encoder, always=False)),
+    )
+
+
 def recipe_from_dict(
     raw: dict[str, Any],
     name: str = "recipe",
@@ -947,6 +986,7 @@ def recipe_from_dict(
             problems.append(f"{where}: {key}: unknown section.{_section_hint(str(key), sections, known)}")
     training = _load_training(raw.get("training"), f"{where}: training", name, problems)
     recipe = Recipe(name=name, kind=kind, training=training, source_path=source_path, **built)
+    recipe = _anchor_paths(recipe)
     if kind == "pretrain":
         _check_objective_sections(recipe, raw, where, problems)
     if kind == "pretrain":

@@ -1,0 +1,66 @@
+"""Paths and files as new users have them: tildes, relative paths from another folder, symlinks, junk files."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nlpssl.recipe import load_recipe
+
+
+def test_tilde_paths_are_expanded(tmp_path, monkeypatch):
+    """`training.output_dir=~/runs/x` wrote into a folder literally named '~' under the current folder,
+    and `data.source=~/corpus` was not found."""
+    home = tmp_path / "home"
+    (home / "corpus").mkdir(parents=True)
+    (home / "corpus" / "a.txt").write_text("One story.\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    r = load_recipe("bert-tiny", ["training.output_dir=~/runs/x", "data.source=~/corpus",
+                                  "data.cache_dir=~/cache", "tokenizer.path=~/tok"])
+    assert r.output_dir == home / "runs" / "x"
+    assert r.data.source == str(home / "corpus")
+    assert r.data.cache_dir == str(home / "cache")
+    assert r.tokenizer.path == str(home / "tok")
+
+
+def test_saved_recipe_names_the_same_files_from_another_folder(tmp_path, monkeypatch):
+    """A run's recipe.yaml kept `data.source: data` and `output_dir: runs/rel` as typed, so resuming or
+    reusing it from another folder looked for the data (and the run) there."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "a.txt").write_text("One story.\n")
+    elsewhere.mkdir()
+    monkeypatch.chdir(project)
+    r = load_recipe("bert-tiny", ["data.source=data", "training.output_dir=runs/rel",
+                                  "data.mix=[{source: data/a.txt}]"])
+    saved = yaml.safe_load(r.to_yaml())
+    assert saved["data"]["source"] == str(project / "data")
+    assert saved["data"]["mix"][0]["source"] == str(project / "data" / "a.txt")
+    assert saved["training"]["output_dir"] == str(project / "runs" / "rel")
+    assert saved["data"]["cache_dir"] == str(project / ".cache" / "nlpssl")
+    (project / "recipe.yaml").write_text(r.to_yaml())
+    monkeypatch.chdir(elsewhere)
+    again = load_recipe(str(project / "recipe.yaml"))
+    assert again.to_dict() == r.to_dict()
+
+
+def test_same_relative_source_in_two_projects_is_not_one_cache_entry(tmp_path, monkeypatch, tiny_tokenizer):
+    """Two projects each with `data.source=data` and a shared cache and tokenizer got one cache key: the
+    second trained on the first project's text (a cache hit), silently."""
+    from nlpssl.data import cache_key
+
+    keys = []
+    for name in ("a", "b"):
+        (tmp_path / name / "data").mkdir(parents=True)
+        (tmp_path / name / "data" / "t.txt").write_text(f"Text of project {name}.\n")
+        monkeypatch.chdir(tmp_path / name)
+        keys.append(cache_key(load_recipe("bert-tiny", ["data.source=data",
+                                                        f"data.cache_dir={tmp_path / 'shared'}"]), tiny_tokenizer))
+    assert keys[0] != keys[1]
+
+
+def test_hub_names_and_builtin_are_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe("bert-tiny", ["data.source=hub:someone/set"]).data.source == "hub:someone/set"
+    assert load_recipe("bert-tiny").data.source == "builtin"
