@@ -325,10 +325,7 @@ def resolve_files(source: str) -> list[Path]:
         return _supported(matches, source, warn=True)
     path = Path(source)
     if path.is_dir():
-        found = sorted(
-            p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))
-        )
-        return _supported(found, source, warn=True)
+        return _supported(sorted(_folder_files(path)), source, warn=True)
     if path.is_file():
         return _supported([path], source, warn=False)
     hint = f" For a Hub dataset write 'hub:{source}'." if source.count("/") == 1 else ""
@@ -343,11 +340,56 @@ def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
+# Files no one means as text: editor backups (foo.txt~, #foo.txt#) would read a file's text twice, and
+# Windows' and macOS's folder files are not text. Skipped as hidden files are, without a warning.
+_JUNK_NAMES = {"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r"}
+
+
+def _junk(name: str) -> bool:
+    return name.endswith("~") or (name.startswith("#") and name.endswith("#")) or name.lower() in _JUNK_NAMES
+
+
+def _nlpssl_output(folder: Path, names: list[str]) -> bool:
+    """A run folder (its lock file stays) or an export (recipe.yaml beside config.json) inside a data folder:
+    a run whose training.output_dir lies in its own data.source must not read its outputs as text."""
+    return ".nlpssl.lock" in names or ("recipe.yaml" in names and "config.json" in names)
+
+
+def _folder_files(root: Path) -> Iterator[Path]:
+    """The files under ``root``, symlinked folders followed (once each: a link loop ends), hidden files,
+    junk files and nlpssl's own run and export folders left out."""
+    import os
+
+    seen = {os.path.realpath(root)}
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        here = Path(folder)
+        keep = []
+        for d in sorted(dirs):
+            real = os.path.realpath(here / d)
+            if d.startswith(".") or real in seen:
+                continue
+            seen.add(real)
+            try:
+                names = os.listdir(here / d)
+            except OSError:
+                names = []
+            if not _nlpssl_output(here / d, names):
+                keep.append(d)
+        dirs[:] = keep
+        for name in files:
+            p = here / name
+            if not name.startswith(".") and not _junk(name) and p.is_file():
+                yield p
+
+
 def readable(path: Path, formats: tuple[str, ...] = SUPPORTED_EXTENSIONS) -> bool:
     """One of ``formats`` by name, compressed or not (Parquet compresses itself: no .parquet.gz)."""
     if path.suffix.lower() in COMPRESSIONS:
         return format_suffix(path) in formats and format_suffix(path) != ".parquet"
     return path.suffix.lower() in formats
+
+
+_WARNED: set[tuple[str, tuple[Path, ...]]] = set()
 
 
 def _supported(files: list[Path], source: str, warn: bool) -> list[Path]:
@@ -361,7 +403,8 @@ def _supported(files: list[Path], source: str, warn: bool) -> list[Path]:
             f"Use {', '.join(SUPPORTED_EXTENSIONS)} files (all but .parquet may also be compressed as "
             f"{', '.join(COMPRESSIONS)}), or convert the data to one of them."
         )
-    if skipped and warn:
+    if skipped and warn and (source, tuple(skipped)) not in _WARNED:
+        _WARNED.add((source, tuple(skipped)))  # once: the run lists a source's files more than once
         # Said, not silent: a data.json of JSON lines or a notes.text would otherwise just be missing.
         kinds = collections.Counter(p.suffix.lower() or "no extension" for p in skipped)
         summary = ", ".join(f"{kind}: {count}" for kind, count in sorted(kinds.items()))

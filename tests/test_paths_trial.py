@@ -64,3 +64,48 @@ def test_hub_names_and_builtin_are_kept(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert load_recipe("bert-tiny", ["data.source=hub:someone/set"]).data.source == "hub:someone/set"
     assert load_recipe("bert-tiny").data.source == "builtin"
+
+
+def test_symlinked_subfolder_is_read_and_a_link_loop_ends(tmp_path):
+    """A folder symlinked into the data folder was skipped without a word (rglob does not follow links)."""
+    from nlpssl.sources import resolve_files
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "b.txt").write_text("Linked text.\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("Own text.\n")
+    (data / "linked").symlink_to(other)
+    (data / "loop").symlink_to(data)
+    assert [p.relative_to(data).as_posix() for p in resolve_files(str(data))] == ["a.txt", "linked/b.txt"]
+
+
+def test_editor_backups_and_os_files_are_skipped_quietly(tmp_path, recwarn):
+    """foo.txt~ and #foo.txt# were named as 'unsupported types' with advice to rename them (reading them
+    would read a text twice); Thumbs.db and desktop.ini likewise."""
+    from nlpssl.sources import resolve_files
+
+    for name in ("a.txt", "a.txt~", "#a.txt#", "Thumbs.db", "desktop.ini", ".DS_Store", "._a.txt", "B.TXT",
+                 "C.JSONL"):
+        (tmp_path / name).write_text('{"text": "x"}\n')
+    assert sorted(p.name for p in resolve_files(str(tmp_path))) == ["B.TXT", "C.JSONL", "a.txt"]
+    assert not [w for w in recwarn if "skipping" in str(w.message)]
+
+
+def test_run_and_export_folders_inside_the_source_are_not_read(tmp_path, recwarn):
+    """A run whose output_dir lies inside its data folder listed its own checkpoints and export among the
+    data (a warning of 30 unsupported files on a rerun; a .txt there would be trained on)."""
+    from nlpssl.sources import resolve_files
+
+    (tmp_path / "data.txt").write_text("Text.\n")
+    run = tmp_path / "runs" / "a"
+    (run / "export").mkdir(parents=True)
+    (run / ".nlpssl.lock").write_text("")
+    (run / "notes.txt").write_text("not data\n")
+    export = tmp_path / "my-export"
+    export.mkdir()
+    for name in ("recipe.yaml", "config.json", "vocab.txt"):
+        (export / name).write_text("x\n")
+    assert [p.name for p in resolve_files(str(tmp_path))] == ["data.txt"]
+    assert not [w for w in recwarn if "skipping" in str(w.message)]
