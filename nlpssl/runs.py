@@ -57,6 +57,16 @@ def check_output_dir(recipe: Recipe) -> None:
         raise NlpsslError(
             f"training.output_dir={str(out)!r}: a file is there, not a folder. Choose another training.output_dir."
         )
+    folders = {"training.output_dir": out}
+    if recipe.kind == "pretrain" and not recipe.data.streaming:
+        folders["data.cache_dir"] = Path(recipe.data.cache_dir).expanduser()
+    for key, folder in folders.items():
+        # A file where a parent folder should be ended in a bare "Not a directory ('runs/x')" after setup.
+        if blocker := next((p for p in folder.absolute().parents if p.exists() and not p.is_dir()), None):
+            raise NlpsslError(
+                f"{key}={str(folder)!r}: {str(blocker)!r} is a file, not a folder, so nothing can be written "
+                f"under it. Choose another {key}."
+            )
     if not out.exists():
         return
     held = {p.name for p in out.iterdir()} - {LOCK_NAME}

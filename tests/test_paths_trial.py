@@ -109,3 +109,17 @@ def test_run_and_export_folders_inside_the_source_are_not_read(tmp_path, recwarn
         (export / name).write_text("x\n")
     assert [p.name for p in resolve_files(str(tmp_path))] == ["data.txt"]
     assert not [w for w in recwarn if "skipping" in str(w.message)]
+
+
+@pytest.mark.parametrize("key", ["training.output_dir", "data.cache_dir"])
+def test_a_file_where_a_parent_folder_should_be_is_named(tmp_path, key):
+    """output_dir=afile/run ended after setup in a bare "nlpssl: error: Not a directory ('afile/run')"."""
+    from nlpssl.errors import NlpsslError
+    from nlpssl.runs import check_output_dir
+
+    (tmp_path / "afile").write_text("mine\n")
+    overrides = {"training.output_dir": str(tmp_path / "run"), "data.cache_dir": str(tmp_path / "cache")}
+    overrides[key] = str(tmp_path / "afile" / "sub")
+    with pytest.raises(NlpsslError, match=rf"{key}=.*afile.* is a file, not a folder.*Choose another {key}"):
+        check_output_dir(load_recipe("bert-tiny", [f"{k}={v}" for k, v in overrides.items()]))
+    assert (tmp_path / "afile").read_text() == "mine\n"
