@@ -68,6 +68,19 @@ def check_export_target(run_dir: Path, out_dir: Path) -> None:
             f"export: the output folder {str(out_dir)!r} is the run folder {str(run_dir)!r} or holds it, and "
             f"writing the export there would delete the run. Choose a new folder, e.g. {str(run_dir / 'export')!r}."
         )
+    if out.parent == run and re.fullmatch(r"checkpoint-\d+", out.name):
+        # The Trainer would take it for a checkpoint: resuming skips it with a note, save_total_limit deletes it.
+        raise NlpsslError(
+            f"export: the output folder {str(out_dir)!r} is named like one of the run's checkpoints, and the run "
+            f"would take it for one (and may delete it when it rotates checkpoints). Choose another name, e.g. "
+            f"{str(run_dir / ('export-' + out.name))!r}."
+        )
+    if holder := next((p for p in out.parents if is_export(p)), None):
+        raise NlpsslError(
+            f"export: the output folder {str(out_dir)!r} lies inside the earlier export {str(holder)!r}, which would "
+            "then hold a folder no export has (loaders and `nlpssl export` would no longer take it for an export). "
+            "Choose a folder outside it."
+        )
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
         raise NlpsslError(
             f"export: {str(out_dir)!r} exists and is not a folder. Choose a new folder for the export."

@@ -123,3 +123,37 @@ def test_a_file_where_a_parent_folder_should_be_is_named(tmp_path, key):
     with pytest.raises(NlpsslError, match=rf"{key}=.*afile.* is a file, not a folder.*Choose another {key}"):
         check_output_dir(load_recipe("bert-tiny", [f"{k}={v}" for k, v in overrides.items()]))
     assert (tmp_path / "afile").read_text() == "mine\n"
+
+
+def _fake_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("kind: pretrain\n")
+    export = run / "export"
+    export.mkdir()
+    for name in ("recipe.yaml", "config.json", "model.safetensors"):
+        (export / name).write_text("x")
+    return run
+
+
+def test_export_named_like_a_checkpoint_of_the_run_is_refused(tmp_path):
+    """`nlpssl export RUN RUN/checkpoint-9` wrote an export the Trainer takes for its newest checkpoint."""
+    from nlpssl.errors import NlpsslError
+    from nlpssl.export import check_export_target
+
+    run = _fake_run(tmp_path)
+    with pytest.raises(NlpsslError, match=r"named like one of the run's checkpoints.*export-checkpoint-9"):
+        check_export_target(run, run / "checkpoint-9")
+    check_export_target(run, run / "export-2")  # another folder inside the run is fine
+
+
+def test_export_inside_an_earlier_export_is_refused(tmp_path):
+    """`nlpssl export RUN RUN/export/x` nested an export in the export, which `nlpssl export RUN RUN/export`
+    then refused to replace ('it holds x, which no export has')."""
+    from nlpssl.errors import NlpsslError
+    from nlpssl.export import check_export_target
+
+    run = _fake_run(tmp_path)
+    with pytest.raises(NlpsslError, match=r"lies inside the earlier export .*export'.*outside it"):
+        check_export_target(run, run / "export" / "x")
+    assert not (run / "export" / "x").exists()
