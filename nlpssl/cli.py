@@ -361,8 +361,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Arguments that name files or folders: `--out=~/x` and quoted '~/x' reach nlpssl with the tilde unexpanded
+# (the shell expands it only at the start of a word), so nlpssl expands it, as recipe paths are.
+PATH_ARGS = ("recipe", "recipes", "out", "run_dir", "out_dir", "model_dir", "converter", "python", "file", "task")
+
+
+def _expand_paths(args) -> None:
+    for name in PATH_ARGS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(args, name, os.path.expanduser(value))
+        elif isinstance(value, list):
+            setattr(args, name, [os.path.expanduser(v) if isinstance(v, str) and v.startswith("~") else v
+                                 for v in value])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _expand_paths(args)
     code = _run(args)
     _end_distributed(code)
     return code

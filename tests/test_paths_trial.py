@@ -157,3 +157,17 @@ def test_export_inside_an_earlier_export_is_refused(tmp_path):
     with pytest.raises(NlpsslError, match=r"lies inside the earlier export .*export'.*outside it"):
         check_export_target(run, run / "export" / "x")
     assert not (run / "export" / "x").exists()
+
+
+def test_cli_path_arguments_expand_the_tilde(tmp_path, monkeypatch, capsys):
+    """`nlpssl tokenizer train R --out=~/tok` wrote into a folder literally named '~' (bash leaves a tilde after
+    `=` and in quotes as typed); `nlpssl export '~/run' ...` said the run was not there."""
+    from nlpssl.cli import main
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "~/no-run", "~/out"]) == 2
+    assert str(home / "no-run") in capsys.readouterr().err
+    assert not (tmp_path / "~").exists()
