@@ -796,6 +796,12 @@ def describe(path: Path) -> str:
     return text[:clause] if clause is not None and len(text) > 120 else text
 
 
+# Settings that name a file or folder: an override's value is taken as typed unless it is a YAML null.
+PATH_KEYS = {"data.source", "data.cache_dir", "tokenizer.path", "training.output_dir", "training.logging_dir",
+             "distill.teacher", "simcse.encoder", "task.source", "task.validation_source", "task.test_source", "model"}
+YAML_NULLS = {"null", "Null", "NULL", "~"}
+
+
 def parse_overrides(overrides: typing.Sequence[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Parse ``section.key=value`` strings; values are read as YAML scalars."""
     import yaml
@@ -815,6 +821,8 @@ def parse_overrides(overrides: typing.Sequence[str]) -> tuple[dict[str, dict[str
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if key.strip() in PATH_KEYS and not isinstance(value, str) and raw.strip() not in YAML_NULLS:
+            value = raw  # a folder named `on`, `2024.10`, `a: b` or `#1` is that name, not True, a float, a mapping, null
         section, dot, sub = key.strip().partition(".")
         if dot:
             nested.setdefault(section, {})[sub] = value

@@ -171,3 +171,17 @@ def test_cli_path_arguments_expand_the_tilde(tmp_path, monkeypatch, capsys):
     assert main(["export", "~/no-run", "~/out"]) == 2
     assert str(home / "no-run") in capsys.readouterr().err
     assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("name", ["on", "no", "2024.10", "0123", "a: b", "#1", "[x]", "{y}"])
+def test_a_path_override_is_the_name_as_typed(tmp_path, monkeypatch, name):
+    """`data.source=on` looked for a folder named 'True'; `a: b`, `#1` and `[x]` were refused as mappings,
+    null or lists, though they are folder names."""
+    monkeypatch.chdir(tmp_path)
+    r = load_recipe("bert-tiny", [f"data.source={name}", f"training.output_dir={name}/run",
+                                  f"tokenizer.path={name}/tok", f"data.cache_dir={name}"])
+    assert r.data.source == str(tmp_path / name)
+    assert r.output_dir == tmp_path / name / "run"
+    assert r.tokenizer.path == str(tmp_path / name / "tok")
+    assert r.data.cache_dir == str(tmp_path / name)
+    assert load_recipe("bert-tiny", ["tokenizer.path=null"]).tokenizer.path is None
