@@ -94,7 +94,23 @@ def cache_key(recipe: Recipe, tokenizer) -> str:
     }
     if payload["objective"] == "sentence":
         payload["sentence_end"] = SENTENCE_END  # a changed rule cuts other rows: not the old cache
+    # A file edited, replaced or added under the same source path is other text: not the old cache.
+    payload["files"] = [_files_fingerprint(source) for source in (recipe.data.source, *(m.source for m in recipe.data.mix))]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _files_fingerprint(source: str) -> str | None:
+    """A digest of the name, size and modification time of each file a local source reads (None for
+    the built-in corpus and Hub datasets, which change only with their settings)."""
+    from nlpssl.sources import HUB_PREFIX, text_units
+
+    if source == "builtin" or source.startswith(HUB_PREFIX):
+        return None
+    digest = hashlib.sha256()
+    for unit in text_units(source):
+        stat = os.stat(unit)
+        digest.update(f"{unit}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,23 @@ def test_cache_reused_and_rebuilt_on_change(tmp_path, tiny_tokenizer):
     assert len(changed.train[0]["input_ids"]) == 48
 
 
+def test_a_source_file_edited_in_place_is_not_read_from_the_old_cache(tmp_path, tiny_tokenizer, story_texts):
+    from nlpssl.data import prepare_data
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text("\n\n".join(story_texts[:100]), encoding="utf-8")
+    (folder / "b.txt").write_text("\n\n".join(story_texts[100:200]), encoding="utf-8")
+    r = load_recipe("bert-tiny", tiny_overrides(tmp_path, **{"data.source": str(folder)}))
+    first = prepare_data(r, tiny_tokenizer)
+    assert prepare_data(r, tiny_tokenizer).from_cache
+    (folder / "b.txt").write_text("\n\n".join(story_texts[200:260]), encoding="utf-8")  # edited, same name
+    edited = prepare_data(r, tiny_tokenizer)
+    assert not edited.from_cache and edited.stats["train_tokens"] != first.stats["train_tokens"]
+    (folder / "c.txt").write_text("\n\n".join(story_texts[300:320]), encoding="utf-8")  # a file added
+    assert not prepare_data(r, tiny_tokenizer).from_cache
+
+
 def test_packing_keeps_every_token_and_frames_blocks(tmp_path, tiny_tokenizer):
     import numpy as np
 
