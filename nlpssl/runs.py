@@ -129,7 +129,13 @@ def _check_untrained_run(recipe: Recipe, saved: Path, where: str) -> None:
         return
     import yaml
 
+    from nlpssl.recipe import recipe_from_dict
+
     before = yaml.safe_load(saved.read_text()) or {}
+    try:  # its paths as a recipe loaded now has them (absolute, ~ expanded), as the resume check reads it
+        before = recipe_from_dict(before, name=recipe.name, where=str(saved)).to_dict()
+    except NlpsslError:
+        pass
     now = recipe.to_dict()
     keys = [("tokenizer", k) for k in set(now["tokenizer"]) | set(before.get("tokenizer") or {}) if k != "path"]
     keys += [("data", k) for k in TOKENIZER_TEXT_KEYS]

@@ -304,6 +304,10 @@ def streaming_data(recipe: Recipe, tokenizer, rank: int, world: int, resume_from
     state = load_state(resume_from, rank, world) if resume_from else None
     stream = BlockStream(recipe, tokenizer, rank, world, state)
     if state is not None:
+        old = state.get("source")
+        if isinstance(old, str) and old != "builtin" and not old.startswith("hub:"):
+            # An older nlpssl saved a local source as written; recipes now hold it absolute.
+            state = {**state, "source": str(Path(old).expanduser().absolute())}
         # A key the checkpoint lacks (saved by an older nlpssl) is not compared.
         changed = {k: (state[k], v) for k, v in stream.fingerprint().items() if k in state and state[k] != v}
         # Renamed files alone get their own message; with other changes, those are listed instead.

@@ -335,6 +335,21 @@ def test_an_untrained_run_keeps_its_tokenizer_only_for_the_same_text(tmp_path):
     check_output_dir(elsewhere)  # its tokenizer comes from tokenizer.path, not from the folder
 
 
+def test_an_untrained_run_under_the_home_folder_is_started_again(tmp_path, monkeypatch):
+    """Its recipe.yaml writes the home folder as ~; read back for the tokenizer check, it is the same recipe."""
+    from nlpssl.runs import check_output_dir, write_run_recipe
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("some text\n", encoding="utf-8")
+    recipe = load_recipe("bert-tiny", tiny_overrides(tmp_path, **{"data.source": str(corpus)}))
+    write_run_recipe(recipe)
+    assert "source: ~/corpus.txt" in (recipe.output_dir / "recipe.yaml").read_text()
+    (recipe.output_dir / "tokenizer").mkdir()
+    (recipe.output_dir / "tokenizer" / "tokenizer.json").write_text("{}")
+    check_output_dir(recipe)  # the same settings: started again, not refused over data.source
+
+
 def test_tokenizer_train_then_pretrain_into_the_same_folder(tmp_path, capsys):
     """`nlpssl tokenizer train RECIPE` writes OUTPUT_DIR/tokenizer; `nlpssl pretrain RECIPE` then uses it."""
     from nlpssl.cli import main

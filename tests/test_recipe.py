@@ -239,3 +239,19 @@ def test_api_names_stay_functions_after_first_use():
 
     assert callable(nlpssl.pretrain) and callable(nlpssl.finetune)
     assert nlpssl.pretrain.__module__ == "nlpssl.pretrain"
+
+
+def test_saved_recipes_write_the_home_folder_as_tilde_and_read_it_back(tmp_path, monkeypatch):
+    """A run's recipe.yaml (and so an export's) does not publish the user's home path; loading expands it."""
+    import yaml
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home" / "alice"))
+    data = tmp_path / "home" / "alice" / "corpus"
+    data.mkdir(parents=True)
+    (data / "a.txt").write_text("some text\n", encoding="utf-8")
+    recipe = load_recipe("bert-tiny", ["data.source=~/corpus", "training.output_dir=~/runs/x"])
+    assert recipe.data.source == str(data) and str(recipe.output_dir) == str(tmp_path / "home/alice/runs/x")
+    text = recipe.to_yaml()
+    assert "alice" not in text and "source: ~/corpus" in text and "output_dir: ~/runs/x" in text
+    again = recipe_from_dict(yaml.safe_load(text))
+    assert again.data.source == recipe.data.source and again.output_dir == recipe.output_dir

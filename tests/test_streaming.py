@@ -371,3 +371,21 @@ def test_renamed_files_with_other_changed_settings_list_those_settings(tmp_path,
                                                                  "data.block_size": 48}))
     with pytest.raises(NlpsslError, match=r"data settings changed .*\(block_size: 32 -> 48\)"):
         streaming_data(wider, tiny_tokenizer, 0, 1, str(ckpt))
+
+
+def test_a_checkpoint_that_saved_its_source_as_a_relative_path_still_resumes(tmp_path, tiny_tokenizer, story_texts,
+                                                                            monkeypatch):
+    """Older checkpoints hold data.source as written ('corpus'); recipes now hold it absolute."""
+    from nlpssl.stream import BlockStream, state_file, streaming_data
+
+    monkeypatch.chdir(tmp_path)
+    folder = _stories_in_files(tmp_path / "corpus", story_texts[:100], 2)
+    recipe = load_recipe("bert-tiny", tiny_overrides(tmp_path, **{"data.source": "corpus", "data.streaming": "true"}))
+    assert recipe.data.source == str(folder)
+    ckpt = tmp_path / "checkpoint-6"
+    ckpt.mkdir()
+    stream = BlockStream(recipe, tiny_tokenizer)
+    _epoch(stream, 3)
+    old = {k: v for k, v in stream.state_at(3).items() if k != "file_names"} | {"source": "corpus"}
+    (ckpt / state_file(0)).write_text(json.dumps(old))
+    assert streaming_data(recipe, tiny_tokenizer, 0, 1, str(ckpt)).train.consumed == 3
