@@ -162,8 +162,10 @@ def classifier_card(recipe: Recipe, metrics: dict[str, Any], model_type: str, ou
     """A model card with Hub metadata (YAML front matter), labels and scores."""
     import yaml
 
+    from nlpssl.recipe import home_as_tilde
+
     task = recipe.task
-    source = task.source
+    source = home_as_tilde(task.source)  # a local path: the card does not publish the home folder
     meta = {"library_name": "transformers", "pipeline_tag": "text-classification",
             "tags": ["nlpssl", model_type, "text-classification", f"init-{recipe.init}"], "metrics": ["accuracy", "f1"]}
     if source.startswith("hub:"):  # the Hub's datasets: field takes dataset ids only
@@ -172,7 +174,7 @@ def classifier_card(recipe: Recipe, metrics: dict[str, Any], model_type: str, ou
         f"| {split} | {metrics[f'{p}_accuracy']:.4f} | {metrics[f'{p}_macro_f1']:.4f} |"
         for split, p in (("validation", "eval"), ("test", "test")) if f"{p}_accuracy" in metrics
     )
-    start = "random weights (control run)" if recipe.init == "scratch" else f"`{metrics['model']}`"
+    start = "random weights (control run)" if recipe.init == "scratch" else f"`{home_as_tilde(metrics['model'])}`"
     example = ('pipe({"text": "first text", "text_pair": "second text"}, top_k=None)  # fine-tuned on text pairs'
                if recipe.task.text_pair_column else 'pipe("some text", top_k=None)')
     return seal(f"""---

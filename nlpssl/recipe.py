@@ -294,8 +294,8 @@ class Recipe:
 
         header = f"# Resolved nlpssl recipe '{self.name}'"
         if self.source_path:
-            header += f" (from {_home_as_tilde(self.source_path)})"
-        return header + "\n" + yaml.safe_dump(_home_as_tilde(self.to_dict()), sort_keys=False)
+            header += f" (from {home_as_tilde(self.source_path)})"
+        return header + "\n" + yaml.safe_dump(home_as_tilde(self.to_dict()), sort_keys=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -925,15 +925,15 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> lis
     return problems
 
 
-def _home_as_tilde(value: Any) -> Any:
+def home_as_tilde(value: Any) -> Any:
     """``value`` (a string, or lists and dicts of them) with the home folder written as ``~``: the
     recipe.yaml a run saves, and an export publishes, does not carry the user's home path, and
     loading it expands ``~`` back (:func:`_local_path`)."""
     home = str(Path.home())
     if isinstance(value, dict):
-        return {k: _home_as_tilde(v) for k, v in value.items()}
+        return {k: home_as_tilde(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_home_as_tilde(v) for v in value]
+        return [home_as_tilde(v) for v in value]
     if isinstance(value, str) and home not in ("", os.sep) and (value == home or value.startswith(home + os.sep)):
         return "~" + value[len(home):]
     return value

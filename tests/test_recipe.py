@@ -255,3 +255,17 @@ def test_saved_recipes_write_the_home_folder_as_tilde_and_read_it_back(tmp_path,
     assert "alice" not in text and "source: ~/corpus" in text and "output_dir: ~/runs/x" in text
     again = recipe_from_dict(yaml.safe_load(text))
     assert again.data.source == recipe.data.source and again.output_dir == recipe.output_dir
+
+
+def test_a_classifier_card_names_local_paths_without_the_home_folder(tmp_path, monkeypatch):
+    from nlpssl.cards import classifier_card
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home" / "alice"))
+    model = tmp_path / "home" / "alice" / "runs" / "export"
+    model.mkdir(parents=True)
+    task = model.parent / "labelled.tsv"
+    task.write_text("text\tlabel\na\t0\nb\t1\n", encoding="utf-8")
+    recipe = load_recipe("finetune-tiny", [f"model={model}", f"task.source={task}"])
+    metrics = {"train_examples": 2, "steps": 1, "train_runtime_s": 1.0, "labels": ["0", "1"], "model": str(model)}
+    card = classifier_card(recipe, metrics, "bert", tmp_path / "out")
+    assert "alice" not in card and "`~/runs/labelled.tsv`" in card and "`~/runs/export`" in card
