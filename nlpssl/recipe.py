@@ -377,6 +377,9 @@ def coerce(value: Any, tp: Any) -> Any:
     if tp is str:
         if isinstance(value, (dict, list)):
             raise ValueError("expected a string")
+        if isinstance(value, bool):  # `source: on` is a folder named on, not True
+            raise ValueError("expected a string, and YAML reads an unquoted on/off/yes/no/true/false as a "
+                             "boolean: quote it, e.g. 'on'")
         return str(value)
     origin = typing.get_origin(tp) or tp
     if origin in (list, dict):

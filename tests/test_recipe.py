@@ -269,3 +269,16 @@ def test_a_classifier_card_names_local_paths_without_the_home_folder(tmp_path, m
     metrics = {"train_examples": 2, "steps": 1, "train_runtime_s": 1.0, "labels": ["0", "1"], "model": str(model)}
     card = classifier_card(recipe, metrics, "bert", tmp_path / "out")
     assert "alice" not in card and "`~/runs/labelled.tsv`" in card and "`~/runs/export`" in card
+
+
+def test_an_unquoted_yaml_boolean_for_a_text_setting_is_refused(tmp_path):
+    """`source: on` in a recipe file is YAML's True: it named a folder 'True' instead of 'on'."""
+    path = tmp_path / "r.yaml"
+    path.write_text("data:\n  source: on\n  text_column: yes\n", encoding="utf-8")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    message = str(info.value)
+    assert "data.source: expected a string, and YAML reads an unquoted on/off/yes/no/true/false as a boolean: " \
+           "quote it, e.g. 'on' (got True)" in message and "data.text_column: expected a string" in message
+    path.write_text("data:\n  source: 'on'\n", encoding="utf-8")
+    assert Path(load_recipe(path).data.source).name == "on"  # quoted: the folder named on
