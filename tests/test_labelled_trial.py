@@ -10,13 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from nlpssl.errors import NlpsslError
 from nlpssl.recipe import FinetuneSection
+from test_finetune import raises  # errors in the house format: `<where>: <what> (got <value>). <how to fix>.`
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-# `<where>: <what is wrong> (got <value>). <how to fix>.` (STYLE.md)
-ERROR_FORMAT = re.compile(r"^\S.*: .+ \(got .+\)\.? .+\.$", re.S)
 
 
 def write_csv(path: Path, rows, header=("text", "label"), delimiter=",") -> Path:
@@ -26,15 +23,6 @@ def write_csv(path: Path, rows, header=("text", "label"), delimiter=",") -> Path
             writer.writerow(header)
         writer.writerows(rows)
     return path
-
-
-def raises(fn, match: str) -> str:
-    with pytest.raises(NlpsslError) as info:
-        fn()
-    msg = str(info.value)
-    assert re.search(match, msg), msg
-    assert ERROR_FORMAT.match(msg), f"not in the house error format: {msg}"
-    return msg
 
 
 # ------------------------------------------------------------------------------------------------
