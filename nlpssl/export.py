@@ -157,8 +157,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         if weights.name.startswith("checkpoint-"):
             # A checkpoint (chosen, or the newest of a run that did not finish): its own step and
             # figures, not the finished run's.
-            metrics = checkpoint_metrics(weights)
-            history = json.loads((weights / "trainer_state.json").read_text()).get("log_history", [])
+            state = json.loads((weights / "trainer_state.json").read_text())
+            metrics, history = checkpoint_metrics(weights.name, state), state.get("log_history", [])
             if history:
                 from nlpssl.runs import plot_loss_curve
 
@@ -179,13 +179,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     return out_dir
 
 
-def checkpoint_metrics(checkpoint: Path) -> dict:
-    """The step of ``checkpoint`` and the figures of its last evaluation (``trainer_state.json``)."""
-    state = json.loads((checkpoint / "trainer_state.json").read_text())
+def checkpoint_metrics(name: str, state: dict) -> dict:
+    """The step of checkpoint ``name`` and the figures of its last evaluation (``state``: its trainer_state.json)."""
     evals = [h for h in state.get("log_history", []) if "eval_loss" in h]
     last = {k: v for k, v in evals[-1].items()
             if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))} if evals else {}
-    return {"checkpoint": checkpoint.name, "steps": state.get("global_step"),
+    return {"checkpoint": name, "steps": state.get("global_step"),
             **({"eval_step": evals[-1].get("step")} if evals else {}), **last}
 
 

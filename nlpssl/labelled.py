@@ -442,7 +442,8 @@ def say_class_shares(splits: dict[str, Split], names: list[str], task: FinetuneS
     for split_name in HELD_OUT:
         if split_name not in splits:
             continue
-        lacking = [name for name in names if train[name] and name not in set(splits[split_name].labels)]
+        held = set(splits[split_name].labels)
+        lacking = [name for name in names if train[name] and name not in held]
         if lacking:
             shown = lacking[:10]  # 50 classes of 4 rows lack many: the first ten and a count
             counts = _and([str(train[name]) for name in shown]) + " training rows"

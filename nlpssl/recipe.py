@@ -931,7 +931,7 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> lis
 def home_as_tilde(value: Any) -> Any:
     """``value`` (a string, or lists and dicts of them) with the home folder written as ``~``: the
     recipe.yaml a run saves, and an export publishes, does not carry the user's home path, and
-    loading it expands ``~`` back (:func:`_local_path`)."""
+    loading it expands ``~`` back (:func:`local_path`)."""
     home = str(Path.home())
     if isinstance(value, dict):
         return {k: home_as_tilde(v) for k, v in value.items()}
@@ -942,7 +942,7 @@ def home_as_tilde(value: Any) -> Any:
     return value
 
 
-def _local_path(value: str | None, always: bool) -> str | None:
+def local_path(value: str | None, always: bool) -> str | None:
     """``value`` with ``~`` expanded and made absolute against the current folder, so the recipe.yaml a run
     saves names the same files from any folder (resume, export) and two projects' ``data.source: data`` do
     not share a cache entry. ``builtin``, ``hub:NAME`` and (unless ``always``) names that are no local path
@@ -956,28 +956,28 @@ def _local_path(value: str | None, always: bool) -> str | None:
 
 
 def _anchor_paths(recipe: Recipe) -> Recipe:
-    """The recipe with every folder and file setting as an absolute path (see :func:`_local_path`)."""
+    """The recipe with every folder and file setting as an absolute path (see :func:`local_path`)."""
     replace = dataclasses.replace
     training = recipe.training
     for key in ("output_dir", "logging_dir"):
         if isinstance(training.get(key), str) and training[key].strip():
-            training[key] = _local_path(training[key], always=True)
+            training[key] = local_path(training[key], always=True)
     if recipe.kind == "finetune":
-        task = {k: _local_path(getattr(recipe.task, k), always=False)
+        task = {k: local_path(getattr(recipe.task, k), always=False)
                 for k in ("source", "validation_source", "test_source")}
-        return replace(recipe, finetune_model=_local_path(recipe.finetune_model, always=False),
+        return replace(recipe, finetune_model=local_path(recipe.finetune_model, always=False),
                        task=replace(recipe.task, **task))
     data = recipe.data
-    mix = [replace(m, source=_local_path(m.source, always=True)) if isinstance(m, MixSource) else m
+    mix = [replace(m, source=local_path(m.source, always=True)) if isinstance(m, MixSource) else m
            for m in data.mix or []]
-    cache_dir = _local_path(data.cache_dir, always=True) if isinstance(data.cache_dir, str) else data.cache_dir
+    cache_dir = local_path(data.cache_dir, always=True) if isinstance(data.cache_dir, str) else data.cache_dir
     return replace(
         recipe,
-        data=replace(data, source=_local_path(data.source, always=True), cache_dir=cache_dir,
+        data=replace(data, source=local_path(data.source, always=True), cache_dir=cache_dir,
                      mix=mix if isinstance(data.mix, list) else data.mix),
-        tokenizer=replace(recipe.tokenizer, path=_local_path(recipe.tokenizer.path, always=True)),
-        distill=replace(recipe.distill, teacher=_local_path(recipe.distill.teacher, always=False)),
-        simcse=replace(recipe.simcse, encoder=_local_path(recipe.simcse.encoder, always=False)),
+        tokenizer=replace(recipe.tokenizer, path=local_path(recipe.tokenizer.path, always=True)),
+        distill=replace(recipe.distill, teacher=local_path(recipe.distill.teacher, always=False)),
+        simcse=replace(recipe.simcse, encoder=local_path(recipe.simcse.encoder, always=False)),
     )
 
 

@@ -335,11 +335,6 @@ def resolve_files(source: str) -> list[Path]:
     )
 
 
-def _hidden(relative: Path) -> bool:
-    # Skip .git, .ipynb_checkpoints and the like inside data folders.
-    return any(part.startswith(".") for part in relative.parts)
-
-
 # Files no one means as text: editor backups (foo.txt~, #foo.txt#) would read a file's text twice, and
 # Windows' and macOS's folder files are not text. Skipped as hidden files are, without a warning.
 _JUNK_NAMES = {"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r"}

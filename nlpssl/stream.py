@@ -45,7 +45,7 @@ from nlpssl.data import (
     Packer, _byte_lengths, _special_ids, _Split, encode, framing, held_out, needs_words, row_length, sentences,
 )
 from nlpssl.errors import NlpsslError
-from nlpssl.recipe import Recipe
+from nlpssl.recipe import Recipe, local_path
 
 STREAM_CHUNK_BYTES = 256 << 10  # text per tokenizer call: small, so a start or resume re-reads little
 STATE_VERSION = 1
@@ -304,10 +304,9 @@ def streaming_data(recipe: Recipe, tokenizer, rank: int, world: int, resume_from
     state = load_state(resume_from, rank, world) if resume_from else None
     stream = BlockStream(recipe, tokenizer, rank, world, state)
     if state is not None:
-        old = state.get("source")
-        if isinstance(old, str) and old != "builtin" and not old.startswith("hub:"):
+        if isinstance(state.get("source"), str):
             # An older nlpssl saved a local source as written; recipes now hold it absolute.
-            state = {**state, "source": str(Path(old).expanduser().absolute())}
+            state = {**state, "source": local_path(state["source"], always=True)}
         # A key the checkpoint lacks (saved by an older nlpssl) is not compared.
         changed = {k: (state[k], v) for k, v in stream.fingerprint().items() if k in state and state[k] != v}
         # Renamed files alone get their own message; with other changes, those are listed instead.
