@@ -408,9 +408,11 @@ def _build_backend(
 def _special_added_tokens(num_sentinels: int) -> list:
     """Special tokens in id order, as `AddedToken`s the trainer registers at training time.
 
-    `[MASK]` gets `lstrip=True` so "on the [MASK]." encodes the mask without a stray space token
-    before it (byte-level BPE would otherwise emit 'Ġ', Unigram '▁'). This only works when given to
-    the trainer; wrapping the trained tokenizer with another AddedToken changes nothing.
+    `[MASK]` and the sentinels get `lstrip=True` so "on the [MASK]." and "The cat <extra_id_0> on"
+    encode without a stray space token before them (byte-level BPE would otherwise emit 'Ġ', Unigram
+    '▁'): the collators replace whole tokens ('Ġsat'), so training never shows one there. This only
+    works when given to the trainer; wrapping the trained tokenizer with another AddedToken changes
+    nothing.
     """
     from tokenizers import AddedToken
 
@@ -419,7 +421,7 @@ def _special_added_tokens(num_sentinels: int) -> list:
         for t in SPECIAL_TOKENS
     ]
     tokens += [
-        AddedToken(sentinel_token(i), special=True, normalized=False) for i in range(num_sentinels)
+        AddedToken(sentinel_token(i), lstrip=True, special=True, normalized=False) for i in range(num_sentinels)
     ]
     return tokens
 

@@ -1,0 +1,39 @@
+"""A new user's trial of the shared tokenizer: scripts beyond English, sentinels, sizes, export fidelity."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoTokenizer
+
+from nlpssl.tokenizer import sentinel_ids, train_tokenizer
+
+ALGORITHMS = ["bpe", "wordpiece", "unigram"]
+WORDS = "the cat sat on mat and a dog ran to red big tree".split()
+
+
+def sentences(n: int = 300):
+    """Simple sentences over a small word list, deterministic."""
+    for i in range(n):
+        a, b, c = WORDS[i % len(WORDS)], WORDS[(i * 7) % len(WORDS)], WORDS[(i * 5 + 3) % len(WORDS)]
+        yield f"The {a} sat on the {b} and the {c}."
+
+
+@pytest.fixture(scope="module", params=ALGORITHMS)
+def saved(request, tmp_path_factory):
+    """(algorithm, folder) of a tokenizer trained on ``sentences`` and saved, loaded back by plain transformers."""
+    out = tmp_path_factory.mktemp(request.param)
+    train_tokenizer(sentences(), out, algorithm=request.param, vocab_size=400, num_sentinels=4)
+    return request.param, out
+
+
+def test_a_sentinel_written_after_a_space_gets_no_stray_space_token(saved):
+    # The T5 collator replaces whole tokens ('Ġsat', '▁sat') with a sentinel, so in training a sentinel
+    # never follows a lone 'Ġ' / '▁'; a user's "The cat <extra_id_0> on the mat." must encode the same way.
+    _, folder = saved
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    s0, s1 = sentinel_ids(tok)[:2]
+    ids = tok("The cat <extra_id_0> on the <extra_id_1>.")["input_ids"]
+    assert ids.count(s0) == 1 and ids.count(s1) == 1
+    before = tok("The cat")["input_ids"]
+    assert ids[: len(before)] == before and ids[len(before)] == s0
+    assert tok.convert_ids_to_tokens(ids[ids.index(s1) - 1]).strip("Ġ▁ ") != ""
