@@ -110,7 +110,8 @@ def train_tokenizer(
         min_frequency: Minimum count for a merge (bpe, wordpiece). Unigram has no such knob and
             ignores it.
         num_sentinels: Number of `<extra_id_i>` tokens reserved for T5 span corruption.
-        lowercase: Lowercase the text before tokenizing (special tokens are kept as written).
+        lowercase: Lowercase the text before tokenizing (special tokens are kept as written); accents
+            are kept, for every algorithm.
         model_max_length: Longest input models will accept; saved into the tokenizer config.
         show_progress: Show the trainer's progress bars.
 
@@ -387,7 +388,9 @@ def _build_backend(
             )
         case "wordpiece":
             backend = Tokenizer(models.WordPiece(unk_token=UNK_TOKEN))
-            backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+            # strip_accents=False: its default follows lowercase (BERT-uncased), which made 'й' 'и' and
+            # 'côte' 'cote'; tokenizer.lowercase lowercases, as it does for bpe and unigram.
+            backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=False)
             backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
             backend.decoder = decoders.WordPiece(prefix="##")
             trainer = trainers.WordPieceTrainer(

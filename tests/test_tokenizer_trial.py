@@ -37,3 +37,14 @@ def test_a_sentinel_written_after_a_space_gets_no_stray_space_token(saved):
     before = tok("The cat")["input_ids"]
     assert ids[: len(before)] == before and ids[len(before)] == s0
     assert tok.convert_ids_to_tokens(ids[ids.index(s1) - 1]).strip("Ġ▁ ") != ""
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_lowercase_keeps_accents_and_letters_of_other_scripts(algorithm, tmp_path):
+    # tokenizer.lowercase lowercases; WordPiece's BERT normaliser also stripped accents, which made 'й'
+    # (its own letter in Russian) 'и', 'côte' 'cote' and Greek lose its tonos, unlike bpe and unigram.
+    text = "Café côte Йогурт ёж Καλημέρα"
+    train_tokenizer([text] * 50 + list(sentences(50)), tmp_path, algorithm=algorithm, vocab_size=400,
+                    num_sentinels=0, lowercase=True)
+    tok = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert tok.decode(tok(text)["input_ids"]) == text.lower()
