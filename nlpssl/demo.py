@@ -107,10 +107,36 @@ def fill_mask(model_dir: str | Path, text: str, top_k: int = 5) -> list[Predicti
             f"fill-mask: the text must hold exactly one {mask} (got {text.count(mask)} in {text!r}). "
             f'Write it like "The cat sat on the {mask}."'
         )
+    before, _, after = text.partition(mask)
     return [
-        Prediction(token=p["token_str"].strip(), score=float(p["score"]), sequence=p["sequence"])
+        Prediction(token=p["token_str"].strip(), score=float(p["score"]),
+                   sequence=_filled(pipe.tokenizer, before, p["token"], after, p["sequence"]))
         for p in pipe(text, top_k=top_k)
     ]
+
+
+def _filled(tokenizer, before: str, token_id: int, after: str, decoded: str) -> str:
+    """The user's text with the filler in place of the mask.
+
+    The pipeline's ``sequence`` decodes the whole input again, which drops what the tokenizer does not
+    keep: a lowercasing model's capitals, WordPiece's line breaks and tabs, the spacing of CJK and
+    "don't" ("我 喜 欢", "don ' t"). Only the filler comes from the model here: what it adds after a
+    plain token (" mat" starts a word, "##s" / "s" / "." continues the one before the mask).
+    """
+    backend = tokenizer.backend_tokenizer
+    anchor = tokenizer.unk_token_id
+    if token_id in tokenizer.all_special_ids:  # "[UNK]" shown where the mask was (decoded drops it)
+        return f"{before}{tokenizer.convert_ids_to_tokens(token_id)}{after}"
+    if anchor is None:
+        return decoded  # another model's tokenizer without an unknown token
+    alone = backend.decode([anchor], skip_special_tokens=False)
+    added = backend.decode([anchor, token_id], skip_special_tokens=False)
+    if not added.startswith(alone):
+        return decoded
+    piece = added[len(alone):]
+    if piece[:1].isspace():  # a new word: the user's own spacing before the mask stays
+        return before + (piece[1:] if piece[0] == " " and before[-1:].isspace() else piece) + after
+    return before.rstrip() + piece + after  # joined to the word before, as the model sees it
 
 
 def generate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import tiny_overrides
 from transformers import AutoTokenizer
 
 from nlpssl.tokenizer import sentinel_ids, train_tokenizer
@@ -48,3 +49,38 @@ def test_lowercase_keeps_accents_and_letters_of_other_scripts(algorithm, tmp_pat
                     num_sentinels=0, lowercase=True)
     tok = AutoTokenizer.from_pretrained(str(tmp_path))
     assert tok.decode(tok(text)["input_ids"]) == text.lower()
+
+
+@pytest.fixture(scope="module")
+def lowercase_bpe_mlm(tmp_path_factory):
+    """A masked-LM export whose tokenizer lowercases (byte-level BPE): a few steps, for its files."""
+    from nlpssl.pretrain import pretrain
+
+    out = tmp_path_factory.mktemp("mlm-bpe-lower")
+    return pretrain("bert-tiny", tiny_overrides(out, **{
+        "tokenizer.algorithm": "bpe", "tokenizer.lowercase": "true", "training.max_steps": 2,
+        "training.eval_strategy": "'no'", "training.save_strategy": "'no'", "speed.bf16": "off"})).export_dir
+
+
+@pytest.mark.parametrize("export", ["mlm_export", "lowercase_bpe_mlm"])
+def test_fill_mask_gives_back_the_users_text_with_the_filler(export, request, one_torch_thread):
+    # The pipeline's sequence decoded the input again: WordPiece joined the lines and wrote "don ' t",
+    # a lowercasing tokenizer lowercased the user's capitals.
+    from nlpssl.demo import fill_mask
+
+    text = "Don't stop,\tMia!\nThe Cat sat on the [MASK]."
+    preds = fill_mask(request.getfixturevalue(export), text, top_k=30)
+    head = "Don't stop,\tMia!\nThe Cat sat on the"
+    for p in preds:
+        assert p.sequence.startswith(head) and p.sequence.endswith("."), p
+        filler = p.sequence[len(head):-1]
+        assert filler.strip() == p.token.removeprefix("##"), p
+    assert any(p.sequence == f"{head} {p.token}." for p in preds)  # a word: the user's space kept, no other
+
+
+def test_fill_mask_table_keeps_one_row_per_filler(mlm_export, capsys, one_torch_thread):
+    from nlpssl.cli import main
+
+    main(["fill-mask", str(mlm_export), "Mia!\nThe cat sat on the [MASK].", "--top-k", "3"])
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 3 and all("Mia!\\nThe cat sat on the" in row for row in rows)
