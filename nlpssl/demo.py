@@ -187,7 +187,23 @@ def generate(
             f"generate: the prompt ({n_prompt} tokens) plus --max-new-tokens {max_new_tokens} exceed the model's "
             f"{positions} positions. Shorten the prompt or lower --max-new-tokens to {max(1, positions - n_prompt)}."
         )
-    return pipe(prompt, return_full_text=True, **kwargs)[0]["generated_text"]
+    ids = pipe(prompt, return_tensors=True, **kwargs)[0]["generated_token_ids"]
+    return prompt + _continuation(pipe.tokenizer, list(ids), n_prompt)
+
+
+def _continuation(tokenizer, ids: list[int], n_prompt: int) -> str:
+    """The text the tokens after the first ``n_prompt`` add to the prompt's.
+
+    The pipeline decodes the new tokens alone, so the first of them reads as the start of a text:
+    WordPiece left its "##" ("two" + "##o" gave "two##o") and dropped the space before a word, and
+    Unigram dropped its "▁" ("the" + "▁the" gave "thethe"). Decoded after the prompt's tokens, each
+    token joins the prompt as it does in training. A character whose bytes the last tokens cut short
+    (byte-level BPE stopped by --max-new-tokens) decodes to U+FFFD and is left out.
+    """
+    head = tokenizer.decode(ids[:n_prompt], skip_special_tokens=True)
+    full = tokenizer.decode(ids, skip_special_tokens=True)
+    new = full[len(head):] if full.startswith(head) else tokenizer.decode(ids[n_prompt:], skip_special_tokens=True)
+    return new.rstrip("\ufffd")
 
 
 def fill_sentinels(model_dir: str | Path, text: str, **generate_kwargs) -> str:

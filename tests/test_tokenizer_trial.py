@@ -84,3 +84,40 @@ def test_fill_mask_table_keeps_one_row_per_filler(mlm_export, capsys, one_torch_
     main(["fill-mask", str(mlm_export), "Mia!\nThe cat sat on the [MASK].", "--top-k", "3"])
     rows = capsys.readouterr().out.splitlines()
     assert len(rows) == 3 and all("Mia!\\nThe cat sat on the" in row for row in rows)
+
+
+@pytest.fixture(scope="module", params=["wordpiece", "unigram"])
+def causal_export(request, tmp_path_factory):
+    """A GPT export whose tokenizer is not byte-level BPE (tokenizer.algorithm is the user's choice)."""
+    from nlpssl.pretrain import pretrain
+
+    out = tmp_path_factory.mktemp(f"gpt-{request.param}")
+    return pretrain("gpt-tiny", tiny_overrides(out, **{
+        "tokenizer.algorithm": request.param, "training.max_steps": 2, "training.eval_strategy": "'no'",
+        "training.save_strategy": "'no'", "speed.bf16": "off"})).export_dir
+
+
+def test_generate_joins_the_continuation_as_the_tokens_read_after_the_prompt(causal_export, one_torch_thread):
+    # The pipeline decoded the new tokens alone: WordPiece printed "two##o" and "ok" + "word" without the
+    # space, Unigram dropped the first new word's "▁". Whatever the model writes, the printed text must
+    # read as the whole sequence of tokens does.
+    from transformers import pipeline
+
+    from nlpssl.demo import generate
+
+    pipe = pipeline("text-generation", model=str(causal_export))
+    tok = pipe.tokenizer
+    for prompt in ("Once upon a time", "The cat sat on the", "Mia said", "The dog"):
+        out = generate(causal_export, prompt, max_new_tokens=4, greedy=True)
+        ids = pipe(prompt, return_tensors=True, max_new_tokens=4, do_sample=False)[0]["generated_token_ids"]
+        assert out.startswith(prompt) and "##" not in out
+        assert tok.decode(tok(out)["input_ids"], skip_special_tokens=True) == tok.decode(ids, skip_special_tokens=True)
+
+
+def test_generate_leaves_out_a_character_cut_short_by_max_new_tokens(tmp_path):
+    from nlpssl.demo import _continuation
+
+    tok = train_tokenizer(["café crème"] * 20, tmp_path, algorithm="bpe", vocab_size=300, num_sentinels=0)
+    cut = tok("caf")["input_ids"] + [tok.convert_tokens_to_ids("Ã")]  # the first of the two bytes of "é"
+    assert _continuation(tok, cut, 1) == tok.decode(cut[1:-1])
+    assert "\ufffd" in tok.decode(cut)
