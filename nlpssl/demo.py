@@ -135,7 +135,8 @@ def _filled(tokenizer, before: str, token_id: int, after: str, decoded: str) -> 
         return decoded
     piece = added[len(alone):]
     if piece[:1].isspace():  # a new word: the user's own spacing before the mask stays
-        return before + (piece[1:] if piece[0] == " " and before[-1:].isspace() else piece) + after
+        keep = piece[0] != " " or (before and not before[-1].isspace())  # at the start or after a space: not twice
+        return before + (piece if keep else piece[1:]) + after
     return before.rstrip() + piece + after  # joined to the word before, as the model sees it
 
 
