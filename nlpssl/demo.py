@@ -217,14 +217,27 @@ def fill_sentinels(model_dir: str | Path, text: str, **generate_kwargs) -> str:
 
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+    from nlpssl.tokenizer import sentinel_ids
+
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir)).eval()
     sentinels = re.findall(r"<extra_id_\d+>", text)
     if not sentinels:
         raise NlpsslError(
             f"generate: a T5 model fills <extra_id_N> sentinels, and the text has none (got {text!r}). "
             'Write it like "The cat <extra_id_0> on the mat."'
         )
+    known = len(sentinel_ids(tok))
+    unknown = [s for s in dict.fromkeys(sentinels) if int(s[len("<extra_id_"):-1]) >= known]
+    twice = [s for s in dict.fromkeys(sentinels) if sentinels.count(s) > 1]
+    if unknown or twice:
+        # Unknown ones were read as plain text ('<', 'extra', ...), and a repeated one filled only once.
+        what = (f"{', '.join(unknown)} not among its {known} sentinels <extra_id_0>..<extra_id_{known - 1}>"
+                if unknown else f"{', '.join(twice)} more than once")
+        raise NlpsslError(
+            f"generate: the text names {what} (got {text!r}). Number the gaps <extra_id_0>, <extra_id_1>, ... "
+            "in order, each once, as in training."
+        )
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir)).eval()
     ids = tok(text, return_tensors="pt")
     out = model.generate(**ids, **generate_kwargs)[0]
     target = tok.decode(out, skip_special_tokens=False)

@@ -123,3 +123,17 @@ def test_generate_leaves_out_a_character_cut_short_by_max_new_tokens(tmp_path):
     cut = tok("caf")["input_ids"] + [tok.convert_tokens_to_ids("Ã")]  # the first of the two bytes of "é"
     assert _continuation(tok, cut, 1) == tok.decode(cut[1:-1])
     assert "\ufffd" in tok.decode(cut)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("The cat <extra_id_4> on the mat.", r"names <extra_id_4> not among its 4 sentinels <extra_id_0>..<extra_id_3>"),
+    ("The <extra_id_0> sat on the <extra_id_0>.", r"names <extra_id_0> more than once"),
+])
+def test_t5_demo_refuses_sentinels_the_model_cannot_fill(text, message, tmp_path):
+    # Before, an unknown sentinel was read as plain text and a repeated one filled once: both printed "[?]".
+    from nlpssl.demo import fill_sentinels
+    from nlpssl.errors import NlpsslError
+
+    train_tokenizer(sentences(50), tmp_path, algorithm="wordpiece", vocab_size=200, num_sentinels=4)
+    with pytest.raises(NlpsslError, match=message + r".*Number the gaps <extra_id_0>, <extra_id_1>, \.\.\. in order"):
+        fill_sentinels(tmp_path, text)
