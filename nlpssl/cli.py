@@ -83,7 +83,11 @@ def cmd_tokenizer_train(a) -> None:
     out = Path(a.out) if a.out else recipe.output_dir / "tokenizer"
     with storage_errors({"--out": out}):
         tok = train_recipe_tokenizer(recipe, out, max_positions(recipe.model))
-    print(f"tokenizer: {len(tok)} tokens ({recipe.tokenizer.algorithm}) saved to {out}")
+    print(f"tokenizer: {len(tok):,} tokens ({recipe.tokenizer.algorithm}) saved to {out}")
+    if len(tok) < recipe.tokenizer.vocab_size:  # a small corpus, or a source that was not all read
+        print(f"tokenizer: fewer than tokenizer.vocab_size={recipe.tokenizer.vocab_size:,}: the text holds no more "
+              f"pieces, so models trained with it have a vocabulary of {len(tok):,}. Check data.source (and "
+              "data.max_texts, tokenizer.max_texts) if it should hold more.")
 
 
 def cmd_pretrain(a) -> None:
