@@ -74,12 +74,18 @@ def _recipe_paths(recipe) -> dict:
 def cmd_tokenizer_train(a) -> None:
     from pathlib import Path
 
-    from nlpssl.errors import storage_errors
+    from nlpssl.errors import NlpsslError, storage_errors
     from nlpssl.models import max_positions
     from nlpssl.pretrain import train_recipe_tokenizer
     from nlpssl.recipe import load_recipe
 
     recipe = load_recipe(a.recipe, a.overrides, kind="pretrain")
+    if recipe.tokenizer.path:  # pretrain reuses that folder, so a tokenizer trained here would go unused
+        raise NlpsslError(
+            f"tokenizer train: the recipe reuses a trained tokenizer (got tokenizer.path={recipe.tokenizer.path!r}), "
+            "so `nlpssl pretrain` would not use one trained here. To train one into that folder, pass it as --out "
+            "and set tokenizer.path=null; to reuse it, there is nothing to train."
+        )
     out = Path(a.out) if a.out else recipe.output_dir / "tokenizer"
     with storage_errors({"--out": out}):
         tok = train_recipe_tokenizer(recipe, out, max_positions(recipe.model))

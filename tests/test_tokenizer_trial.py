@@ -150,3 +150,16 @@ def test_tokenizer_train_says_when_the_text_cannot_fill_the_vocab_size(tmp_path,
     out = capsys.readouterr().out
     size = len(AutoTokenizer.from_pretrained(str(tmp_path / "tok")))
     assert "fewer than tokenizer.vocab_size=10,000,000" in out and f"a vocabulary of {size}." in out
+
+
+def test_tokenizer_train_refuses_a_recipe_that_reuses_a_tokenizer(tmp_path, capsys):
+    # It trained a tokenizer into the run folder, which pretrain then ignored for tokenizer.path.
+    from nlpssl.cli import main
+
+    folder = tmp_path / "shared"
+    train_tokenizer(sentences(50), folder, vocab_size=200, num_sentinels=4)
+    assert main(["tokenizer", "train", "bert-tiny", f"tokenizer.path={folder}", "data.builtin_stories=50",
+                 f"training.output_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"(got tokenizer.path={str(folder)!r})" in err and "set tokenizer.path=null" in err
+    assert not (tmp_path / "run").exists()
