@@ -163,3 +163,20 @@ def test_tokenizer_train_refuses_a_recipe_that_reuses_a_tokenizer(tmp_path, caps
     err = capsys.readouterr().err
     assert f"(got tokenizer.path={str(folder)!r})" in err and "set tokenizer.path=null" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_export_with_a_shared_tokenizer_declares_its_models_length(tmp_path, one_torch_thread):
+    # The tokenizer was trained for 512 positions and shared (tokenizer.path) with a 64-position model:
+    # the export said model_max_length=512, and a stock pipeline's truncation=True crashed on a long text.
+    from transformers import pipeline
+
+    from nlpssl.pretrain import pretrain
+
+    shared = tmp_path / "shared"
+    train_tokenizer(sentences(), shared, algorithm="wordpiece", vocab_size=300, num_sentinels=4, model_max_length=512)
+    export = pretrain("bert-tiny", tiny_overrides(tmp_path, **{
+        "tokenizer.path": str(shared), "model.arch": "bert", "model.max_positions": 64, "training.max_steps": 2,
+        "training.eval_strategy": "'no'", "training.save_strategy": "'no'", "speed.bf16": "off"})).export_dir
+    assert AutoTokenizer.from_pretrained(str(export)).model_max_length == 64
+    vectors = pipeline("feature-extraction", model=str(export))("the cat sat on the mat. " * 40, truncation=True)
+    assert len(vectors[0]) == 64
