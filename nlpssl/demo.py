@@ -107,6 +107,14 @@ def fill_mask(model_dir: str | Path, text: str, top_k: int = 5) -> list[Predicti
             f"fill-mask: the text must hold exactly one {mask} (got {text.count(mask)} in {text!r}). "
             f'Write it like "The cat sat on the {mask}."'
         )
+    from nlpssl.export import model_positions
+
+    limit, n_tokens = model_positions(config), len(pipe.tokenizer(text)["input_ids"])
+    if limit and n_tokens > limit:
+        raise NlpsslError(
+            f"fill-mask: the text is {n_tokens} tokens, special tokens included, and the model reads at most {limit} "
+            f"(got {len(text)} characters). Shorten it to the sentences around the {mask}."
+        )
     before, _, after = text.partition(mask)
     return [
         Prediction(token=p["token_str"].strip(), score=float(p["score"]),

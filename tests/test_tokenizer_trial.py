@@ -180,3 +180,15 @@ def test_an_export_with_a_shared_tokenizer_declares_its_models_length(tmp_path, 
     assert AutoTokenizer.from_pretrained(str(export)).model_max_length == 64
     vectors = pipeline("feature-extraction", model=str(export))("the cat sat on the mat. " * 40, truncation=True)
     assert len(vectors[0]) == 64
+
+
+def test_fill_mask_refuses_a_text_longer_than_the_model_reads(mlm_export):
+    # A classic BERT crashed inside its position embeddings ("The size of tensor a (285) must match ...").
+    import json
+
+    from nlpssl.demo import fill_mask
+    from nlpssl.errors import NlpsslError
+
+    limit = json.loads((mlm_export / "config.json").read_text())["max_position_embeddings"]
+    with pytest.raises(NlpsslError, match=rf"fill-mask: the text is \d+ tokens, .* at most {limit} .*Shorten it"):
+        fill_mask(mlm_export, "the cat sat on the mat. " * limit + "the [MASK].")
