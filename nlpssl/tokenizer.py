@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -113,7 +114,7 @@ def train_tokenizer(
         lowercase: Lowercase the text before tokenizing (special tokens are kept as written); accents
             are kept, for every algorithm.
         model_max_length: Longest input models will accept; saved into the tokenizer config.
-        show_progress: Show the trainer's progress bars.
+        show_progress: Show the trainer's progress bars (on a terminal only).
 
     Returns:
         The trained tokenizer, with pad/unk/cls/sep/mask/bos/eos set and the sentinels registered
@@ -124,6 +125,10 @@ def train_tokenizer(
             alphabet, bad numbers, or an iterable that holds no text.
     """
     _check_settings(algorithm, vocab_size, min_frequency, num_sentinels, model_max_length)
+    # The trainers draw their bars on stderr but end each with a bare newline on stdout: off a terminal
+    # the bars are not drawn, and the newlines padded the command's answer (and a closed pipe, as in
+    # `| head -1`, made the trainer panic).
+    show_progress = show_progress and sys.stderr.isatty()
     sample: list[str] = []
     stream = _sampled(_checked_texts(texts), sample)
     backend, trainer = _build_backend(

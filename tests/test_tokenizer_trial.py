@@ -192,3 +192,11 @@ def test_fill_mask_refuses_a_text_longer_than_the_model_reads(mlm_export):
     limit = json.loads((mlm_export / "config.json").read_text())["max_position_embeddings"]
     with pytest.raises(NlpsslError, match=rf"fill-mask: the text is \d+ tokens, .* at most {limit} .*Shorten it"):
         fill_mask(mlm_export, "the cat sat on the mat. " * limit + "the [MASK].")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_training_off_a_terminal_writes_nothing_to_stdout(algorithm, capfd):
+    # The trainers' progress bars end with bare newlines on stdout: `nlpssl tokenizer train ... | head -1`
+    # read an empty line, and the next write panicked the Rust trainer ("failed printing to stdout").
+    train_tokenizer(sentences(20), algorithm=algorithm, vocab_size=300, num_sentinels=0, show_progress=True)
+    assert capfd.readouterr().out == ""
