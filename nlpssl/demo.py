@@ -143,7 +143,13 @@ def _filled(tokenizer, before: str, token_id: int, after: str, decoded: str) -> 
         return decoded
     piece = added[len(alone):]
     if piece[:1].isspace():  # a new word: the user's own spacing before the mask stays
-        keep = piece[0] != " " or (before and not before[-1].isspace())  # at the start or after a space: not twice
+        from tokenizers import decoders
+
+        # WordPiece keeps no spaces, and its decoder puts one before every word ("喜欢 学"): the user's
+        # spacing alone counts. Byte-level BPE's 'Ġ' and Unigram's '▁' are the model's own: kept where the
+        # user wrote none, not doubled where they did.
+        invented = isinstance(backend.decoder, decoders.WordPiece)
+        keep = piece[0] != " " or (before and not before[-1].isspace() and not invented)
         return before + (piece if keep else piece[1:]) + after
     return before.rstrip() + piece + after  # joined to the word before, as the model sees it
 

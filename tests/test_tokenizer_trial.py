@@ -200,3 +200,12 @@ def test_training_off_a_terminal_writes_nothing_to_stdout(algorithm, capfd):
     # read an empty line, and the next write panicked the Rust trainer ("failed printing to stdout").
     train_tokenizer(sentences(20), algorithm=algorithm, vocab_size=300, num_sentinels=0, show_progress=True)
     assert capfd.readouterr().out == ""
+
+
+def test_fill_mask_adds_no_space_that_wordpiece_invents(mlm_export):
+    # WordPiece's decoder puts a space before every word piece, so "我喜欢[MASK]中文" came back as
+    # "我喜欢 X中文" and "the[MASK]" as "the X": spaces the user did not write and the tokenizer never saw.
+    from nlpssl.demo import fill_mask
+
+    preds = fill_mask(mlm_export, "我喜欢[MASK]中文", top_k=20)
+    assert all(p.sequence == f"我喜欢{p.token.removeprefix('##')}中文" for p in preds)
