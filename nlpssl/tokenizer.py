@@ -394,8 +394,11 @@ def _build_backend(
         case "wordpiece":
             backend = Tokenizer(models.WordPiece(unk_token=UNK_TOKEN))
             # strip_accents=False: its default follows lowercase (BERT-uncased), which made 'й' 'и' and
-            # 'côte' 'cote'; tokenizer.lowercase lowercases, as it does for bpe and unigram.
-            backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=False)
+            # 'côte' 'cote'; tokenizer.lowercase lowercases, as it does for bpe and unigram. NFC first, so
+            # an 'é' written as 'e' + U+0301 (text from macOS, some PDFs) is the same piece as 'é'.
+            backend.normalizer = normalizers.Sequence(
+                [normalizers.NFC(), normalizers.BertNormalizer(lowercase=lowercase, strip_accents=False)]
+            )
             backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
             backend.decoder = decoders.WordPiece(prefix="##")
             trainer = trainers.WordPieceTrainer(

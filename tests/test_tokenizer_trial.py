@@ -209,3 +209,16 @@ def test_fill_mask_adds_no_space_that_wordpiece_invents(mlm_export):
 
     preds = fill_mask(mlm_export, "我喜欢[MASK]中文", top_k=20)
     assert all(p.sequence == f"我喜欢{p.token.removeprefix('##')}中文" for p in preds)
+
+
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_wordpiece_reads_decomposed_accents_as_the_composed_ones(lowercase, tmp_path):
+    # 'é' as 'e' + U+0301 (NFD: macOS, some PDF extracts) gave other pieces than 'é', so one word split
+    # into two vocabularies; Unigram's NFKC already joined them, WordPiece did not.
+    import unicodedata
+
+    text = "Crème brûlée au café, très naïve."
+    train_tokenizer([text] * 30 + list(sentences(30)), tmp_path, algorithm="wordpiece", vocab_size=300,
+                    num_sentinels=0, lowercase=lowercase)
+    tok = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert tok(unicodedata.normalize("NFD", text))["input_ids"] == tok(text)["input_ids"]
