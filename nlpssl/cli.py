@@ -76,15 +76,23 @@ def cmd_tokenizer_train(a) -> None:
 
     from nlpssl.errors import NlpsslError, storage_errors
     from nlpssl.models import max_positions
+    from nlpssl.objectives import objective_for, objective_name
     from nlpssl.pretrain import train_recipe_tokenizer
     from nlpssl.recipe import load_recipe
 
     recipe = load_recipe(a.recipe, a.overrides, kind="pretrain")
-    if recipe.tokenizer.path:  # pretrain reuses that folder, so a tokenizer trained here would go unused
+    reused = objective_for(recipe).tokenizer_path()  # tokenizer.path, or a teacher's / an encoder's
+    if reused:  # pretrain uses that folder's tokenizer, so one trained here would go unused
+        if recipe.tokenizer.path:
+            fix = ("To train one into that folder, pass it as --out and set tokenizer.path=null; to reuse it, "
+                   "there is nothing to train.")
+            raise NlpsslError(f"tokenizer train: the recipe reuses a trained tokenizer (got tokenizer.path={reused!r}), "
+                              f"so `nlpssl pretrain` would not use one trained here. {fix}")
+        key = {"distill": "distill.teacher", "simcse": "simcse.encoder"}[objective_name(recipe)]
         raise NlpsslError(
-            f"tokenizer train: the recipe reuses a trained tokenizer (got tokenizer.path={recipe.tokenizer.path!r}), "
-            "so `nlpssl pretrain` would not use one trained here. To train one into that folder, pass it as --out "
-            "and set tokenizer.path=null; to reuse it, there is nothing to train."
+            f"tokenizer train: this recipe trains with the tokenizer of its {key} (got {key}={reused!r}), whose ids "
+            f"that model was trained on, so `nlpssl pretrain` would not use one trained here. There is nothing to "
+            f"train: run `nlpssl pretrain {a.recipe}`."
         )
     out = Path(a.out) if a.out else recipe.output_dir / "tokenizer"
     with storage_errors({"--out": out}):

@@ -222,3 +222,14 @@ def test_wordpiece_reads_decomposed_accents_as_the_composed_ones(lowercase, tmp_
                     num_sentinels=0, lowercase=lowercase)
     tok = AutoTokenizer.from_pretrained(str(tmp_path))
     assert tok(unicodedata.normalize("NFD", text))["input_ids"] == tok(text)["input_ids"]
+
+
+@pytest.mark.parametrize(("recipe", "key"), [("distil-tiny", "distill.teacher"), ("simcse-tiny", "simcse.encoder")])
+def test_tokenizer_train_refuses_a_recipe_that_trains_with_another_models_tokenizer(recipe, key, tmp_path, capsys):
+    # It trained one and said "models trained with it have a vocabulary of N": the run uses the teacher's.
+    from nlpssl.cli import main
+
+    assert main(["tokenizer", "train", recipe, "data.builtin_stories=50", "--out", str(tmp_path / "tok")]) == 2
+    err = capsys.readouterr().err
+    assert f"the tokenizer of its {key} (got {key}=" in err and f"run `nlpssl pretrain {recipe}`" in err
+    assert not (tmp_path / "tok").exists()
