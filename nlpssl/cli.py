@@ -79,6 +79,7 @@ def cmd_tokenizer_train(a) -> None:
     from nlpssl.objectives import objective_for, objective_name
     from nlpssl.pretrain import train_recipe_tokenizer
     from nlpssl.recipe import load_recipe
+    from nlpssl.runs import write_run_recipe
 
     recipe = load_recipe(a.recipe, a.overrides, kind="pretrain")
     reused = objective_for(recipe).tokenizer_path()  # tokenizer.path, or a teacher's / an encoder's
@@ -97,6 +98,11 @@ def cmd_tokenizer_train(a) -> None:
     out = Path(a.out) if a.out else recipe.output_dir / "tokenizer"
     with storage_errors({"--out": out}):
         tok = train_recipe_tokenizer(recipe, out, max_positions(recipe.model))
+        if out.absolute() == (recipe.output_dir / "tokenizer").absolute():
+            # The run's recipe.yaml beside its tokenizer: `nlpssl pretrain` with other tokenizer or text
+            # settings is then refused with the keys that differ, instead of training on this tokenizer
+            # and exporting a recipe.yaml that describes another.
+            write_run_recipe(recipe)
     print(f"tokenizer: {len(tok):,} tokens ({recipe.tokenizer.algorithm}) saved to {out}")
     if len(tok) < recipe.tokenizer.vocab_size:  # a small corpus, or a source that was not all read
         print(f"tokenizer: fewer than tokenizer.vocab_size={recipe.tokenizer.vocab_size:,}: the text holds no more "

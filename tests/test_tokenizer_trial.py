@@ -233,3 +233,16 @@ def test_tokenizer_train_refuses_a_recipe_that_trains_with_another_models_tokeni
     err = capsys.readouterr().err
     assert f"the tokenizer of its {key} (got {key}=" in err and f"run `nlpssl pretrain {recipe}`" in err
     assert not (tmp_path / "tok").exists()
+
+
+def test_pretrain_refuses_the_run_tokenizer_that_tokenizer_train_made_with_other_settings(tmp_path):
+    # `nlpssl tokenizer train bert-tiny tokenizer.algorithm=bpe` then `nlpssl pretrain bert-tiny` trained on
+    # the BPE tokenizer and exported a recipe.yaml that said wordpiece.
+    from nlpssl.cli import main
+    from nlpssl.errors import NlpsslError
+    from nlpssl.pretrain import pretrain
+
+    run = tiny_overrides(tmp_path, **{"data.builtin_stories": 50, "training.max_steps": 2})  # tiny, should it train
+    assert main(["tokenizer", "train", "bert-tiny", *run, "tokenizer.algorithm=bpe"]) == 0
+    with pytest.raises(NlpsslError, match=r"trained with other settings than now \(tokenizer\.algorithm\)"):
+        pretrain("bert-tiny", run)
