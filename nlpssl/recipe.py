@@ -213,6 +213,7 @@ TRAINING_EXTRAS: dict[str, Any] = {
     "budget_minutes": float | None,
 }
 BUDGET_SCHEDULES = ("linear", "cosine", "constant_with_warmup")
+ROTARY_ARCHS = ("llama", "modernbert")  # rotary positions: an even number of dimensions per head
 
 PRETRAIN_SECTIONS: dict[str, type] = {
     "tokenizer": TokenizerSection,
@@ -603,6 +604,14 @@ def _check_values(recipe: Recipe, where: str, problems: list[str]) -> None:
             problems.append(
                 f"{where}: model.hidden_size must be divisible by model.num_heads (got {hidden} and {heads}). "
                 "Change model.hidden_size or model.num_heads."
+            )
+        elif m.arch in ROTARY_ARCHS and (hidden // heads) % 2:
+            # Rotary embeddings turn pairs of dimensions: transformers refuses Llama's config and
+            # ModernBERT fails in its first forward pass, both after the tokenizer and data are built.
+            problems.append(
+                f"{where}: model.hidden_size / model.num_heads must be even for {m.arch}'s rotary positions "
+                f"(got {hidden} / {heads} = {hidden // heads} dimensions per head). Use e.g. "
+                f"model.hidden_size={heads * (hidden // heads + 1)} or another model.num_heads."
             )
         if (m.max_positions is None or m.max_positions >= 1) and d.block_size > max_positions(m):
             bad("data.block_size", d.block_size,
