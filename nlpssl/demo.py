@@ -87,8 +87,16 @@ def _wrong_family(where: str, path: Path, family: str, config: dict, wanted: str
     return NlpsslError(f"{where}: {str(path)!r} holds {arch}, and {where} needs {wanted}. {fix}.")
 
 
+def _check_one_text(value: object, where: str, name: str) -> None:
+    # None reached the tokenizer as "specify either `text` or `text_target`", a list as a TypeError.
+    if not isinstance(value, str):
+        raise NlpsslError(f"{where}: {name} must be one string (got {type(value).__name__} {value!r:.60}). "
+                          "Pass one text per call.")
+
+
 def fill_mask(model_dir: str | Path, text: str, top_k: int = 5) -> list[Prediction]:
     """Top-k fillers for the mask token in ``text``, from ``pipeline("fill-mask")``."""
+    _check_one_text(text, "fill-mask", "text")
     path = check_model_dir(model_dir, "fill-mask")
     family, config = model_family(path, "fill-mask")
     if family != "mlm":
@@ -165,6 +173,7 @@ def generate(
     greedy: bool = False,
 ) -> str:
     """A continuation of ``prompt`` from ``pipeline("text-generation")`` (seeded sampling)."""
+    _check_one_text(prompt, "generate", "prompt")
     path = check_model_dir(model_dir, "generate")
     family, config = model_family(path, "generate")
     if family not in ("causal", "t5"):

@@ -246,3 +246,15 @@ def test_pretrain_refuses_the_run_tokenizer_that_tokenizer_train_made_with_other
     assert main(["tokenizer", "train", "bert-tiny", *run, "tokenizer.algorithm=bpe"]) == 0
     with pytest.raises(NlpsslError, match=r"trained with other settings than now \(tokenizer\.algorithm\)"):
         pretrain("bert-tiny", run)
+
+
+@pytest.mark.parametrize("value", [None, ["Once", "Twice"], b"Once"])
+def test_demos_refuse_what_is_not_one_string(value, tmp_path):
+    # From Python, None ended in "You need to specify either `text` or `text_target`" and a list in a TypeError.
+    from nlpssl.demo import fill_mask, generate
+    from nlpssl.errors import NlpsslError
+
+    with pytest.raises(NlpsslError, match=rf"fill-mask: text must be one string \(got {type(value).__name__} "):
+        fill_mask(tmp_path, value)
+    with pytest.raises(NlpsslError, match=rf"generate: prompt must be one string \(got {type(value).__name__} "):
+        generate(tmp_path, value)
