@@ -23,3 +23,31 @@ def test_rotary_models_refuse_an_odd_head_dim(name):
     assert load_recipe(name, ["model.arch=bert" if name == "bert-tiny" else "model.arch=gpt2",
                               "collator.kind=token" if name == "bert-tiny" else "collator.kind=causal",
                               "model.hidden_size=36", "model.num_heads=4"]).model.hidden_size == 36
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    # Trained before: the collator then stopped after the tokenizer and data with
+    # "T5SpanCorruptionCollator.from_tokenizer: the tokenizer lacks <extra_id_0> ...".
+    (["tokenizer.num_sentinels=0"], "tokenizer.num_sentinels is too small for t5 (got 0): a row of "
+                                    "data.block_size=128 makes 7 noise spans"),
+    (["collator.noise_density=0.5", "data.block_size=512"], "makes 128 noise spans"),
+    # Trained before on rows of 9,549 raw tokens with 9,487-token targets for 128 inputs.
+    (["collator.noise_density=0.99"], "collator.noise_density is out of range for t5 (got 0.99)"),
+    (["collator.noise_density=0.5", "collator.mean_span_length=1"], "no raw row length corrupts to exactly"),
+])
+def test_t5_settings_that_cannot_corrupt_rows_are_refused(overrides, expected):
+    assert expected in problems("t5-tiny", *overrides)
+
+
+def test_t5_refuses_a_reused_tokenizer_without_enough_sentinels_before_data(tmp_path, story_texts):
+    from conftest import tiny_overrides
+
+    from nlpssl.errors import NlpsslError
+    from nlpssl.pretrain import pretrain
+    from nlpssl.tokenizer import train_tokenizer
+
+    train_tokenizer(story_texts[:100], tmp_path / "tok", algorithm="bpe", vocab_size=300, num_sentinels=1)
+    recipe = load_recipe("t5-tiny", tiny_overrides(tmp_path, **{"tokenizer.path": str(tmp_path / "tok")}))
+    with pytest.raises(NlpsslError, match=r"holds 1 T5 sentinels .* makes 2 noise spans"):
+        pretrain(recipe)
+    assert not (tmp_path / "cache").exists()  # refused before any data was read
