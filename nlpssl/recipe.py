@@ -731,6 +731,13 @@ def _check_training_values(recipe: Recipe, where: str, problems: list[str]) -> N
     for key in ("warmup_steps", "weight_decay", "max_grad_norm"):
         if (value := number(key)) is not None and value < 0:
             bad(key, "Use 0 or more")
+    if (value := number("warmup_steps")) is not None and value > 1 and not float(value).is_integer():
+        # transformers reads a value below 1 as a share of the run and truncates any other (1.5 -> 1 step).
+        bad("warmup_steps", "Use a share of the run below 1 (e.g. 0.1) or a whole number of steps (e.g. 100)")
+    if (value := number("save_total_limit")) is not None and value < 1:
+        # transformers deletes nothing at 0 or below: every checkpoint would be kept.
+        bad("save_total_limit", "Use 1 or more checkpoints to keep, null to keep them all, or "
+            "training.save_strategy=no to save none")
     if (value := number("budget_minutes")) is not None:
         if not (value > 0 and math.isfinite(value)):
             bad("budget_minutes", "Use a positive number of minutes, e.g. 7, or null for no budget")

@@ -51,3 +51,22 @@ def test_t5_refuses_a_reused_tokenizer_without_enough_sentinels_before_data(tmp_
     with pytest.raises(NlpsslError, match=r"holds 1 T5 sentinels .* makes 2 noise spans"):
         pretrain(recipe)
     assert not (tmp_path / "cache").exists()  # refused before any data was read
+
+
+@pytest.mark.parametrize("override, fix", [
+    # transformers keeps every checkpoint at 0 or below: the opposite of what 0 reads as
+    ("training.save_total_limit=0", "null to keep them all, or training.save_strategy=no to save none"),
+    ("training.save_total_limit=-1", "Use 1 or more checkpoints to keep"),
+    # transformers truncates it to 1 step
+    ("training.warmup_steps=1.5", "Use a share of the run below 1 (e.g. 0.1) or a whole number of steps"),
+])
+def test_training_values_transformers_would_misread_are_refused(override, fix):
+    msg = problems("gpt-tiny", override)
+    assert f"override {override!r}: training.{override.split('.')[1].split('=')[0]} is out of range" in msg
+    assert fix in msg
+
+
+def test_warmup_share_and_whole_steps_still_load():
+    for value in (0.1, 1, 100, 100.0):
+        assert load_recipe("gpt-tiny", [f"training.warmup_steps={value}"]).training["warmup_steps"] == value
+    assert load_recipe("gpt-tiny", ["training.save_total_limit=null"]).training["save_total_limit"] is None
