@@ -58,6 +58,9 @@ FIRST_SENTINEL_ID = len(SPECIAL_TOKENS)
 DEFAULT_NUM_SENTINELS = 100
 # Byte-level BPE always keeps all 256 byte symbols, whatever the corpus.
 BYTE_ALPHABET_SIZE = 256
+# The largest vocabularies in use hold about 250,000 (Gemma, BLOOM) to 900,000 (XLM-V) tokens. The trainers
+# reserve memory for every id asked for (32 bytes each: vocab_size=10**9 aborted the process asking 32 GB).
+MAX_VOCAB_SIZE = 1 << 21
 # WordPiece keeps at most this many distinct characters (BERT's setting); rarer ones become [UNK].
 WORDPIECE_LIMIT_ALPHABET = 1000
 
@@ -237,6 +240,12 @@ def _check_settings(
                 f"train_tokenizer: {name} must be an integer >= {low} (got {value!r}). "
                 f"Set {name} to a whole number >= {low}."
             )
+    if isinstance(vocab_size, int) and vocab_size > MAX_VOCAB_SIZE:
+        raise NlpsslError(
+            f"train_tokenizer: vocab_size is larger than any tokenizer needs (got {vocab_size:,}, at most "
+            f"{MAX_VOCAB_SIZE:,}; the largest in use hold about 250,000). Use e.g. 8192 to 65536; a corpus "
+            "with fewer pieces gives a smaller vocabulary anyway."
+        )
     minimum = _min_vocab_size(algorithm, num_sentinels)
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < minimum:
         raise NlpsslError(

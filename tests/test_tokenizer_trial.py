@@ -258,3 +258,13 @@ def test_demos_refuse_what_is_not_one_string(value, tmp_path):
         fill_mask(tmp_path, value)
     with pytest.raises(NlpsslError, match=rf"generate: prompt must be one string \(got {type(value).__name__} "):
         generate(tmp_path, value)
+
+
+@pytest.mark.parametrize("vocab_size", [10**7, 10**9, 10**30])
+def test_an_absurd_vocab_size_is_refused_before_the_trainer_runs(vocab_size):
+    # 10**9 aborted the process in the Rust trainer ("memory allocation of 32000000000 bytes failed"),
+    # 10**30 raised a bare OverflowError from it.
+    from nlpssl.errors import NlpsslError
+
+    with pytest.raises(NlpsslError, match=rf"vocab_size is larger than any tokenizer needs \(got {vocab_size:,}, at most"):
+        train_tokenizer(iter(()), algorithm="unigram", vocab_size=vocab_size)
