@@ -54,6 +54,15 @@ def resolve_shape(section: ModelSection) -> Shape:
     return shape
 
 
+def stock_intermediate(arch: str, intermediate: int) -> int:
+    """The FFN width the stock config gets for ``model.intermediate_size``.
+
+    Llama's SwiGLU and ModernBERT's GeGLU have three matrices, not two: 2/3 of the width, rounded up
+    to a multiple of 64, keeps the parameter count (1024 -> 704, 512 -> 384, 64 -> 64).
+    """
+    return (intermediate * 2 // 3 + 63) // 64 * 64 if arch in ("llama", "modernbert") else intermediate
+
+
 def max_positions(section: ModelSection) -> int:
     return MAX_POSITIONS if section.max_positions is None else section.max_positions
 
@@ -105,8 +114,7 @@ def build_config(section: ModelSection, tokenizer, attn: str = "sdpa"):
 
             config = ModernBertConfig(
                 hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
-                # GeGLU has three matrices: 2/3 of the preset width keeps the parameter count.
-                intermediate_size=(s.intermediate * 2 // 3 + 63) // 64 * 64,
+                intermediate_size=stock_intermediate(section.arch, s.intermediate),
                 max_position_embeddings=positions, layer_types=["full_attention"] * s.layers,
                 cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
                 attention_dropout=drop, mlp_dropout=drop,
@@ -125,8 +133,7 @@ def build_config(section: ModelSection, tokenizer, attn: str = "sdpa"):
             config = LlamaConfig(
                 hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
                 num_key_value_heads=s.heads,
-                # SwiGLU has three matrices: 2/3 of the preset width keeps the parameter count.
-                intermediate_size=(s.intermediate * 2 // 3 + 63) // 64 * 64,
+                intermediate_size=stock_intermediate(section.arch, s.intermediate),
                 max_position_embeddings=positions, tie_word_embeddings=True,
                 attention_dropout=drop, **ids,
             )

@@ -70,3 +70,30 @@ def test_warmup_share_and_whole_steps_still_load():
     for value in (0.1, 1, 100, 100.0):
         assert load_recipe("gpt-tiny", [f"training.warmup_steps={value}"]).training["warmup_steps"] == value
     assert load_recipe("gpt-tiny", ["training.save_total_limit=null"]).training["save_total_limit"] is None
+
+
+def test_distill_from_teacher_refuses_model_settings_it_would_ignore(tmp_path, mlm_export):
+    # The student was the teacher's layers [0, 2] at width 32, whatever the model section said, and the
+    # recipe.yaml of its export claimed hidden_size 64 and 3 layers.
+    from conftest import tiny_overrides
+
+    from nlpssl.errors import NlpsslError
+    from nlpssl.pretrain import pretrain
+
+    def run(**extra):
+        return pretrain("distil-tiny", tiny_overrides(tmp_path, **{"distill.teacher": str(mlm_export), **extra}))
+
+    with pytest.raises(NlpsslError) as err:
+        run(**{"model.hidden_size": 64, "model.num_layers": 3, "model.dropout": 0.1})
+    msg = str(err.value)
+    assert "init=teacher builds the student from the teacher's layers [0, 2]" in msg
+    assert "model.hidden_size=64 (the student's: 32)" in msg and "model.num_layers=3 (the student's: 2)" in msg
+    assert "model.dropout=0.1" in msg and "distill.init=preset" in msg
+    assert not (tmp_path / "cache").exists()  # before any data
+
+
+def test_glu_ffn_width_is_the_documented_two_thirds():
+    from nlpssl.models import stock_intermediate
+
+    assert [stock_intermediate("llama", n) for n in (1024, 512, 64)] == [704, 384, 64]
+    assert stock_intermediate("modernbert", 16) == 64 and stock_intermediate("gpt2", 16) == 16

@@ -66,6 +66,7 @@ class Distillation:
                     "distill.init=preset for a student built from the model section."
                 )
             teacher_layers(config, d.layers)  # raises on indices out of range
+            check_student_shape(self.recipe, config)
         check_same_tokenizer(self.recipe.tokenizer.path, d.teacher, "distill", "the teacher")
 
     def build_model(self, tokenizer, attn: str = "sdpa"):
@@ -141,6 +142,34 @@ def teacher_layers(config: dict, layers: list[int] | None) -> list[int]:
         raise NlpsslError(f"distill.layers: the teacher has {n} layers (0 to {n - 1}), so {bad} do not exist "
                           f"(got {chosen}). Pick indices below {n}.")
     return chosen
+
+
+def check_student_shape(recipe, config: dict) -> None:
+    """With ``init: teacher`` the student is the teacher's config with fewer layers: refuse ``model``
+    settings that would be silently ignored (a student of another width or depth than asked)."""
+    from nlpssl.models import stock_intermediate
+
+    m, d = recipe.model, recipe.distill
+    hidden = config.get("hidden_size") or config.get("n_embd")
+    heads = config.get("num_attention_heads") or config.get("n_head")
+    ffn = config.get("intermediate_size") or config.get("n_inner") or 4 * (hidden or 0)
+    asked = {"model.hidden_size": (m.hidden_size, hidden), "model.num_heads": (m.num_heads, heads),
+             "model.intermediate_size": (None if m.intermediate_size is None
+                                         else stock_intermediate(m.arch, m.intermediate_size), ffn)}
+    if d.layers is None:  # distill.layers, when given, decides the depth
+        asked["model.num_layers"] = (m.num_layers, len(teacher_layers(config, None)))
+    wrong = [f"{key}={getattr(m, key.split('.')[1])} (the student's: {theirs})"
+             for key, (mine, theirs) in asked.items() if mine is not None and mine != theirs]
+    wrong += [f"model.{key}={getattr(m, key)} (the student keeps the teacher's)"
+              for key in ("dropout", "max_positions", "init_std") if getattr(m, key) is not None]
+    if wrong:
+        layers = teacher_layers(config, d.layers)
+        raise NlpsslError(
+            f"distill: init=teacher builds the student from the teacher's layers {layers} (distill.layers), with "
+            f"the teacher's shape, so these model settings would not be used: {', '.join(wrong)}. Remove them, "
+            "pick the teacher layers with distill.layers (e.g. [0, 1]), or set distill.init=preset to build a "
+            "fresh student from the model section."
+        )
 
 
 def student_from_teacher(teacher: str, layers: list[int] | None, auto_class: str, attn: str = "sdpa"):
