@@ -88,14 +88,19 @@ def _finetune(recipe: Recipe, model_dir: Path) -> FinetuneResult:
     return FinetuneResult(recipe.output_dir, export_dir, metrics)
 
 
-def train_classifier(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData):
+def train_classifier(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, quiet: bool = False):
     """Build, train and score one classifier on prepared splits; returns (trainer, metrics).
 
     The shared core of `nlpssl finetune` and `nlpssl probe` (which hands every control the same splits).
+    ``quiet``: the Trainer does not print each evaluation's figures (the probe's one line a run does).
     """
     model = build_classifier(model_dir, recipe, data.label_names, tokenizer)
     encoded = encode_splits(data, tokenizer, recipe.task.max_length)
     trainer = make_trainer(recipe, model, tokenizer, encoded, len(data.label_names))
+    if quiet:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     result = trainer.train()
     return trainer, summarise(recipe, model_dir, trainer, result, encoded, data)
 
@@ -257,6 +262,8 @@ def build_classifier(model_dir: Path, recipe: Recipe, label_names: list[str], to
     """``AutoModelForSequenceClassification`` from the folder's weights, or random ones (``init: scratch``)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, set_seed
 
+    from nlpssl.runs import quiet_transformers
+
     config = AutoConfig.from_pretrained(str(model_dir))
     replace_head = _head_note(config, model_dir, label_names, recipe.init)
     config.id2label = dict(enumerate(label_names))
@@ -279,14 +286,37 @@ def build_classifier(model_dir: Path, recipe: Recipe, label_names: list[str], to
     try:
         if recipe.init == "scratch":
             return AutoModelForSequenceClassification.from_config(config)
-        return AutoModelForSequenceClassification.from_pretrained(str(model_dir), config=config,
-                                                                  ignore_mismatched_sizes=replace_head)
+        with quiet_transformers():  # its load report (a table per run) gives way to say_loaded's line
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                str(model_dir), config=config, ignore_mismatched_sizes=replace_head, output_loading_info=True)
+        say_loaded(model_dir, model, info)
+        return model
     except (ValueError, KeyError) as err:
         raise NlpsslError(
             f"model: {config.model_type!r} has no sequence-classification class in transformers (got "
             f"{type(err).__name__}: {str(err).splitlines()[0][:200]}). Start from an encoder or decoder "
             "export (bert, roberta, gpt2, llama)."
         ) from err
+
+
+def say_loaded(model_dir: Path, model, info: dict[str, Any]) -> None:
+    """One line on what the export gave the classifier: the new head's weights, the export's weights
+    left out (its pretraining head), and, as a warning, body weights the export lacked (they start random)."""
+    from nlpssl.runs import log
+
+    def groups(keys) -> str:  # 'classifier.weight', 'classifier.bias' -> 'classifier'
+        return ", ".join(sorted({k.rsplit(".", 1)[0] if "." in k else k for k in keys})) or "none"
+
+    missing, unused = set(info.get("missing_keys") or ()), set(info.get("unexpected_keys") or ())
+    mismatched = {k for k, *_ in info.get("mismatched_keys") or ()}
+    prefix = f"{model.base_model_prefix}."
+    body = sorted(k for k in missing if k.startswith(prefix) and ".pooler." not in k)
+    if body:
+        log(f"warning: model: {str(model_dir)!r} lacks {len(body)} weights of the {type(model).__name__}'s body, "
+            f"which start random (e.g. {body[0]!r}). Is it an export of this architecture? Check its "
+            "model.safetensors and config.json.", once=True)
+    log(f"model: {str(model_dir)!r} loaded into {type(model).__name__}; new, randomly initialised: "
+        f"{groups(missing | mismatched)}; not used: {groups(unused)}", once=True)
 
 
 def _head_note(config, model_dir: Path, label_names: list[str], init: str) -> bool:
@@ -301,11 +331,11 @@ def _head_note(config, model_dir: Path, label_names: list[str], init: str) -> bo
         return False
     if len(before) != len(label_names):
         log(f"model: {str(model_dir)!r} is already a classifier of {before}; its head is replaced by a new one "
-            f"for {label_names}.")
+            f"for {label_names}.", once=True)
         return True
     log(f"model: {str(model_dir)!r} is already a classifier of {before}; its head is kept for {label_names}, "
         f"class by class in that order ({before[0]!r} -> {label_names[0]!r}, ...). To start from a new head, "
-        "fine-tune the pretraining export instead.")
+        "fine-tune the pretraining export instead.", once=True)
     return False
 
 
@@ -387,10 +417,14 @@ def finetune_defaults(recipe: Recipe) -> tuple[dict[str, Any], bool]:
     t, task = recipe.training, recipe.task
     eval_strategy, save_strategy = _strategies(recipe)
     best = eval_strategy != "no" and save_strategy == eval_strategy
+    import torch
+
     defaults: dict[str, Any] = {
         "eval_strategy": eval_strategy, "save_strategy": save_strategy,
         # Weights only: a checkpoint is a candidate for the best model, never a point to resume from.
         "save_total_limit": 1, "save_only_model": True,
+        # Pinned memory speeds copies to a GPU; without one torch warns at every loader (each evaluation).
+        "dataloader_pin_memory": torch.cuda.is_available(),
     }
     if best:
         defaults.update(load_best_model_at_end=True, metric_for_best_model=task.metric_for_best_model,

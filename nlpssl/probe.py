@@ -163,7 +163,7 @@ def probe(
         NlpsslError: a bad model folder, task, label budget or output folder, before any training.
     """
     from nlpssl.finetune import check_model_folder, check_recipe, load_classifier_tokenizer
-    from nlpssl.runs import log
+    from nlpssl.runs import log, quiet_transformers
 
     model_path = check_model_folder(str(model_dir))
     recipe = task_recipe(task, model_path, overrides)
@@ -199,30 +199,37 @@ def probe(
     runs_dir = Path(tempfile.mkdtemp(prefix=".probe-runs-", dir=out))
     log(f"probe: {len(pool)} labelled rows in the pool, scoring on {len(scored)} rows ({scored_on}), "
         f"budgets {budgets}, {seeds} seed(s), arms {list(arms)}")
+    # Time left, by neural runs: each aims at about TARGET_STEPS steps whatever its budget; bag-of-words is seconds.
+    neural_total, neural_done, neural_s = seeds * len(budgets) * len(set(arms) & set(NEURAL_ARMS)), 0, 0.0
     try:
-        for seed in range(seeds):
-            order = permutation(pool, recipe, seed)
-            for n in budgets:
-                splits = seed_splits(pool, order, n, seed, scored, data, recipe, scored_on)
-                unlabelled = without_labels(pool.subset(order[n:n + self_train])) if self_train else None
-                if unlabelled is not None and not len(unlabelled):
-                    log(f"probe: --self-train: no pool rows are left beyond the {n} labelled ones; "
-                        f"no self-training at {n}")
-                    unlabelled = None
-                for arm in arms:
-                    started = time.perf_counter()
-                    if arm == "bag-of-words":
-                        run = bag_of_words(splits, n, seed, unlabelled)
-                    else:
-                        run = fine_tune_arm(recipe, model_path, tokenizer, splits, arm, n, seed, learning_rates,
-                                            epochs, runs_dir, unlabelled)
-                    run.seconds = round(time.perf_counter() - started, 1)
-                    report.runs.append(run)
-                    first = (f", first model {run.self_train['accuracy']:.4f}, {run.self_train['pseudo_labelled']} "
-                             f"pseudo-labelled rows" if run.self_train else "")
-                    log(f"probe: {arm:>12} {n:>6} labels seed {seed}: accuracy {run.accuracy:.4f} "
-                        f"(selection {run.selection_accuracy:.4f}, {run.setting}{first}, {run.seconds:.0f} s)")
-                write_report(report)  # after every budget: an interrupted probe keeps what it measured
+        with quiet_transformers():  # tens of fine-tunes: their load reports and weight-writing bars add nothing
+            for seed in range(seeds):
+                order = permutation(pool, recipe, seed)
+                for n in budgets:
+                    splits = seed_splits(pool, order, n, seed, scored, data, recipe, scored_on)
+                    unlabelled = without_labels(pool.subset(order[n:n + self_train])) if self_train else None
+                    if unlabelled is not None and not len(unlabelled):
+                        log(f"probe: --self-train: no pool rows are left beyond the {n} labelled ones; "
+                            f"no self-training at {n}")
+                        unlabelled = None
+                    for arm in arms:
+                        started = time.perf_counter()
+                        if arm == "bag-of-words":
+                            run = bag_of_words(splits, n, seed, unlabelled)
+                        else:
+                            run = fine_tune_arm(recipe, model_path, tokenizer, splits, arm, n, seed, learning_rates,
+                                                epochs, runs_dir, unlabelled)
+                        run.seconds = round(time.perf_counter() - started, 1)
+                        report.runs.append(run)
+                        first = (f", first model {run.self_train['accuracy']:.4f}, {run.self_train['pseudo_labelled']} "
+                                 f"pseudo-labelled rows" if run.self_train else "")
+                        if arm in NEURAL_ARMS:
+                            neural_done, neural_s = neural_done + 1, neural_s + run.seconds
+                        left = neural_s / neural_done * (neural_total - neural_done) if neural_done else 0.0
+                        log(f"probe: {arm:>12} {n:>6} labels seed {seed}: accuracy {run.accuracy:.4f} "
+                            f"(selection {run.selection_accuracy:.4f}, {run.setting}{first}, {run.seconds:.0f} s)"
+                            + (f"; about {_minutes(left)} left" if left >= 1 else ""))
+                    write_report(report)  # after every budget: an interrupted probe keeps what it measured
     finally:
         shutil.rmtree(runs_dir, ignore_errors=True)
     write_report(report, plot=True)
@@ -349,6 +356,14 @@ def check_out_dir(out: Path) -> None:
             f"probe: --out {str(out)!r} exists and holds files the probe did not write (no {MARKER}). "
             "Pass --out NEW_FOLDER, or move that folder away."
         )
+
+
+def _minutes(seconds: float) -> str:
+    """'40 s', '12 min', '2 h 05 min'."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _slug(text: str) -> str:
@@ -512,10 +527,10 @@ def _fine_tune(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, arm: 
                 "seed": seed, "eval_strategy": "epoch", "save_strategy": "epoch", "logging_strategy": "epoch",
                 "warmup_steps": 0.1, "lr_scheduler_type": "linear", "disable_tqdm": True,
                 # Batches of similar lengths: short sentences are not padded to the longest one.
-                "train_sampling_strategy": "group_by_length", "dataloader_pin_memory": False}
+                "train_sampling_strategy": "group_by_length"}
     task = dataclasses.replace(recipe.task, early_stopping_patience=PATIENCE)
     run_recipe = dataclasses.replace(recipe, init=arm, training=training, task=task)
-    trainer, metrics = train_classifier(run_recipe, model_dir, tokenizer, data)
+    trainer, metrics = train_classifier(run_recipe, model_dir, tokenizer, data, quiet=True)
     shutil.rmtree(out, ignore_errors=True)  # checkpoints of this run: the best weights stay in the trainer
     return trainer, {"learning_rate": lr, "epochs": metrics["epochs"], "steps": metrics["steps"],
                      "selection_accuracy": metrics["eval_accuracy"], "accuracy": metrics["test_accuracy"],

@@ -32,9 +32,35 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def log(message: str) -> None:
+_SAID: set[str] = set()
+
+
+def log(message: str, once: bool = False) -> None:
+    """A line on stdout from rank 0; ``once``: not again if this process has already said it (a
+    probe's tens of fine-tunes share their notes)."""
+    if once:
+        if message in _SAID:
+            return
+        _SAID.add(message)
     if rank() == 0:
         print(f"[nlpssl] {message}", flush=True)
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' warnings below errors and its own progress bars (loading, writing weights) off,
+    for the duration: what nlpssl says instead is shorter (the Trainer's bar is not one of them)."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def note(message: str) -> None:

@@ -30,7 +30,9 @@ def write_task(path: Path, n: int, offset: int = 0, header=("sentence", "label")
     return path
 
 
-def test_probe_writes_table_plot_card_and_gives_every_arm_the_same_rows(tmp_path, export, capsys):
+def test_probe_writes_table_plot_card_and_gives_every_arm_the_same_rows(tmp_path, export, capfd):
+    from transformers.utils import logging as hf_logging
+
     from nlpssl.cli import main
 
     train = write_task(tmp_path / "train.tsv", 90)
@@ -40,9 +42,19 @@ def test_probe_writes_table_plot_card_and_gives_every_arm_the_same_rows(tmp_path
             "task.text_column=sentence", "training.per_device_train_batch_size=16",
             "--labels", "20", "all", "--seeds", "2", "--learning-rates", "1e-3", "3e-3", "--epochs", "1",
             "--out", str(out), "--card"]
+    level = hf_logging.get_verbosity()
     assert main(args) == 0
-    printed = capsys.readouterr().out
+    captured = capfd.readouterr()
+    printed = captured.out
     assert "| labels | pretrained | scratch | bag-of-words |" in printed and "| 90 |" in printed
+    # 16 fine-tunes say one line each, not transformers' load report, weight-writing bars and the
+    # Trainer's per-epoch figures; what the export gave the classifier is said once.
+    both = captured.out + captured.err
+    for noise in ("LOAD REPORT", "Writing model shards", "'eval_loss'"):
+        assert noise not in both
+    assert both.count("loaded into ModernBertForSequenceClassification; new, randomly initialised: classifier") == 1
+    assert any("left" in line for line in printed.splitlines() if "labels seed 0" in line)  # time the rest take
+    assert hf_logging.get_verbosity() == level and hf_logging.is_progress_bar_enabled()
 
     report = json.loads((out / "probe.json").read_text())
     assert report["label_budgets"] == [20, 90] and report["scored_on"].startswith("validation")
@@ -229,3 +241,25 @@ def test_probe_into_a_users_folder_deletes_only_its_own_files(tmp_path, export):
     probe(export, str(train), **args)  # a folder holding an earlier probe.json: allowed again
     assert (project / "runs" / "my-run" / "model.safetensors").read_text() == "the user's weights"
     assert sorted(p.name for p in project.iterdir()) == ["probe.json", "probe.md", "probe.png", "runs"]
+
+
+def test_an_export_lacking_body_weights_is_named_not_silently_half_random(tmp_path, export, capfd):
+    # transformers' load report is no longer printed (a table per fine-tune); what it said of a damaged
+    # export, body weights that start random, must still reach the user.
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    from nlpssl.finetune import build_classifier
+    from nlpssl.probe import task_recipe
+
+    damaged = tmp_path / "export"
+    shutil.copytree(export, damaged)
+    weights = load_file(damaged / "model.safetensors")
+    dropped = next(k for k in sorted(weights) if ".layers.1." in k)
+    save_file({k: v for k, v in weights.items() if k != dropped}, damaged / "model.safetensors", metadata={"format": "pt"})
+    recipe = task_recipe("builtin", damaged, [])
+    build_classifier(damaged, recipe, ["negative", "positive"], AutoTokenizer.from_pretrained(damaged))
+    said = capfd.readouterr().out
+    assert f"lacks 1 weights of the ModernBertForSequenceClassification's body, which start random (e.g. '{dropped}')" in said, said
+    build_classifier(export, recipe, ["negative", "positive"], AutoTokenizer.from_pretrained(export))
+    assert "lacks" not in capfd.readouterr().out
