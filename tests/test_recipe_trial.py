@@ -97,3 +97,11 @@ def test_glu_ffn_width_is_the_documented_two_thirds():
 
     assert [stock_intermediate("llama", n) for n in (1024, 512, 64)] == [704, 384, 64]
     assert stock_intermediate("modernbert", 16) == 64 and stock_intermediate("gpt2", 16) == 16
+
+
+@pytest.mark.parametrize("layers, built", [(3, "1 + 1"), (1, "1 + 1"), (5, "2 + 2")])
+def test_t5_refuses_an_odd_layer_count_it_would_round(layers, built):
+    # 3 layers exported an encoder and a decoder of 1 layer each, and 1 layer made 2.
+    msg = problems("t5-tiny", f"model.num_layers={layers}")
+    assert "model.num_layers must be even for t5" in msg and f"that would build {built}" in msg
+    assert load_recipe("t5-tiny", ["model.num_layers=2"]).model.num_layers == 2

@@ -36,6 +36,12 @@ class SpanCorruption(Objective):
         from nlpssl.collators.t5 import noise_counts, t5_input_target_lengths
 
         c, d, t = self.recipe.collator, self.recipe.data, self.recipe.tokenizer
+        layers = self.recipe.model.num_layers
+        if layers is not None and layers >= 1 and layers % 2:
+            # nlpssl.models gives the encoder and the decoder num_layers // 2 each (at least 1).
+            problems.append(f"{where}: model.num_layers must be even for t5, which splits it between the encoder "
+                            f"and the decoder (got {layers}: that would build {max(1, layers // 2)} + "
+                            f"{max(1, layers // 2)}). Use e.g. model.num_layers={layers + 1}.")
         if not (0 < c.noise_density < 1 and c.mean_span_length >= 1 and d.block_size >= 8):
             return  # the range checks reported it
         if c.noise_density > MAX_NOISE_DENSITY:
