@@ -157,9 +157,11 @@ def cmd_fill_mask(a) -> None:
     if a.json:
         print(json.dumps([asdict(p) for p in preds], indent=2))
     else:
-        for p in preds:  # one row each: line breaks and tabs of the text shown as \n, \t (--json has them as is)
-            sequence = p.sequence.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
-            print(f"{p.score:6.3f}  {p.token:<14} {sequence}")
+        def shown(text: str) -> str:  # one row each: line breaks and tabs as \n, \t (--json has them as is)
+            return text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
+
+        for p in preds:
+            print(f"{p.score:6.3f}  {shown(p.token):<14} {shown(p.sequence)}")
 
 
 def cmd_generate(a) -> None:

@@ -125,7 +125,8 @@ def fill_mask(model_dir: str | Path, text: str, top_k: int = 5) -> list[Predicti
         )
     before, _, after = text.partition(mask)
     return [
-        Prediction(token=p["token_str"].strip(), score=float(p["score"]),
+        # A filler of white space only (a line break, a lone 'Ġ' or '▁') stays itself, not "".
+        Prediction(token=p["token_str"].strip() or p["token_str"], score=float(p["score"]),
                    sequence=_filled(pipe.tokenizer, before, p["token"], after, p["sequence"]))
         for p in pipe(text, top_k=top_k)
     ]

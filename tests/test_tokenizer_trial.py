@@ -74,10 +74,10 @@ def test_fill_mask_gives_back_the_users_text_with_the_filler(export, request, on
     for p in preds:
         assert p.sequence.startswith(head) and p.sequence.endswith("."), p
         filler = p.sequence[len(head):-1]
-        assert filler.strip() == p.token.removeprefix("##"), p
+        assert filler.strip() == p.token.strip().removeprefix("##"), p
     assert any(p.sequence == f"{head} {p.token}." for p in preds)  # a word: the user's space kept, no other
     alone = fill_mask(request.getfixturevalue(export), "[MASK]", top_k=30)
-    assert all(p.sequence == p.token.removeprefix("##") for p in alone if p.token)  # no space before a first word
+    assert all(p.sequence == p.token.removeprefix("##") for p in alone if p.token.strip())  # no space before a first word
 
 
 def test_fill_mask_table_keeps_one_row_per_filler(mlm_export, capsys, one_torch_thread):
@@ -268,3 +268,19 @@ def test_an_absurd_vocab_size_is_refused_before_the_trainer_runs(vocab_size):
 
     with pytest.raises(NlpsslError, match=rf"vocab_size is larger than any tokenizer needs \(got {vocab_size:,}, at most"):
         train_tokenizer(iter(()), algorithm="unigram", vocab_size=vocab_size)
+
+
+def test_fill_mask_shows_a_white_space_filler_as_itself(lowercase_bpe_mlm, capsys, one_torch_thread):
+    # A line-break filler ('Ċ') was stripped to "": an empty token column, in Python and in the table.
+    import json
+
+    from nlpssl.cli import main
+    from nlpssl.demo import fill_mask
+
+    vocab = json.loads((lowercase_bpe_mlm / "config.json").read_text())["vocab_size"]
+    preds = fill_mask(lowercase_bpe_mlm, "Mia sat.[MASK]Tom ran.", top_k=vocab)
+    assert "" not in [p.token for p in preds]
+    newline = next(p for p in preds if p.token == "\n")
+    assert newline.sequence == "Mia sat.\nTom ran."
+    main(["fill-mask", str(lowercase_bpe_mlm), "Mia sat.[MASK]Tom ran.", "--top-k", str(vocab)])
+    assert any(row.split()[1:] == ["\\n", "Mia", "sat.\\nTom", "ran."] for row in capsys.readouterr().out.splitlines())
