@@ -310,8 +310,8 @@ _FALSE = {"false", "no", "off", "0"}
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if _is_union(tp):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if _is_union(tp):  # int | None reads "int or null", as a recipe writes it (not "int or NoneType")
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp))
 
 

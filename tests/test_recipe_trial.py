@@ -105,3 +105,9 @@ def test_t5_refuses_an_odd_layer_count_it_would_round(layers, built):
     msg = problems("t5-tiny", f"model.num_layers={layers}")
     assert "model.num_layers must be even for t5" in msg and f"that would build {built}" in msg
     assert load_recipe("t5-tiny", ["model.num_layers=2"]).model.num_layers == 2
+
+
+def test_a_wrong_type_for_an_optional_key_reads_as_yaml_not_python():
+    msg = problems("bert-tiny", "model.hidden_size=[64]")
+    assert "model.hidden_size: expected int or null (got [64]). Set it to int or null." in msg
+    assert "NoneType" not in problems("bert-tiny", "model.dropout=high", "data.max_texts=1.5")
