@@ -140,16 +140,16 @@ def test_t5_demo_refuses_sentinels_the_model_cannot_fill(text, message, tmp_path
 
 
 def test_tokenizer_train_says_when_the_text_cannot_fill_the_vocab_size(tmp_path, capsys):
-    # tokenizer.vocab_size=10000000 on two lines gave a 125-token tokenizer without a word about it.
+    # tokenizer.vocab_size=1000000 on two lines gave a 125-token tokenizer without a word about it.
     from nlpssl.cli import main
 
     corpus = tmp_path / "small.txt"
     corpus.write_text("hello world\n\nhello there\n", encoding="utf-8")
-    main(["tokenizer", "train", "bert-tiny", f"data.source={corpus}", "tokenizer.vocab_size=10000000",
+    main(["tokenizer", "train", "bert-tiny", f"data.source={corpus}", "tokenizer.vocab_size=1000000",
           "--out", str(tmp_path / "tok")])
     out = capsys.readouterr().out
     size = len(AutoTokenizer.from_pretrained(str(tmp_path / "tok")))
-    assert "fewer than tokenizer.vocab_size=10,000,000" in out and f"a vocabulary of {size}." in out
+    assert "fewer than tokenizer.vocab_size=1,000,000" in out and f"a vocabulary of {size}." in out
 
 
 def test_tokenizer_train_refuses_a_recipe_that_reuses_a_tokenizer(tmp_path, capsys):
