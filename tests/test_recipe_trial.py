@@ -111,3 +111,28 @@ def test_a_wrong_type_for_an_optional_key_reads_as_yaml_not_python():
     msg = problems("bert-tiny", "model.hidden_size=[64]")
     assert "model.hidden_size: expected int or null (got [64]). Set it to int or null." in msg
     assert "NoneType" not in problems("bert-tiny", "model.dropout=high", "data.max_texts=1.5")
+
+
+SHAPE = dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=32, intermediate_size=64)
+
+
+@pytest.mark.parametrize("recipe, key, cls, kwargs", [
+    ("distil-gpt-tiny", "distill.teacher", "GPT2Config",
+     dict(n_positions=32, n_embd=32, n_layer=4, n_head=2, n_inner=64, architectures=["GPT2LMHeadModel"])),
+    ("simcse-tiny", "simcse.encoder", "BertConfig", dict(max_position_embeddings=32, **SHAPE)),
+    ("simcse-tiny", "simcse.encoder", "RobertaConfig", dict(max_position_embeddings=34, **SHAPE)),  # 2 not positions
+])
+def test_rows_longer_than_a_teacher_or_encoders_positions_are_refused_before_data(tmp_path, recipe, key, cls, kwargs):
+    # Found in the first batch before, after the data was built: "IndexError: index out of range in
+    # self" (GPT-2) or "The expanded size of the tensor (35) must match the existing size (32)" (BERT).
+    import transformers
+    from conftest import tiny_overrides
+
+    from nlpssl.errors import NlpsslError
+    from nlpssl.pretrain import pretrain
+
+    getattr(transformers, cls)(**kwargs).save_pretrained(tmp_path / "model")  # its config.json: what preflight reads
+    with pytest.raises(NlpsslError, match=rf"data.block_size is larger than the positions of {key} .* \(got 64; its "
+                                          r"\w+ has 32\)\. Set data.block_size=32 or less\."):
+        pretrain(recipe, tiny_overrides(tmp_path, **{key: str(tmp_path / "model"), "data.block_size": 64}))
+    assert not (tmp_path / "cache").exists()

@@ -155,3 +155,26 @@ def check_same_tokenizer(path: str | None, reference: str, where: str, whose: st
             f"{reference!r} ({len(theirs)} tokens), whose ids the model was trained on. Use {whose}'s tokenizer: "
             "remove tokenizer.path (nlpssl then uses it)."
         )
+
+
+# Absolute position tables (rotary and relative models have none); RoBERTa's first two rows are not
+# positions (they number from pad_token_id + 1).
+POSITION_KEYS = {"bert": ("max_position_embeddings", 0), "electra": ("max_position_embeddings", 0),
+                 "distilbert": ("max_position_embeddings", 0), "roberta": ("max_position_embeddings", 2),
+                 "xlm-roberta": ("max_position_embeddings", 2), "gpt2": ("n_positions", 0)}
+
+
+def check_positions(config: dict, block_size: int, where: str, folder: str) -> None:
+    """Refuse rows of ``data.block_size`` tokens longer than the position table of the model in ``folder``.
+
+    Found only in the first batch otherwise, after the data is built, as an index error inside torch.
+    """
+    key, offset = POSITION_KEYS.get(str(config.get("model_type")), (None, 0))
+    if key is None or not isinstance(config.get(key), int):
+        return
+    positions = config[key] - offset
+    if block_size > positions:
+        raise NlpsslError(
+            f"data.block_size is larger than the positions of {where} {folder!r} (got {block_size}; its "
+            f"{config.get('model_type')} has {positions}). Set data.block_size={positions} or less."
+        )

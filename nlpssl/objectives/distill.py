@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from nlpssl.errors import NlpsslError
-from nlpssl.objectives.base import check_same_tokenizer
+from nlpssl.objectives.base import check_positions, check_same_tokenizer
 from nlpssl.objectives.causal import CausalLM, CausalLMTrainer
 from nlpssl.objectives.mlm import MaskedLM, MaskedLMTrainer, all_ranks_sum, mlm_head
 
@@ -67,6 +67,7 @@ class Distillation:
                 )
             teacher_layers(config, d.layers)  # raises on indices out of range
             check_student_shape(self.recipe, config)
+        check_positions(config, self.recipe.data.block_size, "distill.teacher", d.teacher)
         check_same_tokenizer(self.recipe.tokenizer.path, d.teacher, "distill", "the teacher")
 
     def build_model(self, tokenizer, attn: str = "sdpa"):

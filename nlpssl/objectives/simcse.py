@@ -64,7 +64,7 @@ class SimCSE(Objective):
         return ["input_ids"]
 
     def preflight(self) -> None:
-        from nlpssl.objectives.base import check_same_tokenizer
+        from nlpssl.objectives.base import check_positions, check_same_tokenizer
 
         encoder = self.recipe.simcse.encoder
         config = encoder_config(encoder)
@@ -73,6 +73,7 @@ class SimCSE(Objective):
                 f"simcse.encoder: {encoder!r} is a {config.get('model_type')!r} model, not an encoder (one of "
                 f"{', '.join(ENCODER_TYPES)}). Start from a masked-LM export, e.g. runs/bert-tiny/export."
             )
+        check_positions(config, self.recipe.data.block_size, "simcse.encoder", encoder)
         check_same_tokenizer(self.recipe.tokenizer.path, encoder, "simcse", "the encoder")
 
     def build_collator(self, tokenizer):
