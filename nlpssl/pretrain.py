@@ -211,11 +211,28 @@ def get_tokenizer(recipe: Recipe, model_max_length: int = 512, path: str | None 
 
     path = path or recipe.tokenizer.path
     if path:
-        return load_tokenizer(path)
+        tokenizer = load_tokenizer(path)
+        if path == recipe.tokenizer.path:  # not a teacher's or encoder's, which the tokenizer section never trains
+            note_unused_tokenizer_settings(recipe, path, tokenizer)
+        return tokenizer
     saved = recipe.output_dir / "tokenizer"
     if (saved / "tokenizer.json").is_file():
         return load_tokenizer(saved)
     return train_recipe_tokenizer(recipe, saved, model_max_length)
+
+
+def note_unused_tokenizer_settings(recipe: Recipe, path: str, tokenizer) -> None:
+    """Say so when a reused tokenizer is not what the ``tokenizer`` section would train: its
+    ``vocab_size`` and ``algorithm`` stay in the run's recipe.yaml but the run does not use them."""
+    t = recipe.tokenizer
+    kind = {"WordPiece": "wordpiece", "BPE": "bpe", "Unigram": "unigram"}.get(
+        json.loads(tokenizer.backend_tokenizer.to_str()).get("model", {}).get("type"))
+    unused = ([f"tokenizer.vocab_size={t.vocab_size}"] if len(tokenizer) != t.vocab_size else []) + (
+        [f"tokenizer.algorithm={t.algorithm!r}"] if kind and kind != t.algorithm else [])
+    if unused:
+        log(f"tokenizer: reusing {path} ({len(tokenizer)} tokens, {kind or 'its own algorithm'}); "
+            f"{' and '.join(unused)} are not used: the model is sized to this tokenizer. Remove the path to "
+            "train the tokenizer the section describes.")
 
 
 def train_recipe_tokenizer(recipe: Recipe, out_dir: Path, model_max_length: int = 512):

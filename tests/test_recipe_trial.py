@@ -136,3 +136,21 @@ def test_rows_longer_than_a_teacher_or_encoders_positions_are_refused_before_dat
                                           r"\w+ has 32\)\. Set data.block_size=32 or less\."):
         pretrain(recipe, tiny_overrides(tmp_path, **{key: str(tmp_path / "model"), "data.block_size": 64}))
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_reused_tokenizer_says_which_tokenizer_settings_it_does_not_use(tmp_path, story_texts, capsys):
+    # The run trained on a 300-token WordPiece while its recipe.yaml (and the export's) said bpe, 4096.
+    from nlpssl.pretrain import get_tokenizer
+    from nlpssl.tokenizer import train_tokenizer
+
+    path = str(tmp_path / "tok")
+    tiny_tokenizer = train_tokenizer(story_texts[:100], path, algorithm="wordpiece", vocab_size=300, num_sentinels=4)
+    recipe = load_recipe("gpt-tiny", [f"tokenizer.path={path}", f"training.output_dir={tmp_path}"])
+    assert len(get_tokenizer(recipe)) == len(tiny_tokenizer)
+    out = capsys.readouterr().out
+    assert f"tokenizer: reusing {path} ({len(tiny_tokenizer)} tokens, wordpiece); tokenizer.vocab_size=4096 and " \
+           "tokenizer.algorithm='bpe' are not used" in out
+    same = load_recipe("gpt-tiny", [f"tokenizer.path={path}", f"training.output_dir={tmp_path}",
+                                    "tokenizer.algorithm=wordpiece", f"tokenizer.vocab_size={len(tiny_tokenizer)}"])
+    get_tokenizer(same)
+    assert "reusing" not in capsys.readouterr().out
