@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nlpssl.errors import NlpsslError
-from nlpssl.recipe import Recipe, check_kind, launched_world_size, load_recipe
+from nlpssl.recipe import Recipe, check_kind, launched_world_size, load_recipe, training_notes
 from nlpssl.runs import (
     budget_used_s, check_output_dir, checkpoint_problem, has_weights, last_checkpoint, log, rank, run_lock,
     write_metrics, write_run_recipe,
@@ -138,6 +138,8 @@ def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -
 
     objective = objective_for(recipe)
     objective.preflight()
+    for note in training_notes(recipe):
+        log(f"note: {note}")
     args = training_arguments(recipe, **training_args)
     with args.main_process_first(desc="tokenizer and data", local=False):
         if args.process_index == 0:

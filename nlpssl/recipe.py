@@ -748,6 +748,28 @@ def _check_training_values(recipe: Recipe, where: str, problems: list[str]) -> N
             )
 
 
+def training_notes(recipe: Recipe) -> list[str]:
+    """Legal but suspicious ``training`` values, said before a run starts (nothing is refused)."""
+    t, notes = recipe.training, []
+    steps = t.get("max_steps", -1)
+    if not isinstance(steps, int) or steps < 1:
+        return notes  # epochs or a stream: the step count is not known here
+    warmup = t.get("warmup_steps", 0)
+    if isinstance(warmup, (int, float)) and warmup >= 1 and warmup >= steps:
+        notes.append(f"training.warmup_steps={warmup:g} is not shorter than training.max_steps={steps}: the learning "
+                     "rate never reaches training.learning_rate. Use fewer steps, or a share such as 0.1.")
+    strategy = str(t.get("eval_strategy", "no"))
+    every = t.get("eval_steps")
+    if strategy == "steps" and isinstance(every, (int, float)) and every >= 1 and every > steps:
+        notes.append(f"training.eval_steps={every:g} is larger than training.max_steps={steps}: no evaluation runs "
+                     "before the final one. Lower training.eval_steps to see the held-out loss during training.")
+    lr = t.get("learning_rate")
+    if isinstance(lr, (int, float)) and lr >= 1:
+        notes.append(f"training.learning_rate={lr:g} is far above what these models train at (1e-4 to 3e-3 with "
+                     "AdamW); expect a diverging loss. Did you mean e.g. 1e-3?")
+    return notes
+
+
 def _known_scheduler(training: dict[str, Any]) -> bool:
     """True if lr_scheduler_type names a transformers schedule (else TrainingArguments reports it)."""
     from transformers import SchedulerType

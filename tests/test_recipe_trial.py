@@ -154,3 +154,17 @@ def test_a_reused_tokenizer_says_which_tokenizer_settings_it_does_not_use(tmp_pa
                                     "tokenizer.algorithm=wordpiece", f"tokenizer.vocab_size={len(tiny_tokenizer)}"])
     get_tokenizer(same)
     assert "reusing" not in capsys.readouterr().out
+
+
+def test_suspicious_training_values_are_noted_before_the_run(tmp_path, capsys):
+    from nlpssl.recipe import training_notes
+
+    base = ["training.budget_minutes=null", "training.max_steps=8"]
+    recipe = load_recipe("gpt-tiny", base + ["training.warmup_steps=500", "training.eval_steps=5000",
+                                             "training.learning_rate=10"])
+    notes = "\n".join(training_notes(recipe))
+    assert "training.warmup_steps=500 is not shorter than training.max_steps=8" in notes
+    assert "training.eval_steps=5000 is larger than training.max_steps=8: no evaluation runs" in notes
+    assert "training.learning_rate=10 is far above" in notes
+    # a share of the run, evaluations inside it, a usual rate: nothing to say
+    assert training_notes(load_recipe("gpt-tiny", base + ["training.warmup_steps=0.5", "training.eval_steps=4"])) == []
