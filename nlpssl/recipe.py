@@ -116,9 +116,9 @@ class ModelSection:
     arch: Literal["bert", "roberta", "modernbert", "gpt2", "llama", "t5", "electra"] = "bert"
     size: Literal["tiny", "small", "base"] = "tiny"
     hidden_size: int | None = None  # override the preset
-    num_layers: int | None = None
-    num_heads: int | None = None
-    intermediate_size: int | None = None
+    num_layers: int | None = None  # t5: even, half in the encoder and half in the decoder
+    num_heads: int | None = None  # llama, modernbert (rotary): hidden_size / num_heads must be even
+    intermediate_size: int | None = None  # FFN width; llama, modernbert (GLU): 2/3 of it, rounded up to 64 (1024 -> 704)
     dropout: float | None = None  # None: 0 (pretraining does not overfit; Cramming); e.g. 0.1 for classic BERT
     max_positions: int | None = None
     init_std: float | None = None  # config.initializer_range (None: the architecture's, 0.02); see bert-classic-tiny
