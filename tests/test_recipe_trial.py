@@ -168,3 +168,16 @@ def test_suspicious_training_values_are_noted_before_the_run(tmp_path, capsys):
     assert "training.learning_rate=10 is far above" in notes
     # a share of the run, evaluations inside it, a usual rate: nothing to say
     assert training_notes(load_recipe("gpt-tiny", base + ["training.warmup_steps=0.5", "training.eval_steps=4"])) == []
+
+
+def test_a_same_size_tokenizer_mismatch_says_what_differs(tmp_path, story_texts):
+    # Read "(300 tokens) differs from ... (300 tokens)": a difference the message did not show.
+    from nlpssl.errors import NlpsslError
+    from nlpssl.objectives.base import check_same_tokenizer
+    from nlpssl.tokenizer import train_tokenizer
+
+    for algorithm in ("bpe", "wordpiece"):
+        train_tokenizer(story_texts[:100], tmp_path / algorithm, algorithm=algorithm, vocab_size=300, num_sentinels=4)
+    with pytest.raises(NlpsslError, match=r"\(the same 300 tokens in number, \d+ of them missing or at other ids\) "
+                                          r"differs from the tokenizer of the teacher '[^']+', whose ids"):
+        check_same_tokenizer(str(tmp_path / "bpe"), str(tmp_path / "wordpiece"), "distill", "the teacher")

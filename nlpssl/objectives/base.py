@@ -150,10 +150,14 @@ def check_same_tokenizer(path: str | None, reference: str, where: str, whose: st
         return
     mine, theirs = load_tokenizer(path).get_vocab(), load_tokenizer(reference).get_vocab()
     if mine != theirs:
+        # Two tokenizers trained to one vocab_size have the same count and other tokens: say what differs.
+        moved = sum(theirs.get(token) != i for token, i in mine.items())
+        sizes = (f"{len(mine)} tokens" if len(mine) != len(theirs) else
+                 f"the same {len(mine)} tokens in number, {moved} of them missing or at other ids")
         raise NlpsslError(
-            f"{where}: tokenizer.path={path!r} ({len(mine)} tokens) differs from the tokenizer of {whose} "
-            f"{reference!r} ({len(theirs)} tokens), whose ids the model was trained on. Use {whose}'s tokenizer: "
-            "remove tokenizer.path (nlpssl then uses it)."
+            f"{where}: tokenizer.path={path!r} ({sizes}) differs from the tokenizer of {whose} "
+            f"{reference!r}" + (f" ({len(theirs)} tokens)" if len(mine) != len(theirs) else "")
+            + f", whose ids the model was trained on. Use {whose}'s tokenizer: remove tokenizer.path (nlpssl then uses it)."
         )
 
 
