@@ -553,7 +553,8 @@ def _check_training_args(recipe: Recipe, where: str, problems: list[str]) -> Non
     try:
         recipe.training_arguments(**cpu_launch)
     except Exception as err:  # noqa: BLE001 - any failure here is a recipe problem
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # Every line: the first alone can stop at "but found", before the values it found.
+        msg = " ".join(line.strip() for line in str(err).strip().splitlines()) or type(err).__name__
         problems.append(f"{where}: transformers.TrainingArguments rejected these settings: {msg}")
 
 

@@ -181,3 +181,9 @@ def test_a_same_size_tokenizer_mismatch_says_what_differs(tmp_path, story_texts)
     with pytest.raises(NlpsslError, match=r"\(the same 300 tokens in number, \d+ of them missing or at other ids\) "
                                           r"differs from the tokenizer of the teacher '[^']+', whose ids"):
         check_same_tokenizer(str(tmp_path / "bpe"), str(tmp_path / "wordpiece"), "distill", "the teacher")
+
+
+def test_a_transformers_refusal_keeps_the_values_it_found():
+    # The message stopped at its first line: "... except when --save_strategy="best", but found".
+    msg = problems("gpt-tiny", "training.eval_strategy=no", "training.load_best_model_at_end=true")
+    assert "but found - Evaluation strategy: IntervalStrategy.NO - Save strategy: SaveStrategy.STEPS" in msg
