@@ -341,11 +341,24 @@ def _rows_table(rows: np.ndarray, starts: np.ndarray):
     })
 
 
-def _special_ids(tokenizer) -> dict[str, int]:
-    return {
-        "pad": tokenizer.pad_token_id, "cls": tokenizer.cls_token_id,
-        "sep": tokenizer.sep_token_id, "eos": tokenizer.eos_token_id,
-    }
+# The special tokens each row layout writes (and, for masked-LM rows, the collator's [MASK]).
+LAYOUT_SPECIALS = {"mlm": ("pad", "cls", "sep", "mask"), "sentence": ("pad", "cls", "sep"),
+                   "causal": ("pad", "eos"), "t5": ("pad", "eos")}
+
+
+def _special_ids(tokenizer, layout: str) -> dict[str, int]:
+    """The ids of the special tokens rows of ``layout`` are built with; a tokenizer that lacks one
+    (a foreign tokenizer through tokenizer.path) is refused here, before any text is read."""
+    ids = {name: getattr(tokenizer, f"{name}_token_id") for name in ("pad", "cls", "sep", "eos", "mask")}
+    missing = [name for name in LAYOUT_SPECIALS[layout] if ids[name] is None]
+    if missing:
+        raise NlpsslError(
+            f"tokenizer: {tokenizer.name_or_path!r} has no {' and no '.join(f'{m}_token' for m in missing)} (got "
+            + ", ".join(f"{m}_token={getattr(tokenizer, f'{m}_token')!r}" for m in LAYOUT_SPECIALS[layout])
+            + f"), which {layout!r} rows need. Train a tokenizer on your text with `nlpssl tokenizer train RECIPE --out DIR` (it has them all), "
+            "or point tokenizer.path at one that defines them."
+        )
+    return ids
 
 
 def held_out(texts: list[str], fraction: float, seed: int) -> np.ndarray:
@@ -562,7 +575,7 @@ def _write_packed(recipe: Recipe, tokenizer, folder: Path) -> dict:
 
     d = recipe.data
     layout, row_len, words = framing(recipe), row_length(recipe), needs_words(recipe)
-    special = _special_ids(tokenizer)
+    special = _special_ids(tokenizer, layout)
     chunks = text_chunks(source_texts(recipe, recipe.data.max_texts))
     if layout == "sentence":  # the held-out split is then by sentence
         chunks = (sentences(chunk) for chunk in chunks)

@@ -359,10 +359,8 @@ def save_stock_tokenizer(tokenizer, out: Path, arch: str, *, decoder_only: bool 
     - ``token_type_ids`` for classic BERT (segment ids for sentence pairs), none for the others;
     - decoder-only: left padding (batched ``generate``) and BOS = [EOS] (see ``write_stock_config``).
     """
-    from nlpssl.tokenizer import EOS_TOKEN
-
     if decoder_only:
-        tokenizer.bos_token = EOS_TOKEN
+        tokenizer.bos_token = tokenizer.eos_token
     tokenizer.save_pretrained(str(out))
     path = out / "tokenizer_config.json"
     config = json.loads(path.read_text())

@@ -69,7 +69,7 @@ class BlockStream(torch.utils.data.IterableDataset):
         d = recipe.data
         self.recipe, self.tokenizer, self.rank, self.world = recipe, tokenizer, rank, world
         self.layout, self.row_len, self.words = framing(recipe), row_length(recipe), needs_words(recipe)
-        self.special = _special_ids(tokenizer)
+        self.special = _special_ids(tokenizer, self.layout)
         self.chunk_bytes = chunk_bytes
         self.all_units = text_units(d.source)
         if len(self.all_units) >= world:
@@ -271,7 +271,7 @@ def held_out_blocks(recipe: Recipe, tokenizer, chunk_bytes: int = STREAM_CHUNK_B
 
     d = recipe.data
     layout, row_len, words = framing(recipe), row_length(recipe), needs_words(recipe)
-    held = _Split(Packer(row_len, layout, _special_ids(tokenizer)), max_rows=d.eval_max_blocks)
+    held = _Split(Packer(row_len, layout, _special_ids(tokenizer, layout)), max_rows=d.eval_max_blocks)
     texts = (text for unit in text_units(d.source) for text in _unit_texts(recipe, unit))
     seen = 0
     for chunk in text_chunks(texts, chunk_bytes):

@@ -179,20 +179,23 @@ def set_template(tokenizer: PreTrainedTokenizerFast, style: TemplateStyle) -> No
     """
     from tokenizers import processors
 
+    # The tokenizer's own special tokens and ids: nlpssl's sit at fixed ids (CLS_ID, ...), a reused
+    # one's (tokenizer.path, a SimCSE encoder's) may not ([CLS] = 101 in BERT's vocabulary).
+    cls, sep, eos = tokenizer.cls_token, tokenizer.sep_token, tokenizer.eos_token
     match style:
         case "mlm":
             template = processors.TemplateProcessing(
-                single=f"{CLS_TOKEN} $A {SEP_TOKEN}",
-                pair=f"{CLS_TOKEN} $A {SEP_TOKEN} $B:1 {SEP_TOKEN}:1",
-                special_tokens=[(CLS_TOKEN, CLS_ID), (SEP_TOKEN, SEP_ID)],
+                single=f"{cls} $A {sep}",
+                pair=f"{cls} $A {sep} $B:1 {sep}:1",
+                special_tokens=[(cls, tokenizer.cls_token_id), (sep, tokenizer.sep_token_id)],
             )
         case "causal":
             template = None
         case "t5":
             template = processors.TemplateProcessing(
-                single=f"$A {EOS_TOKEN}",
-                pair=f"$A {EOS_TOKEN} $B:1 {EOS_TOKEN}:1",
-                special_tokens=[(EOS_TOKEN, EOS_ID)],
+                single=f"$A {eos}",
+                pair=f"$A {eos} $B:1 {eos}:1",
+                special_tokens=[(eos, tokenizer.eos_token_id)],
             )
         case _:
             raise NlpsslError(

@@ -284,3 +284,43 @@ def test_fill_mask_shows_a_white_space_filler_as_itself(lowercase_bpe_mlm, capsy
     assert newline.sequence == "Mia sat.\nTom ran."
     main(["fill-mask", str(lowercase_bpe_mlm), "Mia sat.[MASK]Tom ran.", "--top-k", str(vocab)])
     assert any(row.split()[1:] == ["\\n", "Mia", "sat.\\nTom", "ran."] for row in capsys.readouterr().out.splitlines())
+
+
+def bert_style_tokenizer(folder):
+    """A stock WordPiece tokenizer laid out as Google's BERT vocabularies are ([CLS] = 101), without [EOS]."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, **{f"[unused{i}]": i for i in range(1, 100)}, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102,
+             "[MASK]": 103}
+    for piece in [*WORDS, *"abcdefghijklmnopqrstuvwxyz.,", *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz")]:
+        vocab.setdefault(piece, len(vocab))
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 101), ("[SEP]", 102)])
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                            pad_token="[PAD]", mask_token="[MASK]").save_pretrained(str(folder))
+    return folder
+
+
+def test_a_reused_tokenizer_keeps_its_own_special_ids_or_is_refused(tmp_path, one_torch_thread):
+    # The export's template wrote nlpssl's fixed ids (2 and 3) around every text: with BERT's layout
+    # the model read '[unused2] ... [unused3]' where it trained on [CLS] ... [SEP]. A causal run with
+    # a tokenizer without [EOS] ended in a bare TypeError inside the row packer.
+    from nlpssl.errors import NlpsslError
+    from nlpssl.pretrain import pretrain
+    from nlpssl.recipe import load_recipe
+
+    tok = bert_style_tokenizer(tmp_path / "bert-vocab")
+    run = pretrain(load_recipe("bert-tiny", tiny_overrides(tmp_path / "mlm", **{"tokenizer.path": tok})))
+    export = AutoTokenizer.from_pretrained(str(run.export_dir))
+    ids = export("the cat")["input_ids"]
+    assert (ids[0], ids[-1]) == (101, 102) and export.convert_ids_to_tokens(ids[0]) == "[CLS]"
+    assert ids == AutoTokenizer.from_pretrained(str(tok))("the cat")["input_ids"]
+    with pytest.raises(NlpsslError, match=r"has no eos_token \(got pad_token='\[PAD\]', eos_token=None\), which "
+                                          r"'causal' rows need\. Train a tokenizer"):
+        pretrain(load_recipe("gpt-tiny", tiny_overrides(tmp_path / "clm", **{"tokenizer.path": tok})))
+    assert not list((tmp_path / "clm").rglob("*.arrow")), "refused before any text was packed"
