@@ -312,6 +312,18 @@ def cpu_description() -> str:
             + (f"; forced: {forced}" if forced else ""))
 
 
+def every_weight_used(recipe: Recipe) -> bool:
+    """Whether each training step's loss reaches every trainable weight (then DDP need not search).
+
+    A classifier's loss reaches its body, pooler and head; a pretraining objective says for itself.
+    """
+    if recipe.kind != "pretrain":
+        return True
+    from nlpssl.objectives import objective_for
+
+    return objective_for(recipe).every_weight_used
+
+
 def attention_implementation(recipe: Recipe, args) -> str:
     """``sdpa`` where it is the fast path; ``eager`` for bf16 on CPU or with ``speed.sdpa=false``.
 
@@ -342,11 +354,13 @@ def training_arguments(recipe: Recipe, **extra: Any):
         kw["tf32"] = s.tf32
     if s.compile and "torch_compile" not in t:
         kw["torch_compile"] = True
-    if recipe.collator.span_boundary and "ddp_find_unused_parameters" not in t:
-        # The boundary logits are not among the model's outputs, so DDP's search for unused
-        # parameters would miss the head's and then see their gradients arrive ("marked ready
-        # twice"). Every parameter is used on every step here, so no search is needed.
-        kw["ddp_find_unused_parameters"] = False
+    if "ddp_find_unused_parameters" not in t:
+        # transformers has DDP search every step for weights the loss did not reach (an extra pass
+        # over the autograd graph, and a warning on every rank when it finds none). Where the loss
+        # reaches every weight no search is needed, and the span boundary head needs none: its
+        # logits are not among the model's outputs, so the search would miss its weights and then
+        # see their gradients arrive ("marked ready twice").
+        kw["ddp_find_unused_parameters"] = not every_weight_used(recipe)
     if recipe.data.streaming:
         # The stream restores its own position (nlpssl.stream); the Trainer must not skip batches too.
         kw["ignore_data_skip"] = True

@@ -456,6 +456,8 @@ def test_two_process_run_is_distributed_on_any_cpu(tmp_path, name, bf16):
     assert proc.returncode == 0, out[-4000:]
     assert out.count("[nlpssl] export:") == 1, "only rank 0 exports"
     assert "parallel_mode != ParallelMode.DISTRIBUTED" not in out, "a distributed run must not be told it is not"
+    # The loss reaches every weight: DDP is not asked to search for unused ones (a warning per rank).
+    assert "find_unused_parameters=True was specified" not in out
     export = tmp_path / "run" / "export"
     assert not [p for p in export.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
     from transformers import AutoModelForMaskedLM

@@ -234,3 +234,21 @@ def test_sentences_longer_than_a_row_are_counted_and_said(tmp_path, mlm_export, 
     assert re.search(rf"data: {stats['train_cut_documents']} of {stats['train_documents']} training sentences "
                      r"\(\d+\.\d%\) are longer than a row of data\.block_size=12 tokens and were cut to fit; raise "
                      r"data\.block_size", said.out + said.err)
+
+
+def test_two_process_simcse_of_a_bert_encoder_whose_pooler_goes_unused(tmp_path):
+    # DDP is told not to search for unused weights where the loss reaches them all; a BERT body's pooler
+    # is one the sentence vector never reads, so there the search stays on, or the second step would fail.
+    import os
+
+    from nlpssl.pretrain import pretrain
+    from test_pretrain import ROOT, launcher
+
+    encoder = pretrain("bert-classic-tiny", tiny_overrides(tmp_path / "bert", **{"training.max_steps": 2})).export_dir
+    over = _simcse(tmp_path / "simcse", encoder, **{"training.max_steps": 4})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*launcher("torchrun"), "-m", "nlpssl", "pretrain", "simcse-tiny", *over], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    metrics = json.loads((tmp_path / "simcse" / "run" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == 4

@@ -33,6 +33,7 @@ class Objective:
     metric: ClassVar[tuple[str, str]] = ("perplexity", "eval_perplexity")  # (model-index name, metrics key)
     training_only: ClassVar[tuple[str, ...]] = ()  # weight-name prefixes that the export drops
     usage: ClassVar[str] = ""  # model card: Python that uses the export (``model`` is its folder)
+    every_weight_used: ClassVar[bool] = True  # each step's loss reaches every trainable weight (DDP skips its search)
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe

@@ -45,6 +45,11 @@ class SimCSE(Objective):
     training_only = (f"{MLP}.",)
 
     @property
+    def every_weight_used(self) -> bool:
+        """BERT's and RoBERTa's bodies carry a pooler that the sentence vector never reads."""
+        return self.arch not in ("bert", "roberta")
+
+    @property
     def mlp(self) -> bool:
         s = self.recipe.simcse
         return s.pooling == "cls" if s.mlp is None else s.mlp
