@@ -34,26 +34,38 @@ def cmd_recipe_show(a) -> None:
 
 
 def cmd_recipe_validate(a) -> None:
-    from nlpssl.recipe import RecipeError, load_recipe
+    import re
+    from pathlib import Path
 
+    from nlpssl.recipe import RecipeError, load_recipe, training_notes
+
+    # RECIPE... then key=value overrides, applied to each recipe (a file whose name has a '=' is a file).
+    def is_override(arg: str) -> bool:
+        return bool(re.match(r"[A-Za-z_]\w*(\.\w+)*=", arg)) and not Path(arg).is_file()
+
+    names, overrides = [r for r in a.recipes if not is_override(r)], [r for r in a.recipes if is_override(r)]
+    if not names:
+        raise NlpsslError(f"recipe validate: no recipe given, only overrides (got {a.recipes}). Name a recipe first, "
+                          "e.g. `nlpssl recipe validate bert-tiny training.max_steps=100`.")
     failed = 0
-    for name in a.recipes:
+    for name in names:
         try:
-            recipe = load_recipe(name)
-            note = None
+            recipe = load_recipe(name, overrides)
+            notes = []
             if recipe.kind == "finetune":  # the checks finetune() runs before it reads data
                 from nlpssl.finetune import check_recipe, model_note
 
                 check_recipe(recipe)
-                note = model_note(recipe)
+                notes.append(model_note(recipe))
             else:  # a teacher or encoder folder may still be to be trained: a note, as for finetune
                 from nlpssl.objectives import objective_for
 
                 try:
                     objective_for(recipe).preflight()
                 except NlpsslError as err:
-                    note = str(err)
-            print(f"ok      {name}" + (f"\n        note: {note}" if note else ""))
+                    notes.append(str(err))
+                notes += training_notes(recipe)  # what pretrain says before the data
+            print(f"ok      {name}" + "".join(f"\n        note: {n}" for n in notes if n))
         except NlpsslError as err:
             failed += 1
             print(f"invalid {name}\n{err}" if isinstance(err, RecipeError) else f"invalid {name}: {err}")
@@ -287,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_args(show)
     show.set_defaults(fn=cmd_recipe_show)
     val = recipe.add_parser("validate", help="check recipes; every problem reported at once")
-    val.add_argument("recipes", nargs="+", metavar="RECIPE", help="recipe files or shipped recipe names")
+    val.add_argument("recipes", nargs="+", metavar="RECIPE",
+                     help="recipe files or shipped recipe names, then key=value overrides applied to each")
     val.set_defaults(fn=cmd_recipe_validate)
 
     tok = sub.add_parser("tokenizer", help="train the shared tokenizer").add_subparsers(dest="action", required=True)

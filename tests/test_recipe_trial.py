@@ -187,3 +187,19 @@ def test_a_transformers_refusal_keeps_the_values_it_found():
     # The message stopped at its first line: "... except when --save_strategy="best", but found".
     msg = problems("gpt-tiny", "training.eval_strategy=no", "training.load_best_model_at_end=true")
     assert "but found - Evaluation strategy: IntervalStrategy.NO - Save strategy: SaveStrategy.STEPS" in msg
+
+
+def test_recipe_validate_takes_overrides_and_says_the_notes_pretrain_would(capsys):
+    # README: every RECIPE argument takes key=value overrides; validate read one as a recipe name
+    # ("no recipe file or name 'model.hidden_size=36'") and did not show pretrain's notes.
+    from nlpssl.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["recipe", "validate", "bert-tiny", "gpt-tiny", "model.hidden_size=36", "model.num_heads=4"])
+    said = capsys.readouterr().out
+    assert "invalid bert-tiny" in said and "model.hidden_size / model.num_heads must be even" in said
+    assert "ok      gpt-tiny" in said  # GPT-2's absolute positions take any head width
+    assert main(["recipe", "validate", "bert-tiny", "training.max_steps=8", "training.warmup_steps=500"]) == 0
+    assert "note: training.warmup_steps=500 is not shorter than training.max_steps=8" in capsys.readouterr().out
+    assert main(["recipe", "validate", "training.max_steps=8"]) == 2
+    assert "no recipe given, only overrides" in capsys.readouterr().err
