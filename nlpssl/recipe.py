@@ -620,8 +620,16 @@ def _check_values(recipe: Recipe, where: str, problems: list[str]) -> None:
                 "model.max_positions")
     if d.eval_max_blocks < 1:
         bad("data.eval_max_blocks", d.eval_max_blocks, "Use 1 or more held-out blocks, e.g. 512")
-    if t.vocab_size < 64:
-        bad("tokenizer.vocab_size", t.vocab_size, "Use at least 64 (special tokens plus an alphabet)")
+    if not t.path:  # a reused tokenizer's vocabulary is what it is
+        from nlpssl.tokenizer import MAX_VOCAB_SIZE, min_vocab_size
+
+        least = max(64, min_vocab_size(t.algorithm, max(0, t.num_sentinels)))
+        if not least <= t.vocab_size <= MAX_VOCAB_SIZE:
+            bad("tokenizer.vocab_size", t.vocab_size,
+                f"Use {least:,} to {MAX_VOCAB_SIZE:,} (a {t.algorithm} tokenizer with {t.num_sentinels} sentinels needs "
+                f"at least {least} for its special tokens, sentinels and alphabet; 8192 or more is typical)")
+        if t.min_frequency < 0:
+            bad("tokenizer.min_frequency", t.min_frequency, "Use 0 or more (2 leaves out pieces seen once)")
     if t.num_sentinels < 0:
         bad("tokenizer.num_sentinels", t.num_sentinels, "Use 0 or more")
     if d.block_size < 8:

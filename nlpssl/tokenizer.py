@@ -249,7 +249,7 @@ def _check_settings(
             f"{MAX_VOCAB_SIZE:,}; the largest in use hold about 250,000). Use e.g. 8192 to 65536; a corpus "
             "with fewer pieces gives a smaller vocabulary anyway."
         )
-    minimum = _min_vocab_size(algorithm, num_sentinels)
+    minimum = min_vocab_size(algorithm, num_sentinels)
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < minimum:
         raise NlpsslError(
             f"train_tokenizer: vocab_size is smaller than the {len(SPECIAL_TOKENS)} special tokens, "
@@ -259,7 +259,7 @@ def _check_settings(
         )
 
 
-def _min_vocab_size(algorithm: str, num_sentinels: int) -> int:
+def min_vocab_size(algorithm: str, num_sentinels: int) -> int:
     """Smallest vocab that fits the reserved ids plus an alphabet known before training."""
     reserved = len(SPECIAL_TOKENS) + num_sentinels
     # Only the byte-level alphabet is known up front; the others are checked after training.

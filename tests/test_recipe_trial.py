@@ -203,3 +203,11 @@ def test_recipe_validate_takes_overrides_and_says_the_notes_pretrain_would(capsy
     assert "note: training.warmup_steps=500 is not shorter than training.max_steps=8" in capsys.readouterr().out
     assert main(["recipe", "validate", "training.max_steps=8"]) == 2
     assert "no recipe given, only overrides" in capsys.readouterr().err
+
+
+def test_tokenizer_sizes_are_checked_when_the_recipe_loads():
+    # validate passed both; the run then stopped in train_tokenizer (vocab) or inside the Rust trainer (-1).
+    msg = problems("t5-tiny", "tokenizer.algorithm=bpe", "tokenizer.vocab_size=100", "tokenizer.min_frequency=-1")
+    assert "tokenizer.vocab_size is out of range (got 100). Use 363 to 2,097,152" in msg
+    assert "tokenizer.min_frequency is out of range (got -1)" in msg
+    assert "tokenizer.vocab_size" in problems("bert-tiny", "tokenizer.vocab_size=10000000")
