@@ -169,8 +169,9 @@ def _check_untrained_run(recipe: Recipe, saved: Path, where: str) -> None:
                      if (before.get(section) or {}).get(k) != (now.get(section) or {}).get(k))
     if changed:
         raise NlpsslError(
-            f"{where}: a run that stopped before training left a tokenizer in {str(tokenizer)!r}, trained with "
-            f"other settings than now ({', '.join(changed)}). Delete that tokenizer folder (nlpssl wrote it) to "
+            f"{where}: the run has not trained yet and holds a tokenizer in {str(tokenizer)!r} (from `nlpssl "
+            "tokenizer train` or a run that stopped before training), trained with other settings than now "
+            f"({', '.join(changed)}). Delete that tokenizer folder (nlpssl wrote it) to "
             "train a new one, pass tokenizer.path=FOLDER to use another, or choose another training.output_dir."
         )
 

@@ -327,7 +327,7 @@ def test_an_untrained_run_keeps_its_tokenizer_only_for_the_same_text(tmp_path):
     check_output_dir(recipe)  # the same settings: it is started again, with that tokenizer
     other = load_recipe("bert-tiny", tiny_overrides(tmp_path, **{"tokenizer.vocab_size": 500,
                                                                  "data.builtin_stories": 200}))
-    with pytest.raises(NlpsslError, match=r"left a tokenizer .* other settings than now "
+    with pytest.raises(NlpsslError, match=r"holds a tokenizer .* other settings than now "
                                           r"\(data.builtin_stories, tokenizer.vocab_size\)\. Delete that tokenizer"):
         check_output_dir(other)
     elsewhere = load_recipe("bert-tiny", tiny_overrides(tmp_path, **{"tokenizer.vocab_size": 500,
