@@ -417,14 +417,10 @@ def finetune_defaults(recipe: Recipe) -> tuple[dict[str, Any], bool]:
     t, task = recipe.training, recipe.task
     eval_strategy, save_strategy = _strategies(recipe)
     best = eval_strategy != "no" and save_strategy == eval_strategy
-    import torch
-
     defaults: dict[str, Any] = {
         "eval_strategy": eval_strategy, "save_strategy": save_strategy,
         # Weights only: a checkpoint is a candidate for the best model, never a point to resume from.
         "save_total_limit": 1, "save_only_model": True,
-        # Pinned memory speeds copies to a GPU; without one torch warns at every loader (each evaluation).
-        "dataloader_pin_memory": torch.cuda.is_available(),
     }
     if best:
         defaults.update(load_best_model_at_end=True, metric_for_best_model=task.metric_for_best_model,

@@ -350,6 +350,9 @@ def training_arguments(recipe: Recipe, **extra: Any):
         # TrainingArguments only accepts bf16 without a GPU when told so, and without use_cpu a
         # CPU-only multi-process launch is not set up as distributed: each process would train alone.
         kw["use_cpu"] = True
+    if "dataloader_pin_memory" not in t:
+        # Pinned memory speeds copies to a GPU; without one torch warns at every loader (each evaluation).
+        kw["dataloader_pin_memory"] = torch.cuda.is_available()
     if torch.cuda.is_available() and "tf32" not in t:
         kw["tf32"] = s.tf32
     if s.compile and "torch_compile" not in t:
