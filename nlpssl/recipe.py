@@ -421,8 +421,33 @@ def _union_rank(tp: Any) -> int:
 # Loading
 
 
+# Names other tools give settings that nlpssl spells otherwise (closest by spelling is not always meant:
+# per_device_batch_size is nearer per_device_eval_batch_size), with a word where the meaning differs.
+ALIASES: dict[str, tuple[str, str]] = {
+    "batch_size": ("per_device_train_batch_size", ""),
+    "per_device_batch_size": ("per_device_train_batch_size", ""),
+    "train_batch_size": ("per_device_train_batch_size", ""),
+    "lr": ("learning_rate", ""),
+    "epochs": ("num_train_epochs", ""),
+    "num_epochs": ("num_train_epochs", ""),
+    "warmup_ratio": ("warmup_steps", " transformers 5 has no warmup_ratio: a warmup_steps below 1 is a share of "
+                                     "the run (e.g. warmup_steps=0.1)."),
+    "grad_accum": ("gradient_accumulation_steps", ""),
+    "gradient_accumulation": ("gradient_accumulation_steps", ""),
+    "n_layer": ("num_layers", ""), "num_hidden_layers": ("num_layers", ""), "layers": ("num_layers", ""),
+    "n_head": ("num_heads", ""), "num_attention_heads": ("num_heads", ""), "heads": ("num_heads", ""),
+    "n_embd": ("hidden_size", ""), "d_model": ("hidden_size", ""),
+    "n_positions": ("max_positions", ""), "max_position_embeddings": ("max_positions", ""),
+    "mlm_probability": ("rate", ""),
+}
+
+
 def _did_you_mean(key: str, known: typing.Iterable[str]) -> str:
-    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    known = list(known)
+    alias, why = ALIASES.get(key.lower(), (None, ""))
+    if alias in known:
+        return f" Did you mean {alias!r}?{why}"
+    match = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     return f" Did you mean {match[0]!r}?" if match else f" Known keys: {', '.join(sorted(known))}."
 
 

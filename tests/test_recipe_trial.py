@@ -211,3 +211,14 @@ def test_tokenizer_sizes_are_checked_when_the_recipe_loads():
     assert "tokenizer.vocab_size is out of range (got 100). Use 363 to 2,097,152" in msg
     assert "tokenizer.min_frequency is out of range (got -1)" in msg
     assert "tokenizer.vocab_size" in problems("bert-tiny", "tokenizer.vocab_size=10000000")
+
+
+def test_other_tools_names_for_a_setting_point_to_ours():
+    # Closest by spelling was not what was meant: per_device_batch_size got 'per_device_eval_batch_size',
+    # warmup_ratio (transformers 4) a bare 'warmup_steps', n_layer (GPT-2's config) nothing close.
+    msg = problems("bert-tiny", "training.per_device_batch_size=8", "training.warmup_ratio=0.1", "model.n_layer=2",
+                   "collator.mlm_probability=0.2")
+    assert "training.per_device_batch_size: unknown key" in msg and "Did you mean 'per_device_train_batch_size'?" in msg
+    assert "Did you mean 'warmup_steps'? transformers 5 has no warmup_ratio: a warmup_steps below 1 is a share" in msg
+    assert "model.n_layer: unknown key. Did you mean 'num_layers'?" in msg
+    assert "collator.mlm_probability: unknown key. Did you mean 'rate'?" in msg
