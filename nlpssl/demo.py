@@ -115,9 +115,9 @@ def fill_mask(model_dir: str | Path, text: str, top_k: int = 5) -> list[Predicti
             f"fill-mask: the text must hold exactly one {mask} (got {text.count(mask)} in {text!r}). "
             f'Write it like "The cat sat on the {mask}."'
         )
-    from nlpssl.export import model_positions
+    from nlpssl.models import config_positions
 
-    limit, n_tokens = model_positions(config), len(pipe.tokenizer(text)["input_ids"])
+    limit, n_tokens = config_positions(config), len(pipe.tokenizer(text)["input_ids"])
     if limit and n_tokens > limit:
         raise NlpsslError(
             f"fill-mask: the text is {n_tokens} tokens, special tokens included, and the model reads at most {limit} "

@@ -333,21 +333,14 @@ def write_tokenizer(recipe, run_dir: Path, out: Path, objective) -> None:
     path = objective.tokenizer_path()
     tokenizer = load_tokenizer(Path(path) if path else run_dir / "tokenizer")
     set_template(tokenizer, objective.template)
-    positions = model_positions(json.loads((out / "config.json").read_text()))
+    from nlpssl.models import config_positions
+
+    positions = config_positions(json.loads((out / "config.json").read_text()))
     if positions:
         # A tokenizer shared through tokenizer.path keeps the model_max_length of the run it was trained
         # for; pipelines truncate to it, so a longer one than the model's positions crashed them.
         tokenizer.model_max_length = positions
     save_stock_tokenizer(tokenizer, out, objective.arch, decoder_only=objective.decoder_only)
-
-
-def model_positions(config: dict) -> int | None:
-    """The longest input a model's ``config.json`` admits, or None where positions are relative (T5)."""
-    positions = config.get("n_positions") or config.get("max_position_embeddings")
-    if not positions:
-        return None
-    # RoBERTa numbers positions from pad_token_id + 1: two of its slots hold no token.
-    return int(positions) - (2 if config.get("model_type") == "roberta" else 0)
 
 
 def save_stock_tokenizer(tokenizer, out: Path, arch: str, *, decoder_only: bool = False) -> None:

@@ -67,6 +67,15 @@ def max_positions(section: ModelSection) -> int:
     return MAX_POSITIONS if section.max_positions is None else section.max_positions
 
 
+def config_positions(config: dict) -> int | None:
+    """The longest input a model's ``config.json`` admits, or None where positions are relative (T5)."""
+    positions = config.get("n_positions") or config.get("max_position_embeddings")
+    if not isinstance(positions, int) or not positions:
+        return None
+    # RoBERTa numbers positions from pad_token_id + 1: two of its slots hold no token.
+    return positions - (2 if config.get("model_type") in ("roberta", "xlm-roberta") else 0)
+
+
 def build_config(section: ModelSection, tokenizer, attn: str = "sdpa"):
     """A transformers config for ``section`` sized to ``tokenizer``."""
     from transformers import BertConfig, GPT2Config, LlamaConfig, RobertaConfig, T5Config

@@ -162,11 +162,9 @@ def check_same_tokenizer(path: str | None, reference: str, where: str, whose: st
         )
 
 
-# Absolute position tables (rotary and relative models have none); RoBERTa's first two rows are not
-# positions (they number from pad_token_id + 1).
-POSITION_KEYS = {"bert": ("max_position_embeddings", 0), "electra": ("max_position_embeddings", 0),
-                 "distilbert": ("max_position_embeddings", 0), "roberta": ("max_position_embeddings", 2),
-                 "xlm-roberta": ("max_position_embeddings", 2), "gpt2": ("n_positions", 0)}
+# Models with a table of absolute positions, which an index past its end crashes (rotary and relative
+# positions have no such table).
+ABSOLUTE_POSITIONS = ("bert", "electra", "distilbert", "roberta", "xlm-roberta", "gpt2")
 
 
 def check_positions(config: dict, block_size: int, where: str, folder: str) -> None:
@@ -174,11 +172,10 @@ def check_positions(config: dict, block_size: int, where: str, folder: str) -> N
 
     Found only in the first batch otherwise, after the data is built, as an index error inside torch.
     """
-    key, offset = POSITION_KEYS.get(str(config.get("model_type")), (None, 0))
-    if key is None or not isinstance(config.get(key), int):
-        return
-    positions = config[key] - offset
-    if block_size > positions:
+    from nlpssl.models import config_positions
+
+    positions = config_positions(config) if config.get("model_type") in ABSOLUTE_POSITIONS else None
+    if positions is not None and block_size > positions:
         raise NlpsslError(
             f"data.block_size is larger than the positions of {where} {folder!r} (got {block_size}; its "
             f"{config.get('model_type')} has {positions}). Set data.block_size={positions} or less."
