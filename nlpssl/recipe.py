@@ -645,6 +645,14 @@ def _check_values(recipe: Recipe, where: str, problems: list[str]) -> None:
                 "model.max_positions")
     if d.eval_max_blocks < 1:
         bad("data.eval_max_blocks", d.eval_max_blocks, "Use 1 or more held-out blocks, e.g. 512")
+    # An empty path is the current folder to pathlib: `data.source=$DATA` with DATA unset would train on
+    # every text file under it, and an empty tokenizer.path would train a new tokenizer instead of reusing one.
+    for key, value, fix in (("data.source", d.source, "Name a file, glob or folder, 'hub:NAME' or 'builtin'"),
+                            ("data.cache_dir", d.cache_dir, "Name a folder, e.g. .cache/nlpssl"),
+                            ("tokenizer.path", t.path, "Name a tokenizer folder, or null to train one")):
+        if isinstance(value, str) and not value.strip():
+            problems.append(f"{where}: {key} is empty (got {value!r}), which would mean the current folder. {fix} "
+                            "(an unset shell variable in key=$VAR gives an empty value).")
     if not t.path:  # a reused tokenizer's vocabulary is what it is
         from nlpssl.tokenizer import MAX_VOCAB_SIZE, min_vocab_size
 
