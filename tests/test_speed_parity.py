@@ -46,22 +46,34 @@ def _first_losses(tmp_path, tokenizer, name: str, steps: int = 3, **extra) -> li
 
     cb = Losses()
     cb.losses = []
-    _setup(tmp_path, tokenizer, name, [cb], **{"training.max_steps": steps, **extra}).trainer.train()
-    return cb.losses
+    run = _setup(tmp_path, tokenizer, name, [cb], **{"training.max_steps": steps, **extra})
+    run.trainer.train()
+    return cb.losses, run
 
 
 def _loss_and_grads(run, batch, **trainer_kwargs):
-    """One compute_loss + backward on a fresh model of the run's recipe (seed 0): (loss, {name: gradient})."""
+    """One compute_loss + backward on a fresh model of the run's recipe (seed 0).
+
+    Returns (loss, {name: gradient}, shape of the vocabulary head's output), the last so that a test
+    can tell the two paths compared apart (a speed option that was ignored would compare a path with itself).
+    """
     torch.manual_seed(0)
     m = run.objective.build_model(run.tokenizer, attn=run.model.config._attn_implementation)
     trainer = run.objective.trainer_class()(model=m, args=run.args, data_collator=run.collator, **trainer_kwargs)
-    loss = trainer.compute_loss(m, {k: v.clone() for k, v in batch.items()})
+    head = m.get_output_embeddings()  # the last layer of the head: [.., H] -> [.., V]
+    shapes = []
+    hook = head.register_forward_hook(lambda module, args, out: shapes.append(tuple(out.shape)))
+    try:
+        loss = trainer.compute_loss(m, {k: v.clone() for k, v in batch.items()})
+    finally:
+        hook.remove()
     loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    (shape,) = shapes
+    return loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}, shape
 
 
 def _assert_same(reference, other) -> None:
-    (ref_loss, ref_grads), (loss, grads) = reference, other
+    (ref_loss, ref_grads, _), (loss, grads, _) = reference, other
     assert torch.allclose(loss, ref_loss, rtol=1e-5, atol=1e-6), (loss, ref_loss)
     assert ref_grads.keys() == grads.keys()
     for name in ref_grads:
@@ -71,23 +83,31 @@ def _assert_same(reference, other) -> None:
 def test_sparse_and_dense_mlm_head_give_the_same_loss_and_gradients(tmp_path, tiny_tokenizer):
     run = _setup(tmp_path, tiny_tokenizer, "bert-tiny", **{"speed.bf16": "off"})
     batch = run.collator([run.data.train[i] for i in range(8)])
-    _assert_same(_loss_and_grads(run, batch, sparse_mlm_head=False),
-                 _loss_and_grads(run, batch, sparse_mlm_head=True))
+    dense, sparse = (_loss_and_grads(run, batch, sparse_mlm_head=on) for on in (False, True))
+    # the paths differ: logits for every position [B, L, V], or for the masked ones only [N, V]
+    vocab, masked = run.model.get_output_embeddings().out_features, int((batch["labels"] != -100).sum())
+    assert dense[2] == (*batch["input_ids"].shape, vocab) and sparse[2] == (masked, vocab), (dense[2], sparse[2])
+    _assert_same(dense, sparse)
 
 
 def test_chunked_and_stock_causal_loss_give_the_same_loss_and_gradients(tmp_path, tiny_tokenizer):
     run = _setup(tmp_path, tiny_tokenizer, "gpt-tiny", **{"speed.bf16": "off"})
     batch = run.collator([run.data.train[i] for i in range(8)])
     batch["labels"][0, 5:9] = -100  # ignored positions count in neither
-    _assert_same(_loss_and_grads(run, batch, chunked_lm_loss=False),
-                 _loss_and_grads(run, batch, chunked_lm_loss=True))
+    stock, chunked = (_loss_and_grads(run, batch, chunked_lm_loss=on) for on in (False, True))
+    # the paths differ: the stock head makes logits [B, L, V]; the chunked one passes the states [B, L, H] through
+    shape, (vocab, hidden) = tuple(batch["input_ids"].shape), run.model.get_output_embeddings().weight.shape
+    assert stock[2] == (*shape, vocab) and chunked[2] == (*shape, hidden), (stock[2], chunked[2])
+    _assert_same(stock, chunked)
 
 
 @pytest.mark.parametrize("name", ["bert-tiny", "gpt-tiny"])
 def test_speed_options_on_and_off_agree_within_bf16_tolerance(tmp_path, tiny_tokenizer, name):
-    on = _first_losses(tmp_path / "on", tiny_tokenizer, name, **{"speed.bf16": "on"})
-    off = _first_losses(tmp_path / "off", tiny_tokenizer, name,
-                        **{"speed.bf16": "off", "speed.sparse_mlm_head": False})
+    on, run_on = _first_losses(tmp_path / "on", tiny_tokenizer, name, **{"speed.bf16": "on"})
+    off, run_off = _first_losses(tmp_path / "off", tiny_tokenizer, name,
+                                 **{"speed.bf16": "off", "speed.sparse_mlm_head": False})
+    # the runs compared are the two paths, whatever this CPU would pick: bf16 autocast, or fp32
+    assert run_on.args.bf16 and not run_off.args.bf16
     assert len(on) == len(off) == 3
     for a, b in zip(on, off):
         # bf16 keeps 8 bits of mantissa (relative step 2**-8 = 0.4%); measured gaps are 1e-7 to 1.4e-4
