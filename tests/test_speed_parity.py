@@ -34,7 +34,8 @@ def _setup(tmp_path, tokenizer, name: str, callbacks=(), **extra):
     return run
 
 
-def _first_losses(tmp_path, tokenizer, name: str, steps: int = 3, **extra) -> list[float]:
+def _first_losses(tmp_path, tokenizer, name: str, steps: int = 3, **extra):
+    """The logged losses of the first ``steps`` training steps, and the run (its args say the precision)."""
     from transformers import TrainerCallback
 
     class Losses(TrainerCallback):
