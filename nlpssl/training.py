@@ -44,7 +44,11 @@ class PretrainTrainer(Trainer):
         return inputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        return super().compute_loss(model, self.model_inputs(inputs), return_outputs, num_items_in_batch)
+        # The model's own loss as a per-batch mean, as every objective's loss is (loss_is_scaled_for_ga
+        # is False, so the Trainer divides it by the accumulation steps). Given num_items_in_batch, a
+        # model that takes it (GPT-2, Llama) would divide by the accumulated batch's tokens itself,
+        # the Trainer again: loss and gradients 1/gradient_accumulation_steps of the true ones.
+        return super().compute_loss(model, self.model_inputs(inputs), return_outputs)
 
     def eval_logs(self, logs: dict) -> None:
         """Add this objective's evaluation figures to ``logs`` (which holds ``eval_loss``)."""
