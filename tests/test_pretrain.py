@@ -45,6 +45,7 @@ def test_pretrain_end_to_end_and_stock_export(tmp_path, name, recwarn):
     for key in ("params", "train_tokens", "train_runtime_s", "train_tokens_per_second", "eval_loss"):
         assert metrics[key] is not None and metrics[key] > 0, key
     assert metrics["steps"] == 24
+    assert metrics["precision"] == "fp32", "speed.bf16=auto on the CPU without bf16 that conftest makes of every machine"
     key = "eval_mlm_accuracy" if name == "bert-tiny" else "eval_perplexity"
     assert metrics[key] > 0
     assert (run / "loss_curve.png").stat().st_size > 1000

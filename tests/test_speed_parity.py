@@ -9,6 +9,8 @@
   and initialisation agree within bf16 tolerance, for masked-LM and causal-LM.
 """
 
+import os
+
 import pytest
 import torch
 
@@ -114,3 +116,21 @@ def test_speed_options_on_and_off_agree_within_bf16_tolerance(tmp_path, tiny_tok
         # bf16 keeps 8 bits of mantissa (relative step 2**-8 = 0.4%); measured gaps are 1e-7 to 1.4e-4
         # on AMX and on AVX2 kernels (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2).
         assert abs(a - b) <= 4e-3 * abs(b), (on, off)
+
+
+def test_bf16_auto_follows_the_forced_cpu_flag_not_the_cpu(tmp_path, monkeypatch):
+    """NLPSSL_CPU_BF16 decides speed.bf16=auto on a CPU (conftest sets 0, so every machine runs the fp32
+    path of an AVX2 CPU unless a test forces bf16); speed.bf16=on/off win over it."""
+    from nlpssl.pretrain import bf16_supported, training_arguments
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU, CUDA's bf16 support decides auto")
+    assert os.environ["NLPSSL_CPU_BF16"] == "0" and not bf16_supported()
+    for value, expected in (("0", False), ("1", True), ("off", False), ("on", True)):
+        monkeypatch.setenv("NLPSSL_CPU_BF16", value)
+        assert bf16_supported() is expected, value
+        auto = load_recipe("bert-tiny", tiny_overrides(tmp_path))
+        assert auto.speed.bf16 == "auto" and training_arguments(auto).bf16 is expected, value
+        for forced in ("on", "off"):
+            recipe = load_recipe("bert-tiny", tiny_overrides(tmp_path, **{"speed.bf16": forced}))
+            assert training_arguments(recipe).bf16 is (forced == "on"), (value, forced)
