@@ -312,6 +312,8 @@ def _type_name(tp: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if _is_union(tp):  # int | None reads "int or null", as a recipe writes it (not "int or NoneType")
         return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list and typing.get_args(tp):
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -332,7 +334,9 @@ def coerce(value: Any, tp: Any) -> Any:
         for arg in sorted((a for a in args if a is not type(None)), key=_union_rank):
             try:
                 return coerce(value, arg)
-            except ValueError:
+            except ValueError as err:
+                if str(err).startswith("item "):  # a list with a bad item: which one says more than the union
+                    raise
                 continue
         raise ValueError(f"expected {_type_name(tp)}")
     if typing.get_origin(tp) is Literal:
@@ -384,9 +388,19 @@ def coerce(value: Any, tp: Any) -> Any:
         return str(value)
     origin = typing.get_origin(tp) or tp
     if origin in (list, dict):
-        if isinstance(value, origin):
+        if not isinstance(value, origin):
+            raise ValueError(f"expected a {origin.__name__}")
+        item = typing.get_args(tp)[0] if origin is list and typing.get_args(tp) else None
+        if item not in (int, float, str, bool):
             return value
-        raise ValueError(f"expected a {origin.__name__}")
+        # Each item as the field's item type (distill.layers: [0, two] failed later in a bare TypeError).
+        items = []
+        for i, v in enumerate(value):
+            try:
+                items.append(coerce(v, item))
+            except ValueError as err:
+                raise ValueError(f"item {i} ({v!r}): {err}") from None
+        return items
     if isinstance(tp, type) and isinstance(value, tp):
         return value
     if isinstance(tp, type) and issubclass(tp, enum.Enum):  # SchedulerType, ...: validate, keep the string

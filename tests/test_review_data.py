@@ -15,3 +15,22 @@ def test_an_empty_path_setting_is_refused_not_read_as_the_current_folder(tmp_pat
         load_recipe("bert-tiny", [f"{key}="])
     message = str(err.value)
     assert f"{key} is empty (got '')" in message and "current folder" in message
+
+
+@pytest.mark.parametrize("override", [
+    "distill.layers=[0, two]",
+    "distill.layers=[0, 1.5]",
+])
+def test_a_list_setting_converts_its_items(override):
+    # A list's items were taken as written: [0, two] ended in a bare TypeError from the distill check
+    # ('<' not supported between str and int), and [0, 1.5] was accepted as a layer index.
+    with pytest.raises(RecipeError, match=r"item 1 \(.*\): expected an integer \(got \[0, .*\]\)\. Set it to a list of int"):
+        load_recipe("distil-tiny", [override])
+    assert load_recipe("distil-tiny", ["distill.layers=[0, '2']"]).distill.layers == [0, 2]
+
+
+def test_a_list_of_names_refuses_yaml_booleans():
+    # label_names: [yes, no] became [True, False]: now refused with the quoting fix, as a single text setting is.
+    with pytest.raises(RecipeError, match=r"task.label_names: item 0 \(True\): expected a string, and YAML reads"):
+        load_recipe("finetune-tiny", ["model=x", "task.label_names=[yes, no]"])
+    assert load_recipe("finetune-tiny", ["model=x", "task.label_names=[0, neg]"]).task.label_names == ["0", "neg"]
