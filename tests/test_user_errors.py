@@ -188,8 +188,12 @@ def test_values_are_checked_when_the_recipe_loads(override, message, capsys):
     with pytest.raises(RecipeError) as info:
         load_recipe("bert-tiny", [override])
     assert message in str(info.value)
-    # and `recipe validate` says the same before anything runs
+    # and `recipe validate` (and `recipe show`) say the same before anything runs
     path = Path(load_recipe("bert-tiny").source_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["recipe", "validate", str(path), override])
+    said = capsys.readouterr().out
+    assert exit_info.value.code == 1 and f"invalid {path}" in said and message in said, said
     assert main(["recipe", "show", str(path), override]) == 2
     assert message in capsys.readouterr().err
 
