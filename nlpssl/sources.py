@@ -577,7 +577,9 @@ def delimited_rows(path: Path) -> tuple[list[str], Iterator[tuple[str, list[str]
     tsv = format_suffix(path) == ".tsv"
     quoting = csv.QUOTE_NONE if tsv and not _quoted_tsv(path) else csv.QUOTE_MINIMAL
     reader = csv.reader((line for _, line in _decoded_lines(path)), delimiter="\t" if tsv else ",", quoting=quoting)
-    header = next(reader, None) or []
+    # Blank lines before the header are skipped as the rows' are: taken as an empty header, they made the
+    # file hold no column (in a folder source it was left out without a word).
+    header = next((row for row in reader if row), [])
     return header, _checked_rows(reader, header, path)
 
 

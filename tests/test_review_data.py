@@ -34,3 +34,16 @@ def test_a_list_of_names_refuses_yaml_booleans():
     with pytest.raises(RecipeError, match=r"task.label_names: item 0 \(True\): expected a string, and YAML reads"):
         load_recipe("finetune-tiny", ["model=x", "task.label_names=[yes, no]"])
     assert load_recipe("finetune-tiny", ["model=x", "task.label_names=[0, neg]"]).task.label_names == ["0", "neg"]
+
+
+def test_a_delimited_file_with_blank_lines_before_its_header_is_read(tmp_path):
+    # A blank first line was taken as an empty header: the file held no column, and in a folder source it
+    # was skipped without a word (here: half the corpus gone).
+    from nlpssl.sources import delimited_rows, iter_texts
+
+    (tmp_path / "a.csv").write_text("\n\ntext,label\nfirst review,1\nsecond review,0\n")
+    (tmp_path / "b.tsv").write_text("\ntext\tlabel\nthird review\t1\n")
+    assert list(iter_texts(tmp_path)) == ["first review", "second review", "third review"]
+    header, rows = delimited_rows(tmp_path / "a.csv")
+    assert header == ["text", "label"]
+    assert [where.rsplit(":", 1)[1] for where, _ in rows] == ["4", "5"]  # line numbers still count every line
