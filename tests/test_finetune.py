@@ -84,13 +84,15 @@ def test_masked_lm_export_from_tsv_with_integer_labels(tmp_path, bert_export, ca
 
     from nlpssl.cli import main
     from nlpssl.demo import classify
-    from nlpssl.finetune import finetune
+    from nlpssl.finetune import finetune, finetune_arguments
 
     train = write_tsv(tmp_path / "train.tsv", sentiment_rows(60))
     task = {"source": str(train), "text_column": "sentence", "label_names": ["negative", "positive"],
             "validation_fraction": 0.2, "test_fraction": 0.2}
     # speed.bf16=on: the bf16 autocast path runs here whatever the CPU (slow but correct without AVX512-BF16).
-    result = finetune(ft_recipe(bert_export, tmp_path / "ft", task, bf16="on", max_steps=6))
+    recipe = ft_recipe(bert_export, tmp_path / "ft", task, bf16="on", max_steps=6)
+    assert finetune_arguments(recipe)[0].bf16, "the fine-tuning Trainer is given bf16"
+    result = finetune(recipe)
     m = result.metrics
     for key in ("eval_accuracy", "eval_macro_f1", "test_accuracy", "test_macro_f1", "train_runtime_s"):
         assert 0 <= m[key] <= 1 or key == "train_runtime_s", key
