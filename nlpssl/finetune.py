@@ -234,6 +234,10 @@ def load_classifier_tokenizer(model_dir: Path):
                 "Add a pad token to the tokenizer and save it into the folder."
             )
         tokenizer.pad_token = tokenizer.eos_token
+    # Causal exports pad on the left, for batched generate(). A classifier reads the last real token
+    # whichever side pads, but GPT-2's learned positions count from the row's first slot, pads
+    # included: padded on the left, a text's outputs depended on the longest text of its batch.
+    tokenizer.padding_side = "right"
     adds_nothing = tokenizer("a b")["input_ids"] == tokenizer("a b", add_special_tokens=False)["input_ids"]
     if adds_nothing and tokenizer.eos_token is not None:
         _wrap_with_bos_eos(tokenizer)

@@ -36,3 +36,34 @@ def test_gradient_accumulation_does_not_scale_the_stock_causal_loss(tmp_path, ti
     split = _first_loss(tmp_path / "split", tiny_tokenizer, "gpt-tiny", **{
         **stock, "training.per_device_train_batch_size": 4, "training.gradient_accumulation_steps": 2})
     assert split == pytest.approx(whole, rel=2e-3), (whole, split)
+
+
+def _tiny_export(tmp_path, tokenizer, name: str):
+    from nlpssl.pretrain import pretrain
+
+    folder = tmp_path / "tokenizer"
+    tokenizer.save_pretrained(folder)
+    return pretrain(load_recipe(name, tiny_overrides(tmp_path, **{
+        "training.max_steps": 2, "training.eval_strategy": "'no'", "training.save_strategy": "'no'",
+        "speed.bf16": "off", "tokenizer.path": str(folder)}))).export_dir
+
+
+def test_a_gpt2_classifier_scores_a_text_the_same_alone_and_in_a_batch(tmp_path, tiny_tokenizer, one_torch_thread):
+    # The export pads on the left (generate); fine-tuning used that, so a text's positions moved with the
+    # padding its batch needed and its logits depended on the other texts (GPT-2 has learned positions).
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+    from nlpssl.finetune import load_classifier_tokenizer
+
+    export = _tiny_export(tmp_path, tiny_tokenizer, "gpt-tiny")
+    tokenizer = load_classifier_tokenizer(export)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(export), num_labels=2, pad_token_id=tokenizer.pad_token_id).eval()
+    collate = DataCollatorWithPadding(tokenizer)
+    short, long = tokenizer("Mia was glad."), tokenizer("Mia was not glad at all, because the dog ran far away.")
+    with torch.no_grad():
+        alone = model(**collate([short])).logits[0]
+        batched = model(**collate([short, long])).logits[0]
+    assert torch.allclose(alone, batched, atol=1e-5), (alone, batched)
+
