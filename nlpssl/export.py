@@ -21,11 +21,13 @@ from nlpssl.errors import NlpsslError
 
 def find_weights(run_dir: Path) -> Path:
     """The run's final model folder, else its newest completely saved checkpoint."""
-    from nlpssl.runs import has_weights, newest_complete_checkpoint
+    from nlpssl.runs import has_weights, log, newest_complete_checkpoint, weights_problem
 
     final = run_dir / "final"
     if has_weights(final):
-        return final
+        if (problem := weights_problem(final)) is None:
+            return final
+        log(f"skipping {final}, which was not completely saved ({problem}); using the newest complete checkpoint")
     last = newest_complete_checkpoint(run_dir)
     if last is not None:
         return last

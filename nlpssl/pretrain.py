@@ -17,7 +17,7 @@ from nlpssl.errors import NlpsslError
 from nlpssl.recipe import Recipe, check_kind, launched_world_size, load_recipe, training_notes
 from nlpssl.runs import (
     budget_used_s, check_output_dir, checkpoint_problem, has_weights, last_checkpoint, log, rank, run_lock,
-    write_metrics, write_run_recipe,
+    weights_problem, write_metrics, write_run_recipe,
 )
 from nlpssl.sources import HUB_PREFIX, text_units
 
@@ -187,6 +187,10 @@ def finished_run(recipe: Recipe) -> PretrainResult | None:
     """
     out = recipe.output_dir
     if not recipe.resume or not has_weights(out / "final"):
+        return None
+    if problem := weights_problem(out / "final"):
+        # Killed while saving it: the run resumes from its newest checkpoint and saves it again.
+        log(f"{out / 'final'} was not completely saved ({problem}); resuming from the newest checkpoint instead")
         return None
     metrics = {}
     try:

@@ -278,6 +278,22 @@ def checkpoint_problem(folder: Path) -> str | None:
         json.loads((folder / "trainer_state.json").read_text())
     except (OSError, ValueError) as err:
         return f"trainer_state.json: {type(err).__name__}"
+    if problem := weights_problem(folder):
+        return problem
+    for state in sorted(folder.glob("data_state-rank*.json")):  # a streaming run's position (nlpssl.stream)
+        try:
+            json.loads(state.read_text())
+        except (OSError, ValueError) as err:
+            return f"{state.name}: {type(err).__name__}"
+    for state in sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth")):
+        if not zipfile.is_zipfile(state):  # torch.save writes zip archives; a truncated one has no index
+            return f"{state.name} is truncated"
+    return None
+
+
+def weights_problem(folder: Path) -> str | None:
+    """Why the model weights in ``folder`` cannot be loaded (None if they can): missing, or a
+    model.safetensors cut short (a process killed while saving it; the header check is cheap)."""
     if not has_weights(folder):
         return "no model.safetensors"
     if (folder / "model.safetensors").is_file():
@@ -288,14 +304,6 @@ def checkpoint_problem(folder: Path) -> str | None:
                 pass
         except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
             return f"model.safetensors: {str(err).splitlines()[0][:120]}"
-    for state in sorted(folder.glob("data_state-rank*.json")):  # a streaming run's position (nlpssl.stream)
-        try:
-            json.loads(state.read_text())
-        except (OSError, ValueError) as err:
-            return f"{state.name}: {type(err).__name__}"
-    for state in sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth")):
-        if not zipfile.is_zipfile(state):  # torch.save writes zip archives; a truncated one has no index
-            return f"{state.name} is truncated"
     return None
 
 

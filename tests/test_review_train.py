@@ -67,3 +67,30 @@ def test_a_gpt2_classifier_scores_a_text_the_same_alone_and_in_a_batch(tmp_path,
         batched = model(**collate([short, long])).logits[0]
     assert torch.allclose(alone, batched, atol=1e-5), (alone, batched)
 
+
+def test_a_final_model_cut_short_is_not_taken_for_a_finished_run(tmp_path, tiny_tokenizer, one_torch_thread):
+    # A kill -9 while the Trainer wrote final/model.safetensors (after the last checkpoint): resuming said
+    # "already finished; nothing to train" and `nlpssl export` stopped in a bare SafetensorError.
+    from safetensors import safe_open
+
+    from nlpssl.export import export_run
+    from nlpssl.pretrain import pretrain
+
+    folder = tmp_path / "tokenizer"
+    tiny_tokenizer.save_pretrained(folder)
+    overrides = tiny_overrides(tmp_path, **{"training.eval_strategy": "'no'", "training.max_steps": 4,
+                                            "training.save_steps": 4, "speed.bf16": "off",
+                                            "tokenizer.path": str(folder)})
+    run = pretrain(load_recipe("bert-tiny", overrides)).output_dir
+    weights = run / "final" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    for name in ("metrics.json", "log_history.json"):
+        (run / name).unlink()
+
+    exported = export_run(run, tmp_path / "copy")
+    assert "checkpoint-4" in (exported / "README.md").read_text()  # the complete checkpoint, said on the card
+
+    again = pretrain(load_recipe("bert-tiny", [*overrides, "training.resume=true"]))
+    assert not again.already_finished and again.export_dir is not None
+    with safe_open(str(weights), framework="pt") as f:  # saved again, whole
+        assert len(list(f.keys())) > 0
