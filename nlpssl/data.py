@@ -31,7 +31,9 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -634,14 +636,16 @@ def prepare_data(recipe: Recipe, tokenizer) -> PackedData:
     """Packed train/eval blocks for ``recipe``, from the cache when the settings match.
 
     The cache folder is ``data.cache_dir/<hash>``; it is written to a temporary folder and
-    renamed, so an interrupted run never leaves a half-written cache behind. Preparation reads and
+    renamed, so an interrupted run never leaves a half-written cache behind (a build killed outright
+    leaves its hidden temporary folder, which the next build on the machine removes). Preparation reads and
     packs the corpus in chunks (:func:`_write_packed`), so its memory does not grow with the corpus.
     """
     key = cache_key(recipe, tokenizer)
     path = Path(recipe.data.cache_dir).expanduser() / key
     if (path / "stats.json").is_file():
         return _load_cached(path, from_cache=True)
-    tmp = path.with_name(f".{key}.tmp-{os.getpid()}")
+    sweep_stale_builds(path.parent)
+    tmp = path.with_name(f".{key}.tmp-{_host()}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
@@ -655,6 +659,40 @@ def prepare_data(recipe: Recipe, tokenizer) -> PackedData:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return _load_cached(path, from_cache=False)
+
+
+def _host() -> str:
+    """This machine in a build's folder name: on a cache_dir shared between machines, a process id says
+    whether the build still runs only on the machine that started it."""
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+
+
+def sweep_stale_builds(cache_dir: Path) -> None:
+    """Remove the temporary folders of cache builds on this machine whose process is gone.
+
+    A build killed outright (``kill -9``, out of memory, a power cut) cannot remove its own
+    ``.KEY.tmp-HOST-PID`` folder, which may hold gigabytes of half-written rows; nothing reads it,
+    but nothing else would ever delete it. Only nlpssl's own names are touched.
+    """
+    if not cache_dir.is_dir():
+        return
+    host = _host()
+    for leftover in cache_dir.glob(f".*.tmp-{host}-*"):
+        match = re.fullmatch(rf"\.[0-9a-f]{{16}}\.tmp-{re.escape(host)}-(\d+)", leftover.name)
+        if match and leftover.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process's own leftover from an earlier build
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or no pid at all: leave it
+    return True
 
 
 def _load_cached(path: Path, from_cache: bool) -> PackedData:

@@ -1,5 +1,7 @@
 """Review of the data and recipe side: each test pins a bug a user hit (it fails on the code before its fix)."""
 
+import os
+
 import pytest
 
 from nlpssl.recipe import RecipeError, load_recipe
@@ -47,3 +49,34 @@ def test_a_delimited_file_with_blank_lines_before_its_header_is_read(tmp_path):
     header, rows = delimited_rows(tmp_path / "a.csv")
     assert header == ["text", "label"]
     assert [where.rsplit(":", 1)[1] for where, _ in rows] == ["4", "5"]  # line numbers still count every line
+
+
+def test_a_killed_cache_build_leaves_no_folder_behind_for_good(tmp_path, tiny_tokenizer):
+    # kill -9 (or the OOM killer) during preparation left .KEY.tmp-PID with the rows written so far,
+    # gigabytes for a large corpus, and nothing ever removed it. The next build now sweeps the folders
+    # of builds on this machine whose process is gone, and nothing else.
+    import re
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import tiny_overrides
+    from nlpssl.data import prepare_data
+
+    host = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cache = tmp_path / "cache"
+    killed = cache / f".0123456789abcdef.tmp-{host}-{dead.pid}"
+    running = cache / f".fedcba9876543210.tmp-{host}-{os.getppid()}"  # a build still running here
+    elsewhere = cache / f".0123456789abcdef.tmp-otherhost-{dead.pid}"  # another machine's, on a shared disk
+    mine = cache / "notes"
+    for folder in (killed, running, elsewhere, mine):
+        folder.mkdir(parents=True)
+        (folder / "train.arrow").write_bytes(b"half")
+    recipe = load_recipe("bert-tiny", tiny_overrides(tmp_path))
+    data = prepare_data(recipe, tiny_tokenizer)
+    assert len(data.train) > 0 and not data.from_cache
+    assert not killed.exists()
+    assert running.exists() and elsewhere.exists() and mine.exists()
+    assert sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) == sorted([running.name, elsewhere.name])
