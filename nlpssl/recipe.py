@@ -957,9 +957,14 @@ def load_recipe(path_or_name: str | Path, overrides: typing.Sequence[str] = (), 
 
     path = find_recipe(path_or_name)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw, duplicates = _load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise RecipeError([f"{path}: not valid YAML: {err}"]) from err
+    if duplicates:
+        raise RecipeError([f"{path}:{second}: {key!r} is set twice in one mapping (lines {first} and {second}); YAML "
+                           f"would keep line {second}'s value and drop line {first}'s without a word. Keep one (two "
+                           "sections of the same name: merge their keys into one)."
+                           for key, first, second in sorted(set(duplicates), key=lambda d: (d[2], d[1]))])
     if not isinstance(raw, dict):
         raise RecipeError([f"{path}: expected a mapping of sections at the top (got {type(raw).__name__})."])
     check_kind(raw.get("kind", "pretrain"), kind, str(path))
@@ -972,6 +977,35 @@ def load_recipe(path_or_name: str | Path, overrides: typing.Sequence[str] = (), 
         return recipe
     except RecipeError as err:
         raise RecipeError(blame_overrides(err.problems, str(path), overrides, in_file)) from None
+
+
+def _load_yaml(text: str) -> tuple[Any, list[tuple[str, int, int]]]:
+    """The YAML data of a recipe, and each key a mapping sets twice: (key, first line, second line).
+
+    PyYAML keeps the last of two equal keys, so a second ``training:`` section at the end of a file
+    dropped the first one's settings (max_steps, output_dir ...) without a word.
+    """
+    import yaml
+
+    duplicates: list[tuple[str, int, int]] = []
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *base` then a key of its own overrides on purpose
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.setdefault(key, line)
+                except TypeError:
+                    continue  # an unhashable key: the base constructor reports it
+                if first != line:
+                    duplicates.append((str(key), first, line))
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=Loader) or {}, duplicates
 
 
 def blame_overrides(problems: list[str], where: str, overrides: typing.Sequence[str], in_file: set[str]) -> list[str]:

@@ -80,3 +80,23 @@ def test_a_killed_cache_build_leaves_no_folder_behind_for_good(tmp_path, tiny_to
     assert not killed.exists()
     assert running.exists() and elsewhere.exists() and mine.exists()
     assert sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) == sorted([running.name, elsewhere.name])
+
+
+def test_a_key_set_twice_in_a_recipe_file_is_refused(tmp_path):
+    # PyYAML keeps the last of two equal keys: a second `training:` section appended at the end dropped the
+    # first one's max_steps without a word, and a repeated block_size took the later value silently.
+    path = tmp_path / "twice.yaml"
+    path.write_text("# twice: a recipe. `nlpssl pretrain twice.yaml`\n"
+                    "data:\n  block_size: 128\n  eval_fraction: 0.05\n  block_size: 64\n"
+                    "training:\n  max_steps: 10\ntraining:\n  learning_rate: 1.0e-3\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert err.value.problems == [
+        f"{path}:5: 'block_size' is set twice in one mapping (lines 3 and 5); YAML would keep line 5's value and "
+        "drop line 3's without a word. Keep one (two sections of the same name: merge their keys into one).",
+        f"{path}:8: 'training' is set twice in one mapping (lines 6 and 8); YAML would keep line 8's value and "
+        "drop line 6's without a word. Keep one (two sections of the same name: merge their keys into one).",
+    ]
+    # A YAML merge key followed by a key of the mapping's own is an override on purpose, not a duplicate.
+    path.write_text("training:\n  <<: {max_steps: 5, learning_rate: 1.0e-3}\n  max_steps: 7\n")
+    assert load_recipe(path).training["max_steps"] == 7
