@@ -4,14 +4,19 @@ Run: python benchmarks/corpus_speed.py [num_stories]
 Prints MB/s for generation alone, then the time to generate and measure the default-size corpus.
 """
 
-import sys
+import argparse
 import time
 
 from nlpssl.corpus import DEFAULT_NUM_STORIES, corpus_stats, generate_stories
 
 
 def main() -> None:
-    num_stories = int(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_NUM_STORIES
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("num_stories", type=int, nargs="?", default=DEFAULT_NUM_STORIES,
+                        help=f"stories to generate (default {DEFAULT_NUM_STORIES:,})")
+    num_stories = parser.parse_args().num_stories
+    if num_stories < 1:
+        parser.error(f"num_stories must be at least 1 (got {num_stories})")
     start = time.perf_counter()
     num_bytes = sum(len(story.encode("utf-8")) for story in generate_stories(num_stories))
     seconds = time.perf_counter() - start
