@@ -69,7 +69,11 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
         run = setup(recipe, callbacks)
         trainer = run.trainer
         try:
-            result = trainer.train(resume_from_checkpoint=run.resume_from)
+            if run.resume_from and ended_at(recipe, run.resume_from) and not (
+                    trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+                result = load_ended(trainer, run.resume_from)
+            else:
+                result = trainer.train(resume_from_checkpoint=run.resume_from)
         except Exception as err:
             saved = trainer.save_after_stream_error(err, lambda folder: checkpoint_problem(Path(folder)) is None)
             if saved is None:
@@ -205,6 +209,35 @@ def finished_run(recipe: Recipe) -> PretrainResult | None:
     return PretrainResult(out, export if (export / "config.json").is_file() else None, metrics, already_finished=True)
 
 
+
+
+def ended_at(recipe: Recipe, checkpoint: str) -> bool:
+    """Whether the run had reached its end at ``checkpoint``: its max_steps, or all of its time budget.
+
+    Resumed from such a checkpoint (a kill during the final evaluation, save or export), the Trainer
+    still takes one step more: past max_steps, on a batch the run never had, at whatever rate the
+    schedule gives past its end (cosine rises again, constant stays). :func:`load_ended` takes none.
+    """
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+        if state["max_steps"] > 0 and state["global_step"] >= state["max_steps"]:
+            return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(recipe.budget_minutes) and budget_used_s(checkpoint) >= 60.0 * recipe.budget_minutes
+
+
+def load_ended(trainer, checkpoint: str):
+    """The trainer as training from ``checkpoint`` would leave it, had it taken no step: its weights and
+    state loaded; returns a ``TrainOutput`` without this process's training figures."""
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    log(f"{checkpoint} is the run's last step ({trainer.state.global_step}): nothing left to train; "
+        "evaluating and saving it")
+    return TrainOutput(trainer.state.global_step, None, {})
 
 
 # ------------------------------------------------------------------------------------------------

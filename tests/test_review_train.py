@@ -94,3 +94,30 @@ def test_a_final_model_cut_short_is_not_taken_for_a_finished_run(tmp_path, tiny_
     assert not again.already_finished and again.export_dir is not None
     with safe_open(str(weights), framework="pt") as f:  # saved again, whole
         assert len(list(f.keys())) > 0
+
+
+@pytest.mark.parametrize("end", [{"training.max_steps": 4, "training.save_steps": 4},
+                                 {"training.max_steps": 50, "training.save_steps": 1, "training.budget_minutes": 0.001}])
+def test_resuming_from_the_last_step_trains_no_step_more(tmp_path, tiny_tokenizer, one_torch_thread, end):
+    # Killed after the checkpoint of its last step (max_steps, or the step that spent the time budget),
+    # during the final evaluation, save or export: the resumed Trainer took one step past the end.
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from nlpssl.pretrain import pretrain
+
+    folder = tmp_path / "tokenizer"
+    tiny_tokenizer.save_pretrained(folder)
+    overrides = tiny_overrides(tmp_path, **{"training.eval_strategy": "'no'", "speed.bf16": "off",
+                                            "tokenizer.path": str(folder), "export.enabled": False, **end})
+    first = pretrain(load_recipe("bert-tiny", overrides))
+    run, steps = first.output_dir, first.metrics["steps"]
+    assert (run / f"checkpoint-{steps}").is_dir()
+    shutil.rmtree(run / "final")
+    (run / "metrics.json").unlink()
+
+    again = pretrain(load_recipe("bert-tiny", [*overrides, "training.resume=true"]))
+    assert again.metrics["steps"] == steps
+    saved, final = load_file(run / f"checkpoint-{steps}" / "model.safetensors"), load_file(run / "final" / "model.safetensors")
+    assert saved.keys() == final.keys() and all(torch.equal(saved[k], final[k]) for k in saved)
