@@ -167,7 +167,16 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     check_tokenizer_folder(folder, "load_tokenizer", "Pass the out_dir given to train_tokenizer or save_pretrained")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(folder))
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except Exception as err:  # noqa: BLE001 - a damaged file ends in json's, tokenizers' or transformers' own error
+        files = ", ".join(sorted(p.name for p in folder.iterdir() if p.suffix == ".json"))
+        raise NlpsslError(
+            f"load_tokenizer: the tokenizer in {str(folder)!r} cannot be read (got {type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200] if str(err) else ''}; its files: {files}). A file there is damaged or cut "
+            "short (a copy or download that did not finish): copy or save the tokenizer again, or train one with "
+            "`nlpssl tokenizer train RECIPE --out DIR`."
+        ) from err
 
 
 def set_template(tokenizer: PreTrainedTokenizerFast, style: TemplateStyle) -> None:

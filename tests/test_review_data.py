@@ -100,3 +100,19 @@ def test_a_key_set_twice_in_a_recipe_file_is_refused(tmp_path):
     # A YAML merge key followed by a key of the mapping's own is an override on purpose, not a duplicate.
     path.write_text("training:\n  <<: {max_steps: 5, learning_rate: 1.0e-3}\n  max_steps: 7\n")
     assert load_recipe(path).training["max_steps"] == 7
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json"])
+def test_a_damaged_tokenizer_folder_is_named_not_a_json_traceback(tmp_path, tiny_tokenizer, name):
+    # tokenizer.path at a folder whose tokenizer.json was cut short (a copy that did not finish) ended in a
+    # bare json.decoder.JSONDecodeError from inside transformers, naming neither the folder nor the fix.
+    from nlpssl.errors import NlpsslError
+    from nlpssl.tokenizer import load_tokenizer
+
+    folder = tmp_path / "tok"
+    tiny_tokenizer.save_pretrained(str(folder))
+    text = (folder / name).read_text()
+    (folder / name).write_text(text[: len(text) // 2])
+    with pytest.raises(NlpsslError, match=rf"load_tokenizer: the tokenizer in '{folder}' cannot be read \(got "
+                                          r"JSONDecodeError: .*\)\. A file there is damaged or cut short"):
+        load_tokenizer(folder)
