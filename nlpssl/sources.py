@@ -634,7 +634,19 @@ def _read_parquet(path: Path, text_column: str) -> Iterator[str]:
             f"{path}: column {text_column!r} does not hold text (got type {column_type}). "
             "Set data.text_column=NAME to a string column."
         )
-    for batch in parquet.iter_batches(columns=[text_column], batch_size=10_000):
+    batches, rows = parquet.iter_batches(columns=[text_column], batch_size=10_000), 0
+    while True:
+        try:  # a damaged page is met only when read: pyarrow's error names neither the file nor the row
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as err:
+            raise NlpsslError(
+                f"{path}: the Parquet data is damaged after row {rows} (got {type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200] if str(err) else ''}). Download or write the file again "
+                "(e.g. with pandas.DataFrame.to_parquet)."
+            ) from err
+        if batch is None:
+            return
+        rows += batch.num_rows
         yield from (text for text in batch.column(0).to_pylist() if text is not None)
 
 

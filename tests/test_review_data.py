@@ -116,3 +116,25 @@ def test_a_damaged_tokenizer_folder_is_named_not_a_json_traceback(tmp_path, tiny
     with pytest.raises(NlpsslError, match=rf"load_tokenizer: the tokenizer in '{folder}' cannot be read \(got "
                                           r"JSONDecodeError: .*\)\. A file there is damaged or cut short"):
         load_tokenizer(folder)
+
+
+def test_a_damaged_parquet_page_names_the_file_and_row(tmp_path):
+    # A page damaged in the middle of a .parquet file is met only when read: it ended in pyarrow's bare
+    # "OSError: Corrupt snappy compressed data." with no file name (in a folder of shards: which one?).
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nlpssl.errors import NlpsslError
+    from nlpssl.sources import iter_texts
+
+    path = tmp_path / "shard.parquet"
+    pq.write_table(pa.table({"text": [f"row {i} of the shard, some words " * 3 for i in range(20_000)]}), path,
+                   compression="snappy", row_group_size=10_000)
+    assert sum(1 for _ in iter_texts(path)) == 20_000
+    second = pq.ParquetFile(path).metadata.row_group(1).column(0).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[second + 64 : second + 264] = b"\xab" * 200
+    path.write_bytes(bytes(data))
+    with pytest.raises(NlpsslError, match=rf"{path}: the Parquet data is damaged after row 10000 \(got \w+: .+\)\. "
+                                          "Download or write the file again"):
+        sum(1 for _ in iter_texts(path))
