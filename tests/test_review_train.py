@@ -121,3 +121,26 @@ def test_resuming_from_the_last_step_trains_no_step_more(tmp_path, tiny_tokenize
     assert again.metrics["steps"] == steps
     saved, final = load_file(run / f"checkpoint-{steps}" / "model.safetensors"), load_file(run / "final" / "model.safetensors")
     assert saved.keys() == final.keys() and all(torch.equal(saved[k], final[k]) for k in saved)
+
+
+def test_a_resumed_run_reports_the_speed_of_the_steps_it_trained(tmp_path, tiny_tokenizer, one_torch_thread):
+    # metrics.json (and the card) divided every step's tokens, those before the resume included, by the
+    # resumed process's runtime: after a Ctrl-C at 90% of a run, 10x the real speed.
+    # Resumed from checkpoint-4 of 6 steps: 2 steps of 8 rows of 32 tokens in this process.
+    import shutil
+
+    from nlpssl.pretrain import pretrain
+
+    folder = tmp_path / "tokenizer"
+    tiny_tokenizer.save_pretrained(folder)
+    overrides = tiny_overrides(tmp_path, **{"training.eval_strategy": "'no'", "speed.bf16": "off", "export.enabled": False,
+                                            "tokenizer.path": str(folder), "training.max_steps": 6,
+                                            "training.save_steps": 2, "training.budget_minutes": "null"})
+    run = pretrain(load_recipe("bert-tiny", overrides)).output_dir
+    assert (run / "checkpoint-4").is_dir()
+    for name in ("final", "checkpoint-6"):
+        shutil.rmtree(run / name)
+    (run / "metrics.json").unlink()
+    m = pretrain(load_recipe("bert-tiny", [*overrides, "training.resume=true"])).metrics
+    assert m["steps"] == 6 and m["train_tokens"] == 6 * 8 * 32
+    assert m["train_tokens_per_second"] == pytest.approx(2 * 8 * 32 / m["train_runtime_s"], rel=1e-6)
