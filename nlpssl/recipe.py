@@ -703,6 +703,11 @@ def _check_values(recipe: Recipe, where: str, problems: list[str]) -> None:
             f"{where}: collator.span_boundary=true needs collator.kind='span' (got {c.kind!r}). "
             "Set collator.kind=span, or collator.span_boundary=false."
         )
+    if d.unwrap and "paragraph" not in {d.txt_unit, *(m.txt_unit for m in d.mix)}:
+        # _read_txt joins lines only within a paragraph: a book read with txt_unit=file kept its hard wraps.
+        problems.append(f"{where}: data.unwrap=true joins the lines of a paragraph, and no source is read by paragraph "
+                        f"(got data.txt_unit={d.txt_unit!r}), so it would do nothing. Set data.txt_unit=paragraph "
+                        "(blank lines end a document), or data.unwrap=false.")
     for i, mix in enumerate(d.mix):
         if not mix.source.strip():
             problems.append(f"{where}: data.mix[{i}].source is empty (got {mix.source!r}). Name a file, glob or "

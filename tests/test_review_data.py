@@ -138,3 +138,13 @@ def test_a_damaged_parquet_page_names_the_file_and_row(tmp_path):
     with pytest.raises(NlpsslError, match=rf"{path}: the Parquet data is damaged after row 10000 \(got \w+: .+\)\. "
                                           "Download or write the file again"):
         sum(1 for _ in iter_texts(path))
+
+
+@pytest.mark.parametrize("unit", ["file", "line"])
+def test_unwrap_without_paragraphs_is_refused(unit):
+    # data.unwrap joins a paragraph's lines; with txt_unit=file (a Gutenberg book as one document) it did
+    # nothing, and the hard wraps the user asked to join were trained on without a word.
+    with pytest.raises(RecipeError, match=rf"data.unwrap=true joins the lines of a paragraph, and no source is read "
+                                          rf"by paragraph \(got data.txt_unit='{unit}'\)"):
+        load_recipe("gpt-tiny", [f"data.txt_unit={unit}", "data.unwrap=true"])
+    assert load_recipe("gpt-tiny", ["data.txt_unit=paragraph", "data.unwrap=true"]).data.unwrap
