@@ -168,7 +168,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         else:
             metrics = {}
             if (run_dir / "metrics.json").is_file():
-                metrics = json.loads((run_dir / "metrics.json").read_text())
+                try:
+                    metrics = json.loads((run_dir / "metrics.json").read_text())
+                except ValueError as err:  # cut short by a kill (nlpssl before it was written atomically)
+                    from nlpssl.runs import log
+
+                    log(f"export: {str(run_dir / 'metrics.json')!r} is not readable JSON ({err}); the model card "
+                        "gives no figures. Evaluate the export to get them.")
             if (run_dir / "loss_curve.png").is_file():
                 shutil.copy2(run_dir / "loss_curve.png", tmp / "loss_curve.png")
         title = recipe.export.model_name or recipe_name(run_dir)

@@ -313,8 +313,9 @@ def has_weights(folder: Path) -> bool:
 
 
 def write_metrics(out: Path, metrics: dict[str, Any], history: list[dict]) -> None:
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "log_history.json").write_text(json.dumps(history, indent=1))
+    # Whole or not at all: `nlpssl export` and a resumed run read them back.
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_text_atomic(out / "log_history.json", json.dumps(history, indent=1))
     plot_loss_curve(history, out / "loss_curve.png")
 
 

@@ -144,3 +144,27 @@ def test_a_resumed_run_reports_the_speed_of_the_steps_it_trained(tmp_path, tiny_
     m = pretrain(load_recipe("bert-tiny", [*overrides, "training.resume=true"])).metrics
     assert m["steps"] == 6 and m["train_tokens"] == 6 * 8 * 32
     assert m["train_tokens_per_second"] == pytest.approx(2 * 8 * 32 / m["train_runtime_s"], rel=1e-6)
+
+
+def test_a_metrics_file_cut_short_does_not_stop_the_export(tmp_path, tiny_tokenizer, one_torch_thread, capsys):
+    # metrics.json was written in place: a kill while writing it left half a file, and `nlpssl export`
+    # then ended in a bare JSONDecodeError although the weights were whole.
+    import json
+
+    from nlpssl.export import export_run
+    from nlpssl.pretrain import pretrain
+    from nlpssl.runs import write_metrics
+
+    folder = tmp_path / "tokenizer"
+    tiny_tokenizer.save_pretrained(folder)
+    run = pretrain(load_recipe("bert-tiny", tiny_overrides(tmp_path, **{
+        "training.eval_strategy": "'no'", "training.save_strategy": "'no'", "training.max_steps": 2,
+        "speed.bf16": "off", "tokenizer.path": str(folder), "export.enabled": False}))).output_dir
+    text = (run / "metrics.json").read_text()
+    (run / "metrics.json").write_text(text[: len(text) // 2])
+    out = export_run(run, tmp_path / "export")
+    assert (out / "model.safetensors").is_file() and "is not readable JSON" in capsys.readouterr().out
+
+    write_metrics(run, {"steps": 2}, [{"step": 2, "loss": 1.0}])  # whole or not at all: no half file is ever in its place
+    assert json.loads((run / "metrics.json").read_text()) == {"steps": 2}
+    assert sorted(p.name for p in run.iterdir() if ".tmp" in p.name) == []
