@@ -325,7 +325,14 @@ def resolve_files(source: str) -> list[Path]:
         return _supported(matches, source, warn=True)
     path = Path(source)
     if path.is_dir():
-        return _supported(sorted(_folder_files(path)), source, warn=True)
+        files = sorted(_folder_files(path))
+        if not files:  # else "unsupported file type (got [])": nothing there is the problem, not a type
+            raise NlpsslError(
+                f"{source}: the folder holds no files to read (looked in {str(path.absolute())!r}; hidden files and "
+                "folders, editor backups and nlpssl's run and export folders are skipped). Put the text files there, "
+                "or point the setting at the folder that holds them."
+            )
+        return _supported(files, source, warn=True)
     if path.is_file():
         return _supported([path], source, warn=False)
     hint = f" For a Hub dataset write 'hub:{source}'." if source.count("/") == 1 else ""

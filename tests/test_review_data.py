@@ -148,3 +148,16 @@ def test_unwrap_without_paragraphs_is_refused(unit):
                                           rf"by paragraph \(got data.txt_unit='{unit}'\)"):
         load_recipe("gpt-tiny", [f"data.txt_unit={unit}", "data.unwrap=true"])
     assert load_recipe("gpt-tiny", ["data.txt_unit=paragraph", "data.unwrap=true"]).data.unwrap
+
+
+def test_an_empty_folder_source_says_it_is_empty(tmp_path):
+    # A folder with nothing to read (a download that never happened, the text in a hidden folder) was
+    # reported as "unsupported file type (got [])", sending the user to convert files that do not exist.
+    from nlpssl.errors import NlpsslError
+    from nlpssl.sources import iter_texts
+
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "a.txt").write_text("text in a hidden folder\n")
+    with pytest.raises(NlpsslError, match=rf"{tmp_path}: the folder holds no files to read \(looked in '{tmp_path}'; "
+                                          "hidden files and folders, .* are skipped\)\. Put the text files there"):
+        list(iter_texts(tmp_path))
