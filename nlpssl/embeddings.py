@@ -122,6 +122,9 @@ class Encoder:
         self.pooling = _check_pooling(pooling, "Encoder") if pooling is not None else read_pooling(path)
         self.max_length, self.batch_size = max_length, batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(path)
+        # Causal exports pad on the left (generate); GPT-2's learned positions would then move each text
+        # by the padding its batch needs, and its vector with them. Pooling reads the mask either way.
+        self.tokenizer.padding_side = "right"
         self.model = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
         self.hidden_size = int(self.model.config.hidden_size)
 

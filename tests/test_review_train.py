@@ -168,3 +168,16 @@ def test_a_metrics_file_cut_short_does_not_stop_the_export(tmp_path, tiny_tokeni
     write_metrics(run, {"steps": 2}, [{"step": 2, "loss": 1.0}])  # whole or not at all: no half file is ever in its place
     assert json.loads((run / "metrics.json").read_text()) == {"steps": 2}
     assert sorted(p.name for p in run.iterdir() if ".tmp" in p.name) == []
+
+
+def test_a_gpt2_export_embeds_a_text_the_same_alone_and_in_a_batch(tmp_path, tiny_tokenizer, one_torch_thread):
+    # `nlpssl embed` takes any export; a causal one padded on the left, so a text's vector moved with
+    # the longest text of its batch (GPT-2's positions count the pads).
+    import numpy as np
+
+    from nlpssl.embeddings import Encoder
+
+    encoder = Encoder(_tiny_export(tmp_path, tiny_tokenizer, "gpt-tiny"))
+    alone = encoder.encode(["Mia was glad."], progress=False)
+    batched = encoder.encode(["Mia was glad.", "Mia was not glad at all, because the dog ran far away."], progress=False)
+    assert np.abs(alone[0] - batched[0]).max() < 1e-5
