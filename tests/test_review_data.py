@@ -161,3 +161,14 @@ def test_an_empty_folder_source_says_it_is_empty(tmp_path):
     with pytest.raises(NlpsslError, match=rf"{tmp_path}: the folder holds no files to read \(looked in '{tmp_path}'; "
                                           "hidden files and folders, .* are skipped\)\. Put the text files there"):
         list(iter_texts(tmp_path))
+
+
+def test_a_tokenizer_path_at_the_tokenizer_json_file_names_its_folder(tmp_path, tiny_tokenizer):
+    # tokenizer.path=tok/tokenizer.json (the file, not its folder) was refused as "does not exist".
+    from nlpssl.errors import NlpsslError
+    from nlpssl.tokenizer import load_tokenizer
+
+    tiny_tokenizer.save_pretrained(str(tmp_path / "tok"))
+    with pytest.raises(NlpsslError, match=rf"load_tokenizer: '{tmp_path}/tok/tokenizer.json' is a file, not a tokenizer "
+                                          rf"folder\. Name the folder that holds tokenizer.json \('{tmp_path}/tok'\)"):
+        load_tokenizer(tmp_path / "tok" / "tokenizer.json")
