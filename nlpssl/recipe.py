@@ -86,7 +86,7 @@ class DataSection:
     block_size: int = 128  # tokens per packed training row
     eval_fraction: float = 0.01  # share of documents held out for evaluation
     eval_max_blocks: int = 512  # cap on held-out blocks (keeps evaluation quick)
-    num_proc: int = 1  # processes for datasets.map tokenization
+    num_proc: int = 1  # processes that tokenize chunks of the cached path (a stream tokenizes in the training process)
     cache_dir: str = ".cache/nlpssl"  # processed data cached here under a hash of the settings
     streaming: bool = False  # read, tokenize and pack on the fly: no preparation pass, no cache; needs max_steps
     mix: list[MixSource] = field(default_factory=list)  # more sources after data.source (- source: PATH, repeat: N)
