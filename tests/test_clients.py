@@ -124,12 +124,23 @@ def test_generate_from_nothing_starts_from_the_document_separator(arch, exports,
     assert len(got["ids"]) > 1
 
 
+def same_vectors_as_nlpssl(got: dict, export: Path) -> None:
+    """The client's sentence vectors are the ones ``nlpssl embed`` (``Encoder``) gives for the same texts."""
+    from check import TEXTS  # the texts the client encoded
+
+    from nlpssl.embeddings import Encoder
+
+    ours = Encoder(export).encode(TEXTS, normalize=False, progress=False)
+    np.testing.assert_allclose(np.asarray(got["vectors"]), ours, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("arch", [*ENCODERS, "electra"])
 @pytest.mark.parametrize("env", ["tf5", "tf457"])
 def test_sentence_transformers_encodes(arch, env, exports, tmp_path):
     got = client(env, "sentence", exports[arch], tmp_path)
     assert got["shape"] == [2, 32]
     assert got["max_diff"] < 1e-5  # its default (mean) pooling of the stock encoder
+    same_vectors_as_nlpssl(got, exports[arch])
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
@@ -138,6 +149,7 @@ def test_sentence_transformers_pools_a_simcse_export_as_trained(pooling, env, si
     got = client(env, "sentence", simcse_exports[pooling], tmp_path)
     assert got["pooling"] == pooling and got["shape"] == [2, 32]
     assert got["max_diff"] < 1e-5  # the pooling its 1_Pooling/config.json declares, done by hand
+    same_vectors_as_nlpssl(got, simcse_exports[pooling])
     card = client("tf5", "card", simcse_exports[pooling], tmp_path)
     assert card["pipeline_tag"] == "feature-extraction"
     [(metric, value, dataset)] = card["eval_results"]

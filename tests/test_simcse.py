@@ -201,18 +201,6 @@ def test_bad_encoders_and_settings_are_refused(tmp_path, mlm_export):
         load_recipe("simcse-tiny", _simcse(tmp_path / "d", mlm_export, **{"distill.teacher": str(mlm_export)}))
 
 
-def test_sentence_transformers_reads_the_export_when_installed(cls_run):
-    pytest.importorskip("sentence_transformers")
-    from sentence_transformers import SentenceTransformer
-
-    from nlpssl.embeddings import Encoder
-
-    out = cls_run[1].export_dir
-    texts = ["The cat sat on the mat.", "A dog ran to the park."]
-    got = SentenceTransformer(str(out), device="cpu").encode(texts, normalize_embeddings=True)
-    assert np.allclose(got, Encoder(out).encode(texts, progress=False), atol=1e-5)
-
-
 def test_sentences_longer_than_a_row_are_counted_and_said(tmp_path, mlm_export, capsys):
     """One sentence a row: what does not fit is cut, so the run says how many were (was silent)."""
     from nlpssl.data import prepare_data, sentences, source_texts

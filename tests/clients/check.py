@@ -7,7 +7,8 @@ user of that client would write. CHECK is one of:
 
 - ``outputs``: tokenizer ids (single, batched, sentence pairs) and logits of the stock Auto class;
 - ``generate``: ``generate()`` with no prompt (causal-LM), greedy;
-- ``sentence``: ``SentenceTransformer(EXPORT_DIR).encode`` against mean pooling done by hand;
+- ``sentence``: ``SentenceTransformer(EXPORT_DIR).encode`` against the declared pooling done by hand
+  (its vectors come back too, for the test to hold against ``nlpssl.embeddings.Encoder``);
 - ``lmeval``: lm-evaluation-harness ``HFLM`` loglikelihoods against the same sums done by hand;
 - ``onnx``: optimum's ONNX export run by onnxruntime against PyTorch (in WORK_DIR);
 - ``card``: ``huggingface_hub.ModelCard`` parses README.md and its metadata;
@@ -104,7 +105,7 @@ def sentence(path, out, work):
             states = enc(**x).last_hidden_state[0]
             want.append(states[0] if pooling == "cls" else states.mean(0))
     return {"sentence_transformers": sentence_transformers.__version__, "shape": list(got.shape), "pooling": pooling,
-            "max_diff": float((got - torch.stack(want)).abs().max())}
+            "max_diff": float((got - torch.stack(want)).abs().max()), "vectors": got.tolist()}
 
 
 def lmeval(path, out, work):
