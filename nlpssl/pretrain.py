@@ -67,46 +67,54 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
         # came from whatever torch's random state was, and two identical runs started apart.
         set_seed(int(recipe.training.get("seed", 42)))
         run = setup(recipe, callbacks)
-        trainer = run.trainer
         try:
-            if run.resume_from and ended_at(recipe, run.resume_from) and not (
-                    trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
-                result = load_ended(trainer, run.resume_from)
-            else:
-                result = trainer.train(resume_from_checkpoint=run.resume_from)
-        except Exception as err:
-            saved = trainer.save_after_stream_error(err, lambda folder: checkpoint_problem(Path(folder)) is None)
-            if saved is None:
-                raise
-            source = recipe.data.source
-            fix = (f"once {source!r} reads again (a dropped connection passes), rerun"
-                   if source == "builtin" or source.startswith(HUB_PREFIX) else
-                   "fix the file in place, under the same name (a fixed copy under another name changes the "
-                   "folder's file list, which a resume refuses), then rerun")
-            keep = (f"The {trainer.state.global_step} steps trained before it are saved in {saved}: {fix} the same "
-                    "command with training.resume=true to continue from there.")
-            if isinstance(err, NlpsslError):
-                raise NlpsslError(f"{err}\n{keep}") from err
-            log(keep)
-            raise
-        if run.stopper.stopped:
-            log(f"interrupted at step {trainer.state.global_step}; checkpoint saved. Rerun with "
-                "training.resume=true to continue.")
-            return PretrainResult(recipe.output_dir, None, {}, interrupted=True)
-        budget = trainer._time_budget()
-        if budget is not None:
-            log(f"time budget: {budget.elapsed_s / 60:.2f} of {budget.minutes:g} minutes used, "
-                f"{trainer.state.global_step} steps" + (" (budget reached)" if budget.stopped else ""))
-        metrics = summarise(run, result, trainer.evaluate())
-        trainer.save_model(str(recipe.output_dir / "final"))
-        export_dir = None
-        if trainer.is_world_process_zero():
-            write_metrics(recipe.output_dir, metrics, trainer.state.log_history)
-            if recipe.export.enabled:
-                from nlpssl.export import export_run
+            return _train_and_export(recipe, run)
+        finally:
+            run.stopper.restore()  # also when training failed (the Trainer then calls no on_train_end)
 
-                export_dir = export_run(recipe.output_dir, recipe.output_dir / "export")
-                log(f"export: {export_dir}")
+
+def _train_and_export(recipe: Recipe, run: Run) -> PretrainResult:
+    """Train the wired run, then evaluate, save and export it (rank 0 writes)."""
+    trainer = run.trainer
+    try:
+        if run.resume_from and ended_at(recipe, run.resume_from) and not (
+                trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+            result = load_ended(trainer, run.resume_from)
+        else:
+            result = trainer.train(resume_from_checkpoint=run.resume_from)
+    except Exception as err:
+        saved = trainer.save_after_stream_error(err, lambda folder: checkpoint_problem(Path(folder)) is None)
+        if saved is None:
+            raise
+        source = recipe.data.source
+        fix = (f"once {source!r} reads again (a dropped connection passes), rerun"
+               if source == "builtin" or source.startswith(HUB_PREFIX) else
+               "fix the file in place, under the same name (a fixed copy under another name changes the "
+               "folder's file list, which a resume refuses), then rerun")
+        keep = (f"The {trainer.state.global_step} steps trained before it are saved in {saved}: {fix} the same "
+                "command with training.resume=true to continue from there.")
+        if isinstance(err, NlpsslError):
+            raise NlpsslError(f"{err}\n{keep}") from err
+        log(keep)
+        raise
+    if run.stopper.stopped:
+        log(f"interrupted at step {trainer.state.global_step}; checkpoint saved. Rerun with "
+            "training.resume=true to continue.")
+        return PretrainResult(recipe.output_dir, None, {}, interrupted=True)
+    budget = trainer._time_budget()
+    if budget is not None:
+        log(f"time budget: {budget.elapsed_s / 60:.2f} of {budget.minutes:g} minutes used, "
+            f"{trainer.state.global_step} steps" + (" (budget reached)" if budget.stopped else ""))
+    metrics = summarise(run, result, trainer.evaluate())
+    trainer.save_model(str(recipe.output_dir / "final"))
+    export_dir = None
+    if trainer.is_world_process_zero():
+        write_metrics(recipe.output_dir, metrics, trainer.state.log_history)
+        if recipe.export.enabled:
+            from nlpssl.export import export_run
+
+            export_dir = export_run(recipe.output_dir, recipe.output_dir / "export")
+            log(f"export: {export_dir}")
     return PretrainResult(recipe.output_dir, export_dir, metrics)
 
 

@@ -191,10 +191,23 @@ class GracefulStop(TrainerCallback):
 
     def __init__(self):
         self.stopped = False
+        self._before: dict[int, object] = {}  # the handlers training replaced, put back after it
 
     def on_train_begin(self, args, state, control, **kwargs):
         for sig in (signal.SIGINT, signal.SIGTERM):
+            self._before.setdefault(sig, signal.getsignal(sig))
             signal.signal(sig, self._handle)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.restore()
+
+    def restore(self) -> None:
+        """Put back the handlers training replaced (idempotent). Left in place, a process that trained
+        once, a notebook's kernel above all, ignored its next Ctrl-C or SIGTERM with a note about a
+        checkpoint that no run would save."""
+        for sig, handler in self._before.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._before.clear()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.stopped:

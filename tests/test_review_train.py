@@ -181,3 +181,30 @@ def test_a_gpt2_export_embeds_a_text_the_same_alone_and_in_a_batch(tmp_path, tin
     alone = encoder.encode(["Mia was glad."], progress=False)
     batched = encoder.encode(["Mia was glad.", "Mia was not glad at all, because the dog ran far away."], progress=False)
     assert np.abs(alone[0] - batched[0]).max() < 1e-5
+
+
+def test_training_gives_back_the_signal_handlers_it_took(tmp_path, tiny_tokenizer, one_torch_thread):
+    # GracefulStop's SIGINT/SIGTERM handlers stayed after training: the next Ctrl-C of the process (a
+    # notebook's interrupt, a probe after a pretrain) only printed "saving a checkpoint after this step".
+    import signal
+
+    from nlpssl.pretrain import pretrain
+
+    def mine(signum, frame):
+        pass
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        interrupt = signal.getsignal(signal.SIGINT)
+        run = _setup(tmp_path / "setup", tiny_tokenizer, "bert-tiny", **{"training.max_steps": 1})
+        run.trainer.train()
+        assert signal.getsignal(signal.SIGINT) is interrupt and signal.getsignal(signal.SIGTERM) is mine
+
+        folder = tmp_path / "tokenizer"
+        tiny_tokenizer.save_pretrained(folder)
+        pretrain(load_recipe("gpt-tiny", tiny_overrides(tmp_path / "pretrain", **{
+            "training.max_steps": 1, "training.eval_strategy": "'no'", "training.save_strategy": "'no'",
+            "speed.bf16": "off", "tokenizer.path": str(folder), "export.enabled": False})))
+        assert signal.getsignal(signal.SIGINT) is interrupt and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)
