@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -443,9 +444,14 @@ def bench_objective(objective: str, args, texts_split, work: Path, peaks: dict) 
     return res
 
 
+def _share(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.1%}"
+
+
 def print_table(results: list[dict], peaks: dict, args) -> None:
     print(f"\ncpu: {cpu_description()}")
-    print(f"peak matmul ({args.device}, {torch.get_num_threads()} threads): bf16 {peaks['bf16']:.3f} TFLOP/s, "
+    bf16 = "n/a (no bf16 hardware)" if math.isnan(peaks["bf16"]) else f"{peaks['bf16']:.3f} TFLOP/s"
+    print(f"peak matmul ({args.device}, {torch.get_num_threads()} threads): bf16 {bf16}, "
           f"fp32 {peaks['fp32']:.3f} TFLOP/s" + (f" (bf16 given: {args.peak_bf16})" if args.peak_bf16 else ""))
     print(f"data={args.data} size={args.size} block={args.block_size} batch={args.batch_size} steps={args.steps} "
           f"(tokens/s after {args.warmup_steps} warm-up steps) repeats={args.repeats}\n")
@@ -460,8 +466,8 @@ def print_table(results: list[dict], peaks: dict, args) -> None:
             s = r[side]
             at_time = s.get("eval_loss_at_equal_time", float("nan"))
             print(f"{r['objective']:<9} {side:<9} {s['tokens_per_s']:>10,.0f} {s['eval_loss']:>10.4f} {at_time:>10.4f} "
-                  f"{r['prep_s'].get(side, float('nan')):>8.2f} {s['tflops']:>8.3f} {s['mfu_bf16']:>9.1%} "
-                  f"{s['mfu_fp32']:>9.1%}")
+                  f"{r['prep_s'].get(side, float('nan')):>8.2f} {s['tflops']:>8.3f} {_share(s['mfu_bf16']):>9} "
+                  f"{_share(s['mfu_fp32']):>9}")
         if "baseline" in r and "nlpssl" in r:
             b, n = r["baseline"], r["nlpssl"]
             print(f"{r['objective']:<9} {'ratio':<9} {n['tokens_per_s'] / b['tokens_per_s']:>9.2f}x "
