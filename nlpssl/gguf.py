@@ -15,6 +15,7 @@ tokenizer whose ``tokenizer.json`` it has checked is that GPT-2 byte-level BPE.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -121,11 +122,17 @@ def convert(export_dir: str | Path, out_file: str | Path, converter: str | Path,
             f"`{python} -m pip install {' '.join(missing)}`, or pass --python with the one you installed them into."
         )
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    run = subprocess.run([python, "-c", _BOOTSTRAP, str(converter), str(export_dir),
-                          "--outfile", str(out_file), "--outtype", outtype], capture_output=True, text=True)
-    if run.returncode != 0 or not out_file.is_file():
-        out_file.unlink(missing_ok=True)
-        raise NlpsslError(_failure(run, converter, python))
+    # Converted under a hidden name and renamed: a conversion stopped part way (Ctrl-C, a kill) leaves no
+    # file that looks like a model, nor one that a second try would refuse to overwrite.
+    tmp = out_file.with_name(f".{out_file.stem}.tmp-{os.getpid()}{out_file.suffix}")
+    try:
+        run = subprocess.run([python, "-c", _BOOTSTRAP, str(converter), str(export_dir),
+                              "--outfile", str(tmp), "--outtype", outtype], capture_output=True, text=True)
+        if run.returncode != 0 or not tmp.is_file():
+            raise NlpsslError(_failure(run, converter, python))
+        os.replace(tmp, out_file)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out_file
 
 

@@ -208,3 +208,53 @@ def test_training_gives_back_the_signal_handlers_it_took(tmp_path, tiny_tokenize
         assert signal.getsignal(signal.SIGINT) is interrupt and signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+FAKE_CONVERTER = '''
+import sys
+class TextModel:
+    def get_vocab_base_pre(self, tokenizer):
+        raise NotImplementedError
+def main():
+    out = sys.argv[sys.argv.index("--outfile") + 1]
+    with open(out, "wb") as f:
+        f.write(b"GGUF" + bytes(64))  # the first bytes of a file the converter had not finished
+'''
+
+
+def test_an_interrupted_gguf_conversion_leaves_no_file(tmp_path, one_torch_thread, monkeypatch):
+    # The converter wrote straight into --out: Ctrl-C part way left a truncated .gguf under the name the
+    # user asked for, which looks like a model and which the next `nlpssl gguf` refused to overwrite.
+    import subprocess
+    import sys
+
+    from nlpssl import gguf
+    from nlpssl.pretrain import pretrain
+
+    export = pretrain(load_recipe("gpt-tiny", tiny_overrides(tmp_path, **{
+        "training.max_steps": 1, "training.eval_strategy": "'no'", "training.save_strategy": "'no'",
+        "speed.bf16": "off"}))).export_dir
+    converter = tmp_path / "llama.cpp" / "convert_hf_to_gguf.py"
+    converter.parent.mkdir()
+    converter.write_text(FAKE_CONVERTER)
+    real_run = subprocess.run
+
+    def interrupted(args, **kwargs):
+        done = real_run(args, **kwargs)
+        if "--outfile" in args:
+            raise KeyboardInterrupt  # as Ctrl-C reaches the parent while the converter writes
+        return done
+
+    # An interpreter that answers the requirements check (sentencepiece, ...) with "all there".
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\ncase "$2" in *find_spec*) exit 0;; esac\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    monkeypatch.setattr(gguf.subprocess, "run", interrupted)
+    out = tmp_path / "model.gguf"
+    with pytest.raises(KeyboardInterrupt):
+        gguf.convert(export, out, converter, python=python)
+    assert sorted(p.name for p in tmp_path.iterdir() if "gguf" in p.name) == []
+
+    monkeypatch.setattr(gguf.subprocess, "run", real_run)
+    assert gguf.convert(export, out, converter, python=python) == out and out.read_bytes().startswith(b"GGUF")
+    assert sorted(p.name for p in tmp_path.iterdir() if "gguf" in p.name) == ["model.gguf"]
