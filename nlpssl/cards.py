@@ -56,8 +56,10 @@ def edited_by_hand(card: Path) -> bool:
     return bool(after.strip()) or hashlib.sha256(above.encode()).hexdigest() != found.group(1)
 
 
-def pretrained_card(recipe, objective, metrics: dict, weights: Path, title: str, out_dir: Path) -> str:
-    """A model card with Hub metadata (YAML front matter, ``model-index`` results) and the run's figures."""
+def pretrained_card(recipe, objective, metrics: dict, weights: Path, title: str, out_dir: Path,
+                    curve: bool = False) -> str:
+    """A model card with Hub metadata (YAML front matter, ``model-index`` results) and the run's figures;
+    ``curve``: the export holds ``loss_curve.png``, which the card shows."""
     import yaml
 
     source = recipe.data.source
@@ -80,7 +82,7 @@ def pretrained_card(recipe, objective, metrics: dict, weights: Path, title: str,
     where = out_dir.as_posix()
     rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not isinstance(v, (list, dict)))
     usage, notes = objective.usage, objective.card_notes(arch)
-    curve = "\n## Loss curve\n\n![loss curve](loss_curve.png)\n" if (weights.parent / "loss_curve.png").exists() else ""
+    curve = "\n## Loss curve\n\n![loss curve](loss_curve.png)\n" if curve else ""
     return seal(f"""---
 {yaml.safe_dump(meta, sort_keys=False).strip()}
 ---

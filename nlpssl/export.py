@@ -178,7 +178,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
             if (run_dir / "loss_curve.png").is_file():
                 shutil.copy2(run_dir / "loss_curve.png", tmp / "loss_curve.png")
         title = recipe.export.model_name or recipe_name(run_dir)
-        (tmp / "README.md").write_text(pretrained_card(recipe, objective, metrics, weights, title, out_dir))
+        (tmp / "README.md").write_text(pretrained_card(recipe, objective, metrics, weights, title, out_dir,
+                                                           curve=(tmp / "loss_curve.png").is_file()))
         follow_umask(tmp)
         replace_dir(tmp, out_dir)
     except BaseException:

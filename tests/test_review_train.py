@@ -258,3 +258,22 @@ def test_an_interrupted_gguf_conversion_leaves_no_file(tmp_path, one_torch_threa
     monkeypatch.setattr(gguf.subprocess, "run", real_run)
     assert gguf.convert(export, out, converter, python=python) == out and out.read_bytes().startswith(b"GGUF")
     assert sorted(p.name for p in tmp_path.iterdir() if "gguf" in p.name) == ["model.gguf"]
+
+
+def test_the_card_shows_the_loss_curve_exactly_when_the_export_holds_it(tmp_path, tiny_tokenizer, one_torch_thread):
+    # The card looked for loss_curve.png in the run folder, not in the export: the export of a checkpoint
+    # of a run that had not finished held the curve and the card did not show it.
+    import shutil
+
+    from nlpssl.export import export_run
+    from nlpssl.pretrain import pretrain
+
+    folder = tmp_path / "tokenizer"
+    tiny_tokenizer.save_pretrained(folder)
+    run = pretrain(load_recipe("bert-tiny", tiny_overrides(tmp_path, **{
+        "training.eval_strategy": "'no'", "training.max_steps": 4, "training.save_steps": 4, "speed.bf16": "off",
+        "tokenizer.path": str(folder), "export.enabled": False}))).output_dir
+    for name in ("final", "metrics.json", "log_history.json", "loss_curve.png"):  # as a run killed before its end
+        shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink()
+    out = export_run(run / "checkpoint-4", tmp_path / "early")
+    assert (out / "loss_curve.png").is_file() and "![loss curve](loss_curve.png)" in (out / "README.md").read_text()
