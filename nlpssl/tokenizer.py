@@ -151,8 +151,9 @@ def check_tokenizer_folder(folder: Path, where: str, fix: str) -> None:
     folder = Path(folder)
     how = " (`nlpssl tokenizer train RECIPE --out DIR` trains one)."
     if folder.is_file():  # tokenizer.path at the tokenizer.json itself: it exists, so "does not exist" misled
+        parent = f" ({str(folder.parent)!r})" if folder.name == "tokenizer.json" else ""
         raise NlpsslError(f"{where}: {str(folder)!r} is a file, not a tokenizer folder. Name the folder that holds "
-                          f"tokenizer.json{f' ({str(folder.parent)!r})' if folder.name == 'tokenizer.json' else ''}. {fix}{how}")
+                          f"tokenizer.json{parent}. {fix}{how}")
     if not folder.is_dir():
         raise NlpsslError(f"{where}: tokenizer folder {str(folder)!r} does not exist. {fix}{how}")
     if not (folder / "tokenizer.json").is_file():

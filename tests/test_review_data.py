@@ -26,7 +26,8 @@ def test_an_empty_path_setting_is_refused_not_read_as_the_current_folder(tmp_pat
 def test_a_list_setting_converts_its_items(override):
     # A list's items were taken as written: [0, two] ended in a bare TypeError from the distill check
     # ('<' not supported between str and int), and [0, 1.5] was accepted as a layer index.
-    with pytest.raises(RecipeError, match=r"item 1 \(.*\): expected an integer \(got \[0, .*\]\)\. Set it to a list of int"):
+    said = r"item 1 \(.*\): expected an integer \(got \[0, .*\]\)\. Set it to a list of int"
+    with pytest.raises(RecipeError, match=said):
         load_recipe("distil-tiny", [override])
     assert load_recipe("distil-tiny", ["distill.layers=[0, '2']"]).distill.layers == [0, 2]
 
