@@ -136,9 +136,20 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
             f"export: {str(run_dir)!r} is not an nlpssl run folder (no recipe.yaml). "
             "Pass the training.output_dir of a `nlpssl pretrain` run, or one of its checkpoint-N folders."
         )
+    if is_export(run_dir):
+        raise NlpsslError(
+            f"export: {str(run_dir)!r} is an export already, not a run folder (got config.json and model weights "
+            "beside recipe.yaml). Copy it as it is, or pass the run folder it came from."
+        )
     check_export_target(run_dir, out_dir)
     raw = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     recipe = recipe_from_dict(raw, name=run_dir.name, where=str(run_dir / "recipe.yaml"))
+    if recipe.kind != "pretrain":
+        # Its checkpoints hold a classifier, and its folder no tokenizer/: the export came out wrong or not at all.
+        raise NlpsslError(
+            f"export: {str(run_dir)!r} is a {recipe.kind} run (got kind: {recipe.kind} in its recipe.yaml), and "
+            f"nlpssl export writes pretraining runs. A fine-tuning run exports itself: use {str(run_dir / 'export')!r}."
+        )
     weights = weights or find_weights(run_dir)
     from nlpssl.objectives import objective_for
 

@@ -277,3 +277,24 @@ def test_the_card_shows_the_loss_curve_exactly_when_the_export_holds_it(tmp_path
         shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink()
     out = export_run(run / "checkpoint-4", tmp_path / "early")
     assert (out / "loss_curve.png").is_file() and "![loss curve](loss_curve.png)" in (out / "README.md").read_text()
+
+
+def test_export_names_the_folder_kind_it_was_given(tmp_path, tiny_tokenizer, one_torch_thread):
+    # A fine-tuning run folder ended in "load_tokenizer: tokenizer folder ... does not exist" (after
+    # reading its classifier checkpoint as a pretrained model), an export in "holds no trained weights".
+    from nlpssl.errors import NlpsslError
+    from nlpssl.export import export_run
+    from nlpssl.finetune import finetune
+    from nlpssl.recipe import recipe_from_dict
+
+    export = _tiny_export(tmp_path / "pre", tiny_tokenizer, "bert-tiny")
+    with pytest.raises(NlpsslError, match="is an export already, not a run folder"):
+        export_run(export, tmp_path / "again")
+    ft = recipe_from_dict({"kind": "finetune", "model": str(export), "speed": {"bf16": "off"},
+                           "task": {"builtin_train_size": 20, "builtin_eval_size": 10},
+                           "training": {"output_dir": str(tmp_path / "ft"), "num_train_epochs": 1,
+                                        "disable_tqdm": True}}, name="ft")
+    run = finetune(ft).output_dir
+    with pytest.raises(NlpsslError, match=r"is a finetune run \(got kind: finetune.*use '.*ft/export'"):
+        export_run(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
