@@ -451,6 +451,11 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
                 raise _encoding_error(
                     path, offset + err.start, raw[err.start : err.start + 4]
                 ) from err
+            if "\x00" in line and len(raw) >= 8 and 4 * raw.count(b"\x00") >= len(raw):
+                # Valid UTF-8, but a NUL byte in every other one is UTF-16 without a byte-order mark, which
+                # would be trained on as letters and NUL characters (a stray NUL is left alone).
+                at = raw.index(b"\x00")
+                raise _encoding_error(path, offset + at, raw[at : at + 4], nul=True)
             if lineno == 1:
                 line = line.removeprefix("\ufeff")  # a UTF-8 BOM (Gutenberg files have one)
             offset += len(raw)
@@ -461,11 +466,14 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
 _CP1252_UNDEFINED = b"\x81\x8d\x8f\x90\x9d"
 
 
-def _encoding_error(path: Path, offset: int, bad: bytes) -> NlpsslError:
+def _encoding_error(path: Path, offset: int, bad: bytes, nul: bool = False) -> NlpsslError:
     # The likely encoding: UTF-16 by its byte-order mark (Windows "Unicode"), else Windows-1252,
     # which reads Latin-1's letters alike and also its own quotes and dashes in 0x80-0x9F, where
-    # `-f latin1` would turn “ and — into invisible control characters.
-    if offset == 0 and bad[:2] in (b"\xff\xfe", b"\xfe\xff"):
+    # `-f latin1` would turn “ and — into invisible control characters. A NUL byte (``nul``) in valid
+    # UTF-8 is UTF-16 without a byte-order mark: ASCII's zero byte follows each letter (LE) or precedes it.
+    if nul:
+        encoding = "utf-16le" if offset % 2 else "utf-16be"
+    elif offset == 0 and bad[:2] in (b"\xff\xfe", b"\xfe\xff"):
         encoding = "utf-16"
     elif bad[:1] and bad[:1] in _CP1252_UNDEFINED:
         encoding = "latin1"
@@ -479,8 +487,9 @@ def _encoding_error(path: Path, offset: int, bad: bytes) -> NlpsslError:
         command = f"{tool} -dc {name} | iconv -f {encoding} -t utf-8 | {tool} > {copy}"
     else:
         command = f"iconv -f {encoding} -t utf-8 {name} > {copy}"
+    what = "NUL bytes between the letters, as UTF-16 has them," if nul else "not valid UTF-8"
     return NlpsslError(
-        f"{path}: not valid UTF-8 at byte offset {offset} (got bytes {bad!r}). "
+        f"{path}: {what} at byte offset {offset} (got bytes {bad!r}). "
         f"Re-encode the file to UTF-8, e.g. `{command}` ({encoding} is a guess from those bytes; check the "
         "copy's accents and quotes), then read the copy instead: in a folder source, move the original out of it."
     )

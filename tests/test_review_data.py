@@ -173,3 +173,21 @@ def test_a_tokenizer_path_at_the_tokenizer_json_file_names_its_folder(tmp_path, 
     with pytest.raises(NlpsslError, match=rf"load_tokenizer: '{tmp_path}/tok/tokenizer.json' is a file, not a tokenizer "
                                           rf"folder\. Name the folder that holds tokenizer.json \('{tmp_path}/tok'\)"):
         load_tokenizer(tmp_path / "tok" / "tokenizer.json")
+
+
+@pytest.mark.parametrize("codec, first_nul", [("utf-16-le", 1), ("utf-16-be", 0)])
+def test_utf16_without_a_byte_order_mark_is_refused_not_trained_on(tmp_path, codec, first_nul):
+    # ASCII text in UTF-16 without a BOM is valid UTF-8 byte for byte: it was read as "h\x00e\x00l\x00..."
+    # and trained on, NUL characters and all. A stray NUL in UTF-8 text is still read as it is.
+    from nlpssl.errors import NlpsslError
+    from nlpssl.sources import iter_texts
+
+    path = tmp_path / "notes.txt"
+    path.write_bytes("hello world\nsecond line\n".encode(codec))
+    guess = codec.replace("-", "").replace("utf16", "utf-16")
+    with pytest.raises(NlpsslError, match=rf"notes.txt: NUL bytes between the letters, as UTF-16 has them, at byte "
+                                          rf"offset {first_nul} \(got bytes .*\)\. Re-encode the file to UTF-8, e\.g\. "
+                                          rf"`iconv -f {guess} -t utf-8 notes.txt > notes.utf8.txt`"):
+        list(iter_texts(path))
+    path.write_bytes(b"a stray \x00 in a line of text\n")
+    assert list(iter_texts(path)) == ["a stray \x00 in a line of text"]
