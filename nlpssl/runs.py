@@ -107,6 +107,13 @@ def check_output_dir(recipe: Recipe) -> None:
             f"{where}: the folder exists and is not an nlpssl run (no recipe.yaml). "
             "Choose another training.output_dir or empty the folder."
         )
+    if (out / "config.json").is_file():
+        # An export (a run keeps its models in final/ and checkpoint-N/): a run there would rewrite its
+        # recipe.yaml and loss curve and add its own files, and the export would no longer be one.
+        raise NlpsslError(
+            f"{where}: the folder is a model export, not a run folder (got config.json beside recipe.yaml). "
+            "Training into it would overwrite its files; choose another training.output_dir."
+        )
     if not (held & TRAINED or any(out.glob("checkpoint-*"))):
         _check_untrained_run(recipe, saved, where)
         return

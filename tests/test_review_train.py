@@ -298,3 +298,21 @@ def test_export_names_the_folder_kind_it_was_given(tmp_path, tiny_tokenizer, one
     with pytest.raises(NlpsslError, match=r"is a finetune run \(got kind: finetune.*use '.*ft/export'"):
         export_run(run, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_is_refused_an_export_folder_as_its_output_dir(tmp_path, tiny_tokenizer, one_torch_thread):
+    # An export holds recipe.yaml and none of a finished run's files, so it passed for a run that had not
+    # trained yet: a pretrain or finetune into it rewrote its recipe.yaml and loss curve and left the
+    # export a folder of both.
+    from nlpssl.errors import NlpsslError
+    from nlpssl.recipe import recipe_from_dict
+    from nlpssl.runs import check_output_dir
+
+    export = _tiny_export(tmp_path / "pre", tiny_tokenizer, "bert-tiny")
+    before = {p.name: p.read_bytes() for p in export.iterdir()}
+    pre = load_recipe("bert-tiny", tiny_overrides(tmp_path, **{"training.output_dir": str(export)}))
+    ft = recipe_from_dict({"kind": "finetune", "model": str(export), "training": {"output_dir": str(export)}}, name="ft")
+    for recipe in (pre, ft):
+        with pytest.raises(NlpsslError, match="is a model export, not a run folder"):
+            check_output_dir(recipe)
+    assert {p.name: p.read_bytes() for p in export.iterdir()} == before
