@@ -146,7 +146,8 @@ def cmd_gguf(a) -> None:
     from nlpssl.gguf import convert
 
     model = Path(a.model_dir)
-    out = Path(a.out) if a.out else model.with_name(f"{model.resolve().name}.gguf")
+    # Resolved first: "." (run inside the export) has no name to replace.
+    out = Path(a.out) if a.out else model.resolve().with_name(f"{model.resolve().name}.gguf")
     print(f"gguf: {convert(model, out, a.converter, a.outtype, a.python)}")
 
 

@@ -316,3 +316,16 @@ def test_a_run_is_refused_an_export_folder_as_its_output_dir(tmp_path, tiny_toke
         with pytest.raises(NlpsslError, match="is a model export, not a run folder"):
             check_output_dir(recipe)
     assert {p.name: p.read_bytes() for p in export.iterdir()} == before
+
+
+def test_gguf_from_inside_the_export_folder_is_checked_not_a_traceback(tmp_path, monkeypatch, capsys):
+    # `nlpssl gguf .` (run inside the export) ended in "ValueError: PosixPath('.') has an empty name" while
+    # the command worked out its default output file, before any of its checks.
+    from nlpssl.cli import main
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "config.json").write_text('{"model_type": "bert", "architectures": ["BertForMaskedLM"]}')
+    monkeypatch.chdir(export)
+    assert main(["gguf", ".", "--converter", str(tmp_path / "convert_hf_to_gguf.py")]) == 2
+    assert "only causal-LM exports convert" in capsys.readouterr().err
