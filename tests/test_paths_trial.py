@@ -170,6 +170,8 @@ def test_cli_path_arguments_expand_the_tilde(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["export", "~/no-run", "~/out"]) == 2
     assert str(home / "no-run") in capsys.readouterr().err
+    assert main(["tokenizer", "train", "bert-tiny", "data.builtin_stories=50", "--out=~/tok"]) == 0
+    assert (home / "tok" / "tokenizer.json").is_file()
     assert not (tmp_path / "~").exists()
 
 
