@@ -60,18 +60,22 @@ class PretrainTrainer(Trainer):
 
         With a budget the schedule's progress is ``max(step / max_steps, elapsed / budget)``: warm-up
         over the first ``warmup`` share of it, then the decay of ``lr_scheduler_type``, so a slow
-        machine runs fewer steps but still ends with a fully decayed learning rate.
+        machine runs fewer steps but still ends with a fully decayed learning rate. A whole number of
+        ``warmup_steps`` is that many steps, whatever the budget: the rate rises with ``step / warmup``
+        times the decay (as a share of max_steps, a cap the budget seldom reaches, it ended far sooner).
         """
         if self.lr_scheduler is not None or self._time_budget() is None:
             return super().create_scheduler(num_training_steps, optimizer)
         kind = getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type)
         total = max(1, num_training_steps)
-        warmup = self.args.get_warmup_steps(num_training_steps) / total
+        warmup_steps = int(self.args.warmup_steps) if self.args.warmup_steps >= 1 else 0
+        warmup = 0.0 if warmup_steps else self.args.get_warmup_steps(num_training_steps) / total
 
         def factor(step: int) -> float:
             budget = self._time_budget()  # looked up, not captured: a caller may swap the callback
             progress = max(step / total, budget.progress if budget is not None else 0.0)
-            return schedule_factor(kind, min(progress, 1.0), warmup)
+            decay = schedule_factor(kind, min(progress, 1.0), warmup)
+            return decay * min(1.0, step / warmup_steps) if warmup_steps else decay
 
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
         self._created_lr_scheduler = True

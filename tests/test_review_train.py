@@ -329,3 +329,21 @@ def test_gguf_from_inside_the_export_folder_is_checked_not_a_traceback(tmp_path,
     monkeypatch.chdir(export)
     assert main(["gguf", ".", "--converter", str(tmp_path / "convert_hf_to_gguf.py")]) == 2
     assert "only causal-LM exports convert" in capsys.readouterr().err
+
+
+def test_a_budgeted_run_warms_up_over_the_steps_asked(tmp_path, tiny_tokenizer, one_torch_thread):
+    # With a time budget a whole warmup_steps was read as a share of max_steps, a cap the budget seldom
+    # reaches: warmup_steps=10 of a 1000-step cap ended once 1% of the budget had passed, at any step.
+    run = _setup(tmp_path, tiny_tokenizer, "bert-tiny", **{
+        "training.max_steps": 1000, "training.warmup_steps": 10, "training.budget_minutes": 1,
+        "training.lr_scheduler_type": "linear"})
+    trainer = run.trainer
+    trainer.create_optimizer()
+    factor = trainer.create_scheduler(1000).lr_lambdas[0]
+    budget = trainer._time_budget()
+    budget.elapsed_s = 0.02 * 60  # a slow machine: 2% of the budget gone by step 2
+    assert factor(0) == 0.0
+    assert factor(2) == pytest.approx(2 / 10 * (1 - 0.02), rel=1e-6)  # still warming up, the decay begun
+    assert factor(10) == pytest.approx(1 - 0.02, rel=1e-6)
+    budget.elapsed_s = 0.5 * 60
+    assert factor(40) == pytest.approx(0.5, rel=1e-6)  # then the budget's decay alone
