@@ -24,6 +24,7 @@ from nlpssl.finetune import check_model_folder, check_recipe, load_classifier_to
 from nlpssl.labelled import TaskData
 from nlpssl.probe import (ARMS, BOW_C, DEFAULT_LEARNING_RATES, _bow_scores, _fit_bag_of_words, digest, epochs_for,
                           permutation, probe_splits, resolve_budgets, search_learning_rate, task_recipe)
+from nlpssl.runs import quiet_transformers
 
 
 def main() -> None:
@@ -45,7 +46,8 @@ def main() -> None:
     batch = int(recipe.training.get("per_device_train_batch_size", 8))
     print(f"{model_dir}: all {n} labelled rows trained on, settings picked on {scored_on} (optimistic)")
     results: dict[str, list[float]] = {arm: [] for arm in args.arms}
-    with tempfile.TemporaryDirectory() as runs:
+    # tens of fine-tunes: transformers' load reports and weight-writing bars off, as in the probe
+    with tempfile.TemporaryDirectory() as runs, quiet_transformers():
         for seed in range(args.seeds):
             train = pool.subset(permutation(pool, recipe, seed)[:n])
             splits = TaskData({"train": train, "validation": scored, "test": scored}, data.label_names,

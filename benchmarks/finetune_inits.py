@@ -31,6 +31,7 @@ from nlpssl.finetune import check_model_folder, check_recipe, load_classifier_to
 from nlpssl.labelled import Split
 from nlpssl.probe import (DEFAULT_LEARNING_RATES, NEURAL_ARMS, digest, epochs_for, permutation, predict_proba,
                           probe_splits, resolve_budgets, search_learning_rate, seed_splits, task_recipe)
+from nlpssl.runs import quiet_transformers
 
 INIT_STRIDE = 100  # training seed of init k > 0 at draw s: INIT_STRIDE * (k + 1) + s (k = 0: the probe's s)
 
@@ -100,7 +101,8 @@ def main() -> None:
     batch = int(recipe.training.get("per_device_train_batch_size", 8))
     print(f"{model_dir}: {n} labels, {args.seeds} draw(s) x {args.inits} training seed(s), scored on {scored_on}")
     rows = []
-    with tempfile.TemporaryDirectory() as runs:
+    # tens of fine-tunes: transformers' load reports and weight-writing bars off, as in the probe
+    with tempfile.TemporaryDirectory() as runs, quiet_transformers():
         for seed in range(args.seeds):
             splits = seed_splits(pool, permutation(pool, recipe, seed), n, seed, scored, data, recipe,
                                        scored_on)
