@@ -215,14 +215,15 @@ def sweep_stale(out_dir: Path) -> None:
     """
     for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):
         kind, _, pid = leftover.name.removeprefix(f".{out_dir.name}.").partition("-")
-        if kind in ("tmp", "old") and pid.isdigit() and leftover.is_dir() and not _alive(int(pid)):
+        if kind in ("tmp", "old") and pid.isdigit() and leftover.is_dir() and not process_alive(int(pid)):
             if kind == "old" and not out_dir.exists():
                 os.replace(leftover, out_dir)  # killed between the two renames: the old export comes back
             else:
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (this process counts as gone: a leftover of its own is stale)."""
     if pid == os.getpid():
         return False  # our own leftover from an earlier export in this process
     try:

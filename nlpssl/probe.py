@@ -196,7 +196,8 @@ def probe(
     report = ProbeReport(str(model_path), task, scored_on, budgets, seeds, [], out, fine_tuning)
     # Fine-tuning checkpoints go to a folder of the probe's own making, never a fixed name: --out may be a
     # folder of the user's (e.g. a project folder whose runs/ holds their pretraining runs).
-    runs_dir = Path(tempfile.mkdtemp(prefix=".probe-runs-", dir=out))
+    sweep_runs(out)
+    runs_dir = Path(tempfile.mkdtemp(prefix=f".probe-runs-{os.getpid()}-", dir=out))
     log(f"probe: {len(pool)} labelled rows in the pool, scoring on {len(scored)} rows ({scored_on}), "
         f"budgets {budgets}, {seeds} seed(s), arms {list(arms)}")
     # Time left, by neural runs: each aims at about TARGET_STEPS steps whatever its budget; bag-of-words is seconds.
@@ -356,6 +357,17 @@ def check_out_dir(out: Path) -> None:
             f"probe: --out {str(out)!r} exists and holds files the probe did not write (no {MARKER}). "
             "Pass --out NEW_FOLDER, or move that folder away."
         )
+
+
+def sweep_runs(out: Path) -> None:
+    """Remove the fine-tuning checkpoints a killed probe left in ``out`` (``.probe-runs-PID-*`` of a gone process);
+    each held up to two model checkpoints, never cleaned otherwise."""
+    from nlpssl.export import process_alive
+
+    for leftover in out.glob(".probe-runs-*-*"):
+        pid = leftover.name.split("-")[2]
+        if pid.isdigit() and leftover.is_dir() and not process_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _minutes(seconds: float) -> str:

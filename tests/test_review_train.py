@@ -347,3 +347,28 @@ def test_a_budgeted_run_warms_up_over_the_steps_asked(tmp_path, tiny_tokenizer, 
     assert factor(10) == pytest.approx(1 - 0.02, rel=1e-6)
     budget.elapsed_s = 0.5 * 60
     assert factor(40) == pytest.approx(0.5, rel=1e-6)  # then the budget's decay alone
+
+
+def test_a_probe_clears_what_a_killed_probe_left_in_its_folder(tmp_path, tiny_tokenizer, one_torch_thread):
+    # Each neural arm fine-tunes into a hidden .probe-runs-* folder removed at the end; a probe killed
+    # part way left it (model checkpoints) in --out for good, and the next probe into --out added its own.
+    import subprocess
+    import sys
+
+    from nlpssl.probe import probe
+
+    export = _tiny_export(tmp_path / "pre", tiny_tokenizer, "bert-tiny")
+    rows = [(f"the film number {i} was {['great', 'awful'][i % 2]}", i % 2) for i in range(40)]
+    task = tmp_path / "train.tsv"
+    task.write_text("".join("\t".join(map(str, r)) + "\n" for r in [("sentence", "label"), *rows]))
+    out = tmp_path / "probe"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    killed, running, users = (out / f".probe-runs-{gone}-x1", out / ".probe-runs-1-x2", out / ".probe-runs-notes")
+    for folder in (killed, running, users):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_text("weights")
+    (out / "probe.json").write_text("{}")  # an earlier probe's folder
+    probe(export, str(task), overrides=["task.text_column=sentence"], labels=[20], seeds=1, out_dir=out,
+          arms=["bag-of-words"])
+    assert not killed.exists() and running.is_dir() and users.is_dir()  # pid 1 runs; no pid: not the probe's
