@@ -545,17 +545,22 @@ def write_outputs(out: Path, metrics: dict[str, Any], history: list[dict], label
 def export_classifier(trainer, tokenizer, recipe: Recipe, metrics: dict[str, Any]) -> Path:
     """Write the (best) model, tokenizer, recipe, plots and a model card; replace the export atomically."""
     from nlpssl.cards import classifier_card
-    from nlpssl.export import replace_dir, save_stock_tokenizer
+    from nlpssl.export import replace_dir, save_stock_tokenizer, sweep_stale
 
     out = recipe.output_dir / "export"
+    sweep_stale(out)  # what a killed export left
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))  # after load_best_model_at_end these are the best weights
-    save_stock_tokenizer(tokenizer, tmp, trainer.model.config.model_type)
-    (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the export holds recipe.yaml instead
-    for name in ("recipe.yaml", "metrics.json", "confusion_matrix.png", "loss_curve.png"):
-        if (recipe.output_dir / name).is_file():
-            shutil.copy2(recipe.output_dir / name, tmp / name)
-    (tmp / "README.md").write_text(classifier_card(recipe, metrics, trainer.model.config.model_type, out))
-    replace_dir(tmp, out)
+    try:
+        trainer.save_model(str(tmp))  # after load_best_model_at_end these are the best weights
+        save_stock_tokenizer(tokenizer, tmp, trainer.model.config.model_type)
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the export holds recipe.yaml instead
+        for name in ("recipe.yaml", "metrics.json", "confusion_matrix.png", "loss_curve.png"):
+            if (recipe.output_dir / name).is_file():
+                shutil.copy2(recipe.output_dir / name, tmp / name)
+        (tmp / "README.md").write_text(classifier_card(recipe, metrics, trainer.model.config.model_type, out))
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk, Ctrl-C: no half export left beside the run
+        raise
     return out

@@ -372,3 +372,25 @@ def test_a_probe_clears_what_a_killed_probe_left_in_its_folder(tmp_path, tiny_to
     probe(export, str(task), overrides=["task.text_column=sentence"], labels=[20], seeds=1, out_dir=out,
           arms=["bag-of-words"])
     assert not killed.exists() and running.is_dir() and users.is_dir()  # pid 1 runs; no pid: not the probe's
+
+
+def test_a_failed_classifier_export_leaves_no_half_export(tmp_path, tiny_tokenizer, one_torch_thread, monkeypatch):
+    # export_classifier built the export in .export.tmp-PID and left it there when a step failed (a full
+    # disk, Ctrl-C): a half-written model folder in the run folder that nothing removed.
+    from nlpssl import export as export_module
+    from nlpssl.finetune import finetune
+    from nlpssl.recipe import recipe_from_dict
+
+    model = _tiny_export(tmp_path / "pre", tiny_tokenizer, "bert-tiny")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export_module, "save_stock_tokenizer", full_disk)
+    ft = recipe_from_dict({"kind": "finetune", "model": str(model), "speed": {"bf16": "off"},
+                           "task": {"builtin_train_size": 20, "builtin_eval_size": 10},
+                           "training": {"output_dir": str(tmp_path / "ft"), "num_train_epochs": 1,
+                                        "disable_tqdm": True}}, name="ft")
+    with pytest.raises(OSError):
+        finetune(ft)
+    assert [p.name for p in (tmp_path / "ft").iterdir() if p.name.startswith(".export")] == []
