@@ -305,7 +305,8 @@ def _split_from_columns(columns: dict[str, list], available: list[str], where: s
     pairs = columns[task.text_pair_column] if task.text_pair_column else None
     if not texts:
         raise NlpsslError(f"{where}: the data holds no rows (got 0). Check the file, split and columns.")
-    blank = lambda x: x is None or (isinstance(x, str) and not x.strip())  # noqa: E731
+    # NaN is how pandas (a .parquet, a .jsonl's NaN) writes a missing number: no label, not a fractional one.
+    blank = lambda x: x is None or (isinstance(x, str) and not x.strip()) or (isinstance(x, float) and x != x)  # noqa: E731
     # As a row without a label: a classifier would learn (and be scored on) the empty string.
     for values, what, fill in ((labels, "no label", "a label"), (texts, f"no text in column {task.text_column!r}", "text")):
         if rows := [row for row, value in enumerate(values, start=1) if blank(value)]:

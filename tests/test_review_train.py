@@ -394,3 +394,19 @@ def test_a_failed_classifier_export_leaves_no_half_export(tmp_path, tiny_tokeniz
     with pytest.raises(OSError):
         finetune(ft)
     assert [p.name for p in (tmp_path / "ft").iterdir() if p.name.startswith(".export")] == []
+
+
+def test_a_missing_label_written_as_nan_is_a_missing_label(tmp_path):
+    # pandas writes a blank in a numeric label column as NaN (.parquet, .jsonl): the rows were refused
+    # as "a fractional label (got nan)", which sends the user to look for fractions.
+    import dataclasses
+
+    from nlpssl.errors import NlpsslError
+    from nlpssl.labelled import load_task_data
+    from nlpssl.recipe import recipe_from_dict
+
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(f'{{"text": "row {i}", "label": {"NaN" if i in (3, 7) else i % 2}}}\n' for i in range(10)))
+    task = recipe_from_dict({"kind": "finetune", "model": "m", "task": {"source": str(path)}}, name="t").task
+    with pytest.raises(NlpsslError, match=r"train.jsonl:4: row 4 and 1 more \(lines 8\) have no label \(got nan\)"):
+        load_task_data(dataclasses.replace(task, validation_fraction=0.2))
