@@ -513,15 +513,23 @@ class _Split:
         self.kept: list[tuple[np.ndarray, np.ndarray]] = []  # rows held in memory (out=None)
         self.documents = self.tokens = self.bytes = self.rows = 0
         self.cut = 0  # one-row-per-document framing: documents longer than a row, cut to fit
+        self.unscored = 0  # documents that came after the max_rows were full (in none of the rows)
 
     def add(self, tokens: Tokens, n_bytes: int) -> None:
-        self.documents += len(tokens.offsets) - 1
+        n_docs = len(tokens.offsets) - 1
+        self.documents += n_docs
         self.tokens += len(tokens.ids)
         if self.packer.framing == "sentence":
             self.cut += int((np.diff(tokens.offsets) > self.packer.row_len - 2).sum())
         self.bytes += n_bytes
-        if self.max_rows is None or self.rows < self.max_rows:
+        if self.max_rows is None:
             self._put(*self.packer.add(tokens))
+            return
+        for i in range(n_docs):  # one at a time, so the count of documents left out is exact
+            if self.rows >= self.max_rows:
+                self.unscored += n_docs - i
+                break
+            self._put(*self.packer.add(tokens.take(np.array([i]))))
 
     def finish(self) -> None:
         if self.max_rows is None or self.rows < self.max_rows:
@@ -559,7 +567,22 @@ class _Split:
     def stats(self, name: str) -> dict:
         stats = {f"{name}_documents": self.documents, f"{name}_tokens": self.tokens,
                  f"{name}_bytes": self.bytes, f"{name}_blocks": self.rows}
+        if self.max_rows is not None:
+            stats[f"{name}_unscored_documents"] = self.unscored
         return stats | ({f"{name}_cut_documents": self.cut} if self.packer.framing == "sentence" else {})
+
+
+def eval_coverage_note(stats: dict) -> str | None:
+    """What to tell the user when the eval blocks filled up before the held-out documents ran out: they
+    score the text read first (``data.source``, then ``data.mix``; a folder's files by name), not a sample."""
+    unscored = stats.get("eval_unscored_documents", 0)
+    if not unscored:
+        return None
+    return (f"data: the {stats['eval_blocks']} eval blocks (data.eval_max_blocks) were full before the corpus "
+            f"ended: they hold the first held-out documents in reading order (data.source, then data.mix; a "
+            f"folder's files by name); at least {unscored:,} held-out documents read later are not scored (nor "
+            "trained on). With sources of different kinds the evaluation figures are of those read first: raise "
+            "data.eval_max_blocks, or mix the sources into one file.")
 
 
 def _byte_lengths(texts: list[str]) -> np.ndarray:

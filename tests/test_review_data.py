@@ -191,3 +191,31 @@ def test_utf16_without_a_byte_order_mark_is_refused_not_trained_on(tmp_path, cod
         list(iter_texts(path))
     path.write_bytes(b"a stray \x00 in a line of text\n")
     assert list(iter_texts(path)) == ["a stray \x00 in a line of text"]
+
+
+def test_eval_blocks_that_fill_before_the_corpus_ends_are_said_to_score_the_text_read_first(tmp_path, tiny_tokenizer):
+    # The eval blocks are the first data.eval_max_blocks blocks of held-out documents in reading order, so
+    # with a folder of two kinds of text (or a data.mix) every figure scored only the first: the shipped
+    # bert-imdb-sst2's 512 blocks hold no SST-2 sentence. Nothing said so; the stats now count the held-out
+    # documents left out, and a note names the cause and the fix.
+    from conftest import tiny_overrides
+    from nlpssl.data import eval_coverage_note, prepare_data
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("".join(f"the cat sat on the mat number {i} .\n\n" for i in range(300)))
+    (corpus / "b.txt").write_text("".join(f"a dog ran in the park number {i} .\n\n" for i in range(300)))
+    over = tiny_overrides(tmp_path, **{"data.source": str(corpus), "data.builtin_stories": "null",
+                                       "data.eval_fraction": 0.3})
+    few = prepare_data(load_recipe("bert-tiny", over + ["data.eval_max_blocks=3"]), tiny_tokenizer)
+    scored = tiny_tokenizer.decode(sum(few.eval["input_ids"], []))
+    assert "cat" in scored and "dog" not in scored  # the bias itself: only a.txt's text is scored
+    held, unscored = few.stats["eval_documents"], few.stats["eval_unscored_documents"]
+    assert few.stats["eval_blocks"] == 3 and 0 < unscored < held
+    note = eval_coverage_note(few.stats)
+    assert f"at least {unscored:,} held-out documents" in note and "data.eval_max_blocks" in note
+
+    every = prepare_data(load_recipe("bert-tiny", over + ["data.eval_max_blocks=100000"]), tiny_tokenizer)
+    assert every.stats["eval_unscored_documents"] == 0 and eval_coverage_note(every.stats) is None
+    assert every.stats["eval_documents"] == held  # the same hash split either way
+    assert "dog" in tiny_tokenizer.decode(sum(every.eval["input_ids"], []))
