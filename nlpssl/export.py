@@ -162,7 +162,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         shutil.copy2(weights / "config.json", tmp / "config.json")
         model_type = write_stock_config(tmp / "config.json", decoder_only=objective.decoder_only)
         write_stock_weights(weights, tmp, model_type, drop=objective.training_only)
-        write_tokenizer(recipe, run_dir, tmp, objective)
+        write_tokenizer(recipe, run_dir, tmp, objective, weights)
         if objective.generative:
             write_generation_config(tmp)
         objective.write_extra(tmp, json.loads((tmp / "config.json").read_text()))
@@ -348,10 +348,14 @@ def global_every(layer_types: list[str]) -> int:
     )
 
 
-def write_tokenizer(recipe, run_dir: Path, out: Path, objective) -> None:
+def write_tokenizer(recipe, run_dir: Path, out: Path, objective, weights: Path | None = None) -> None:
+    """The export's tokenizer: the copy kept beside ``weights`` (a reused tokenizer, whose folder may have
+    changed since), else the folder the run took it from, else the run's own ``tokenizer/``."""
     from nlpssl.tokenizer import load_tokenizer, set_template
 
     path = objective.tokenizer_path()
+    if weights is not None and (weights / "tokenizer.json").is_file():
+        path = str(weights)
     tokenizer = load_tokenizer(Path(path) if path else run_dir / "tokenizer")
     set_template(tokenizer, objective.template)
     from nlpssl.models import config_positions

@@ -109,6 +109,8 @@ def _train_and_export(recipe: Recipe, run: Run) -> PretrainResult:
     trainer.save_model(str(recipe.output_dir / "final"))
     export_dir = None
     if trainer.is_world_process_zero():
+        if run.objective.tokenizer_path():  # as each checkpoint keeps it (nlpssl.training.KeepTokenizer)
+            run.tokenizer.save_pretrained(str(recipe.output_dir / "final"))
         write_metrics(recipe.output_dir, metrics, trainer.state.log_history)
         if recipe.export.enabled:
             from nlpssl.export import export_run
@@ -180,7 +182,13 @@ def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -
     collator = objective.build_collator(tokenizer)
     stopper = GracefulStop()
     extra = [TimeBudget(recipe.budget_minutes, budget_used_s(resume_from))] if recipe.budget_minutes else []
-    trainer = objective.make_trainer(args, model, data, collator, [stopper, *extra, *callbacks])
+    kept = []
+    if objective.tokenizer_path():  # reused from a folder that may change: each checkpoint keeps a copy
+        from nlpssl.training import KeepTokenizer
+
+        check_kept_tokenizer(resume_from, tokenizer, objective.tokenizer_path())
+        kept = [KeepTokenizer(tokenizer)]
+    trainer = objective.make_trainer(args, model, data, collator, [stopper, *extra, *kept, *callbacks])
     if extra:
         from transformers.trainer_callback import ProgressCallback
 
@@ -189,6 +197,20 @@ def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -
         log(f"time budget: {recipe.budget_minutes:g} minutes of training (max_steps={trainer.args.max_steps} "
             "is a cap); the learning rate decays over the budget")
     return Run(recipe, objective, args, tokenizer, data, trainer.model, params, collator, trainer, stopper, resume_from)
+
+
+def check_kept_tokenizer(checkpoint: str | None, tokenizer, path: str) -> None:
+    """Refuse to resume with a reused tokenizer other than the one the checkpoint kept (its ids changed)."""
+    if checkpoint is None or not (Path(checkpoint) / "tokenizer.json").is_file():
+        return
+    from nlpssl.tokenizer import load_tokenizer
+
+    if load_tokenizer(checkpoint).get_vocab() != tokenizer.get_vocab():
+        raise NlpsslError(
+            f"training.resume: the tokenizer in {path!r} is not the one {checkpoint!r} was trained with (got "
+            "another vocabulary: the folder was replaced, a teacher or encoder trained again). The model's ids "
+            f"are those of the copy the checkpoint kept: put that tokenizer back in {path!r}, or start a new run."
+        )
 
 
 def finished_run(recipe: Recipe) -> PretrainResult | None:

@@ -9,6 +9,7 @@ but errors and the recipe types, so any module may import it)::
       tokenizer/              the shared tokenizer (pretraining)
       checkpoint-N/           Trainer checkpoints; a complete one has trainer_state.json last
       final/                  the finished model
+                              (both with a copy of a tokenizer reused from another folder)
       metrics.json, log_history.json, loss_curve.png
       export/                 the Hub-format export
 """

@@ -176,6 +176,25 @@ class PretrainTrainer(Trainer):
         return super()._save_checkpoint(model, trial)
 
 
+class KeepTokenizer(TrainerCallback):
+    """Saves a reused tokenizer (``tokenizer.path``, a teacher's, an encoder's) into every checkpoint.
+
+    The run's weights are then exported (and resumed) with the tokenizer they were trained on, even
+    after the folder it came from was deleted or replaced (a teacher run trained again: WordPiece gives
+    other ids each time). Rank 0 writes; a checkpoint saved without it falls back to that folder.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def on_save(self, args, state, control, **kwargs):
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if state.is_world_process_zero and os.path.isdir(folder):
+            self.tokenizer.save_pretrained(folder)
+
+
 class _StepRows(TrainerCallback):
     """Records the stream's rows at the end of each optimizer step (see ``save_after_stream_error``)."""
 

@@ -410,3 +410,35 @@ def test_a_missing_label_written_as_nan_is_a_missing_label(tmp_path):
     task = recipe_from_dict({"kind": "finetune", "model": "m", "task": {"source": str(path)}}, name="t").task
     with pytest.raises(NlpsslError, match=r"train.jsonl:4: row 4 and 1 more \(lines 8\) have no label \(got nan\)"):
         load_task_data(dataclasses.replace(task, validation_fraction=0.2))
+
+
+def test_a_reused_tokenizer_replaced_after_training_does_not_reach_the_export(tmp_path, tiny_tokenizer, story_texts,
+                                                                             one_torch_thread):
+    # tokenizer.path (and a distillation teacher's or SimCSE encoder's folder) was read again at export and
+    # resume: a folder replaced since (a teacher run trained again; WordPiece gives other ids each time)
+    # gave the export another vocabulary than its weights', silently, and a resume trained on other ids.
+    import shutil
+
+    from nlpssl.errors import NlpsslError
+    from nlpssl.export import export_run
+    from nlpssl.pretrain import pretrain
+    from nlpssl.tokenizer import load_tokenizer, train_tokenizer
+
+    folder = tmp_path / "shared-tokenizer"
+    tiny_tokenizer.save_pretrained(folder)
+    overrides = tiny_overrides(tmp_path, **{"training.eval_strategy": "'no'", "training.max_steps": 4,
+                                            "training.save_steps": 4, "speed.bf16": "off",
+                                            "tokenizer.path": str(folder), "export.enabled": False})
+    run = pretrain(load_recipe("bert-tiny", overrides)).output_dir
+    shutil.rmtree(folder)
+    other = train_tokenizer(["zebra quartz jumps"] * 20 + story_texts[:40], folder, algorithm="wordpiece",
+                            vocab_size=300, num_sentinels=16)
+    assert other.get_vocab() != tiny_tokenizer.get_vocab()
+
+    for weights in (run, run / "checkpoint-4"):
+        out = export_run(weights, tmp_path / f"export-{weights.name}")
+        assert load_tokenizer(out).get_vocab() == tiny_tokenizer.get_vocab(), weights
+
+    shutil.rmtree(run / "final")
+    with pytest.raises(NlpsslError, match="is not the one .*checkpoint-4.* was trained with"):
+        pretrain(load_recipe("bert-tiny", [*overrides, "training.resume=true"]))
