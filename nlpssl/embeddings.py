@@ -126,6 +126,9 @@ class Encoder:
         # by the padding its batch needs, and its vector with them. Pooling reads the mask either way.
         self.tokenizer.padding_side = "right"
         self.model = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
+        if getattr(self.model.config, "is_encoder_decoder", False):
+            # T5: the whole model wants decoder inputs too (a bare ValueError); the encoder reads the text.
+            self.model = self.model.get_encoder()
         self.hidden_size = int(self.model.config.hidden_size)
 
     def encode(self, texts: Sequence[str], normalize: bool = True, progress: bool = True) -> np.ndarray:

@@ -442,3 +442,13 @@ def test_a_reused_tokenizer_replaced_after_training_does_not_reach_the_export(tm
     shutil.rmtree(run / "final")
     with pytest.raises(NlpsslError, match="is not the one .*checkpoint-4.* was trained with"):
         pretrain(load_recipe("bert-tiny", [*overrides, "training.resume=true"]))
+
+
+def test_embed_reads_a_t5_export_with_its_encoder(tmp_path, tiny_tokenizer, one_torch_thread):
+    # AutoModel of a T5 export is the encoder-decoder, which wants decoder inputs: `nlpssl embed` ended in
+    # "ValueError: You must specify exactly one of input_ids or inputs_embeds".
+    from nlpssl.demo import embed
+
+    export = _tiny_export(tmp_path, tiny_tokenizer, "t5-tiny")
+    vectors = embed(export, ["The cat sat on the mat.", "Mia was glad."])
+    assert len(vectors) == 2 and len(vectors[0]) == 32 and abs(sum(x * x for x in vectors[0]) - 1) < 1e-4
