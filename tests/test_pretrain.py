@@ -58,8 +58,8 @@ def test_pretrain_end_to_end_and_stock_export(tmp_path, name, recwarn):
 
     exported, final = load_file(export / "model.safetensors"), load_file(run / "final" / "model.safetensors")
     earlier = load_file(run / "checkpoint-18" / "model.safetensors")
-    assert exported and all(torch.equal(tensor, final[name]) for name, tensor in exported.items())
-    assert any(not torch.equal(tensor, earlier[name]) for name, tensor in exported.items())
+    assert exported and all(torch.equal(tensor, final[key]) for key, tensor in exported.items())
+    assert any(not torch.equal(tensor, earlier[key]) for key, tensor in exported.items())
     names = {p.name for p in export.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "recipe.yaml"} <= names
     card = (export / "README.md").read_text()
