@@ -90,7 +90,7 @@ def test_teacher_is_frozen_gets_no_gradient_and_is_not_in_the_checkpoint(tmp_pat
     assert all(torch.equal(p, before[n]) for n, p in teacher.named_parameters()), "the teacher never changes"
     # the student learns from its loss: Adam moves a weight by about the learning rate (3e-3) a step, where
     # weight decay alone (0.01 x 3e-3 of the weight a step) would move none by even 1e-3 in 3 steps
-    moved = max(float((p - student_before[n]).abs().max()) for n, p in run.model.named_parameters())
+    moved = max(float((p.detach() - student_before[n]).abs().max()) for n, p in run.model.named_parameters())
     assert moved > 1e-3, f"the student learns (largest change {moved:.1e})"
     n_opt = sum(p.numel() for g in run.trainer.optimizer.param_groups for p in g["params"])
     assert n_opt == sum(p.numel() for p in run.model.parameters()), "the optimizer holds the student alone"
