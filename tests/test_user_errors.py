@@ -98,7 +98,7 @@ def test_failed_export_leaves_no_temporary_folder_and_stale_ones_are_swept(finis
     stale.mkdir()
     (stale / "model.safetensors").write_bytes(b"0" * 1000)
     (run / "tokenizer" / "tokenizer.json").write_text("{broken")  # the export fails half-way
-    with pytest.raises(Exception):
+    with pytest.raises(NlpsslError, match=r"load_tokenizer: the tokenizer in .* cannot be read"):  # the planted damage
         export_run(run, out)
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".exported")] == []
@@ -381,7 +381,7 @@ def test_an_export_killed_between_its_renames_gets_the_old_export_back(finished_
     export_run(run, out)
     os.replace(out, tmp_path / ".exported.old-999999999")  # killed after moving the old export aside
     (run / "tokenizer" / "tokenizer.json").write_text("{broken")  # and the next export fails
-    with pytest.raises(Exception):
+    with pytest.raises(NlpsslError, match=r"load_tokenizer: the tokenizer in .* cannot be read"):  # the planted damage
         export_run(run, out)
     assert (out / "model.safetensors").is_file(), "the earlier export must come back, not be swept"
     assert not list(tmp_path.glob(".exported.*"))
