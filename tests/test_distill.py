@@ -1,6 +1,7 @@
 """Distillation: the student built from teacher layers, the frozen teacher, the loss, the checks, the export."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +29,18 @@ def gpt_teacher(tmp_path_factory):
 
 def _distil(tmp_path, teacher, name="distil-tiny", **extra):
     return tiny_overrides(tmp_path, **{"distill.teacher": str(teacher), "speed.bf16": "off", **extra})
+
+
+def _moved_from_teacher(student_dir, teacher_dir) -> float:
+    """Largest change of the tensors outside the blocks (embeddings, final norm, head), which the student
+    starts as copies of. Trained, Adam moves some by about the learning rate (3e-3) a step; weight decay
+    alone (0.01 x 3e-3 of the weight a step) moves none by 1e-3 in a few steps."""
+    from safetensors.torch import load_file
+
+    student, teacher = (load_file(Path(d) / "model.safetensors") for d in (student_dir, teacher_dir))
+    shared = [k for k in student if ".h." not in k and ".layers." not in k and k in teacher]
+    assert shared, "the student has tensors copied from the teacher"
+    return max(float((student[k] - teacher[k]).abs().max()) for k in shared)
 
 
 def test_student_from_teacher_layers_copies_exactly_the_chosen_tensors(mlm_teacher):
@@ -113,6 +126,7 @@ def test_masked_lm_student_trains_and_exports_a_stock_model(tmp_path, mlm_teache
     assert result.metrics["eval_mlm_accuracy"] is not None
     model = AutoModelForMaskedLM.from_pretrained(result.export_dir)
     assert type(model) is ModernBertForMaskedLM and model.config.num_hidden_layers == 2
+    assert _moved_from_teacher(result.export_dir, mlm_teacher) > 1e-3, "the student trained"
     assert result.metrics["params"] == sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     teacher_vocab = json.loads((mlm_teacher / "tokenizer.json").read_text())["model"]["vocab"]
     assert json.loads((result.export_dir / "tokenizer.json").read_text())["model"]["vocab"] == teacher_vocab
@@ -130,6 +144,7 @@ def test_causal_student_trains_and_exports_a_stock_gpt2(tmp_path, gpt_teacher):
     result = pretrain("distil-gpt-tiny", _distil(tmp_path, gpt_teacher))
     model = AutoModelForCausalLM.from_pretrained(result.export_dir)
     assert type(model) is GPT2LMHeadModel and model.config.n_layer == 2
+    assert _moved_from_teacher(result.export_dir, gpt_teacher) > 1e-3, "the student trained"
     assert result.metrics["eval_perplexity"] is not None and 0.0 <= result.metrics["eval_teacher_agreement"] <= 1.0
 
 
