@@ -21,7 +21,8 @@ class MaskingDiagnosticsCallback(TrainerCallback):
 
     Needs ``dataloader_num_workers=0``: with workers the collator runs in other processes and its
     counters never reach this one, so the callback warns once and adds nothing rather than stale
-    numbers. Eval batches, collated by the same collator, count too.
+    numbers. Eval batches do not count: evaluation collates with a copy of the collator (fixed masks,
+    :func:`nlpssl.collators.batching.fixed_copy`) that keeps its own counters.
 
     ``Trainer`` records a log in ``state.log_history`` and runs the reporting callbacks
     (TensorBoard, W&B, the progress bar) before callbacks passed with ``callbacks=[...]``. Use
