@@ -456,7 +456,7 @@ def summarise(run: Run, result, eval_metrics: dict[str, Any]) -> dict[str, Any]:
     steps = trainer.state.global_step
     rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     train_tokens = steps * rows_per_step * run.recipe.data.block_size
-    runtime = float(result.metrics.get("train_runtime", float("nan")))  # of this process's steps only
+    runtime = result.metrics.get("train_runtime")  # of this process's steps only; None: it trained none
     resumed_at = int(Path(run.resume_from).name.rpartition("-")[2]) if run.resume_from else 0
     tokens_now = (steps - resumed_at) * rows_per_step * run.recipe.data.block_size
     m: dict[str, Any] = {
@@ -466,7 +466,7 @@ def summarise(run: Run, result, eval_metrics: dict[str, Any]) -> dict[str, Any]:
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "train_tokens": train_tokens,
         "train_runtime_s": runtime,
-        "train_tokens_per_second": tokens_now / runtime if runtime > 0 else None,
+        "train_tokens_per_second": tokens_now / runtime if runtime else None,
         "train_loss": result.metrics.get("train_loss"),
         "eval_loss": eval_metrics.get("eval_loss"),
     }
