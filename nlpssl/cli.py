@@ -21,6 +21,7 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_recipe_list(a) -> None:
+    """Print the shipped recipes with their one-line purpose."""
     from nlpssl.recipe import describe, list_recipes
 
     for path in list_recipes():
@@ -28,12 +29,14 @@ def cmd_recipe_list(a) -> None:
 
 
 def cmd_recipe_show(a) -> None:
+    """Print the fully resolved recipe, defaults and overrides included."""
     from nlpssl.recipe import load_recipe
 
     print(load_recipe(a.recipe, a.overrides).to_yaml(), end="")
 
 
 def cmd_recipe_validate(a) -> None:
+    """Check recipes with the overrides applied to each; every problem at once, then pretrain's notes."""
     import re
     from pathlib import Path
 
@@ -84,6 +87,7 @@ def _recipe_paths(recipe) -> dict:
 
 
 def cmd_tokenizer_train(a) -> None:
+    """Train the recipe's shared tokenizer on its text (default: into the run folder pretrain reads)."""
     from pathlib import Path
 
     from nlpssl.errors import NlpsslError, storage_errors
@@ -123,6 +127,7 @@ def cmd_tokenizer_train(a) -> None:
 
 
 def cmd_pretrain(a) -> None:
+    """Pretrain as the recipe says and export; print the run's figures."""
     import os
 
     from nlpssl.errors import storage_errors
@@ -152,6 +157,7 @@ def cmd_gguf(a) -> None:
 
 
 def cmd_export(a) -> None:
+    """Export a run (its final model or newest checkpoint), or one checkpoint, to a Hub-format folder."""
     from pathlib import Path
 
     from nlpssl.errors import storage_errors
@@ -162,6 +168,7 @@ def cmd_export(a) -> None:
 
 
 def cmd_fill_mask(a) -> None:
+    """Fill the mask of a text with a masked-LM export; a table, or JSON with --json."""
     from dataclasses import asdict
 
     from nlpssl.demo import fill_mask
@@ -178,6 +185,7 @@ def cmd_fill_mask(a) -> None:
 
 
 def cmd_generate(a) -> None:
+    """Continue a prompt with a causal-LM export (or fill a T5 export's sentinels)."""
     from nlpssl.demo import generate
 
     text = generate(
@@ -188,6 +196,7 @@ def cmd_generate(a) -> None:
 
 
 def cmd_finetune(a) -> None:
+    """Fine-tune an export on text classification; print the figures and the export's folder."""
     from nlpssl.errors import storage_errors
     from nlpssl.finetune import finetune
     from nlpssl.recipe import load_recipe
@@ -200,6 +209,7 @@ def cmd_finetune(a) -> None:
 
 
 def cmd_probe(a) -> None:
+    """Compare the export with scratch and bag-of-words at label budgets; print the table."""
     from nlpssl.labelled import ColumnError
     from nlpssl.probe import probe, tables
 
@@ -216,6 +226,7 @@ def cmd_probe(a) -> None:
 
 
 def cmd_classify(a) -> None:
+    """Score a text (or a pair) with a fine-tuned classifier export, most likely label first."""
     from dataclasses import asdict
 
     from nlpssl.demo import classify
@@ -229,6 +240,7 @@ def cmd_classify(a) -> None:
 
 
 def cmd_embed(a) -> None:
+    """Print sentence vectors of texts (JSON lines), or each text's nearest others with --nearest."""
     from dataclasses import asdict
 
     from nlpssl.demo import embed
