@@ -97,12 +97,16 @@ def test_articles_and_pronouns_agree(stories):
     text = " ".join(stories)
     assert not re.search(r"\b[Aa] [aeiou]", text)
     assert not re.search(r"\b[Aa]n [^aeiou]", text)
+    checked = Counter()
     for story in stories:
         starts = {s.split(" ", 1)[0] for s in _SENTENCE_END.split(story)}
         if " girl " in story.split(".", 1)[0]:
             assert not starts & {"He", "His"}, story
+            checked["girl"] += 1
         elif " boy " in story.split(".", 1)[0]:
             assert not starts & {"She", "Her"}, story
+            checked["boy"] += 1
+    assert checked["girl"] > 1000 and checked["boy"] > 1000, checked  # the pronoun checks above ran (~2,500 each)
 
 
 def test_mood_words_occur_in_stories(stories):
