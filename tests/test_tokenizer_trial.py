@@ -77,7 +77,8 @@ def test_fill_mask_gives_back_the_users_text_with_the_filler(export, request, on
         assert filler.strip() == p.token.strip().removeprefix("##"), p
     assert any(p.sequence == f"{head} {p.token}." for p in preds)  # a word: the user's space kept, no other
     alone = fill_mask(request.getfixturevalue(export), "[MASK]", top_k=30)
-    assert all(p.sequence == p.token.removeprefix("##") for p in alone if p.token.strip())  # no space before a first word
+    words = [p for p in alone if p.token.strip()]
+    assert words and all(p.sequence == p.token.removeprefix("##") for p in words)  # no space before a first word
 
 
 def test_fill_mask_table_keeps_one_row_per_filler(mlm_export, capsys, one_torch_thread):
