@@ -145,7 +145,7 @@ def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -
     fields (benchmarks and tests pass e.g. ``use_cpu=True``). The model's initial weights come from
     torch's random state as it is (seed it first, ``torch.manual_seed``, for two setups to match).
     """
-    from nlpssl.data import prepare_data
+    from nlpssl.data import eval_coverage_note, prepare_data
     from nlpssl.models import count_parameters, max_positions
     from nlpssl.objectives import objective_for
     from nlpssl.training import GracefulStop, TimeBudget
@@ -173,6 +173,8 @@ def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -
     else:
         log(f"data: {data.stats['train_blocks']} train / {data.stats['eval_blocks']} eval blocks of "
             f"{recipe.data.block_size} tokens ({'cache hit' if data.from_cache else 'built'}: {data.cache_path})")
+    if note := eval_coverage_note(data.stats):
+        log(note)
         if cut := data.stats.get("train_cut_documents"):  # one sentence a row (SimCSE): the rest is lost
             log(f"data: {cut} of {data.stats['train_documents']} training sentences "
                 f"({cut / data.stats['train_documents']:.1%}) are longer than a row of data.block_size="

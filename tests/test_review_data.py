@@ -219,3 +219,25 @@ def test_eval_blocks_that_fill_before_the_corpus_ends_are_said_to_score_the_text
     assert every.stats["eval_unscored_documents"] == 0 and eval_coverage_note(every.stats) is None
     assert every.stats["eval_documents"] == held  # the same hash split either way
     assert "dog" in tiny_tokenizer.decode(sum(every.eval["input_ids"], []))
+
+
+def test_pretrain_says_when_its_eval_blocks_score_only_the_text_read_first(tmp_path, tiny_tokenizer, capsys):
+    from conftest import tiny_overrides
+    from nlpssl.pretrain import setup
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, words in (("a.txt", "the cat sat on the mat"), ("b.txt", "a dog ran in the park")):
+        (corpus / name).write_text("".join(f"{words} number {i} .\n\n" for i in range(300)))
+    folder = tmp_path / "tokenizer"
+    tiny_tokenizer.save_pretrained(folder)
+    over = tiny_overrides(tmp_path, **{"data.source": str(corpus), "data.builtin_stories": "null",
+                                       "data.eval_fraction": 0.3, "tokenizer.path": str(folder),
+                                       "export.enabled": False})
+    setup(load_recipe("bert-tiny", over + ["data.eval_max_blocks=3"]), use_cpu=True)
+    said = capsys.readouterr()
+    assert "eval blocks (data.eval_max_blocks) were full before the corpus ended" in said.out + said.err
+    setup(load_recipe("bert-tiny", over + ["data.eval_max_blocks=100000",
+                                           f"training.output_dir={tmp_path / 'run2'}"]), use_cpu=True)
+    said = capsys.readouterr()
+    assert "were full before" not in said.out + said.err
