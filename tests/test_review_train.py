@@ -467,3 +467,17 @@ def test_every_cli_command_has_a_docstring_and_help():
     assert [c.__name__ for c in commands if not (c.__doc__ or "").strip()] == []
     for action in cli.build_parser()._subparsers._group_actions:
         assert all(choice.help for choice in action._choices_actions), action.choices
+
+
+@pytest.mark.parametrize("sparse", ["true", "false"])
+def test_a_masked_lm_batch_with_nothing_masked_gives_a_zero_loss_not_nan(tmp_path, tiny_tokenizer, sparse):
+    # A batch whose rows hold no masked token (a short padded last row alone) made cross_entropy of an
+    # empty target NaN: eval_loss NaN, and in training NaN gradients in every weight.
+    run = _setup(tmp_path, tiny_tokenizer, "bert-tiny", **{"speed.sparse_mlm_head": sparse})
+    ids = torch.tensor([[tiny_tokenizer.cls_token_id, 10, 11, 12, tiny_tokenizer.sep_token_id]])
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.full_like(ids, -100)}
+    run.model.train()
+    loss = run.trainer.compute_loss(run.model, dict(batch))
+    assert torch.isfinite(loss) and float(loss.detach()) == 0.0
+    loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in run.model.parameters())

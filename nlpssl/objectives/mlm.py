@@ -156,8 +156,13 @@ class MaskedLMTrainer(PretrainTrainer):
             self._selected = self._boundary_logits = None
         if logits.dim() == 3:
             logits = logits[selected]
-        loss = F.cross_entropy(logits.float(), target)
-        if boundary_logits is not None:
+        if target.numel() == 0:
+            # A batch with no masked token (a short last row alone): cross_entropy of nothing is NaN,
+            # which would poison eval_loss and the weights; this batch has nothing to learn from.
+            loss = logits.float().sum() * 0.0
+        else:
+            loss = F.cross_entropy(logits.float(), target)
+        if boundary_logits is not None and target.numel():
             boundary = F.cross_entropy(boundary_logits.float(), target)
             self._boundary_sum = self._boundary_sum + boundary.detach()  # no host sync per step
             self._boundary_steps += 1
