@@ -62,6 +62,9 @@ def cmd_recipe_validate(a) -> None:
                 notes.append(model_note(recipe))
             else:  # a teacher or encoder folder may still be to be trained: a note, as for finetune
                 from nlpssl.objectives import objective_for
+                from nlpssl.pretrain import check_inputs
+
+                check_inputs(recipe)  # the data files and a reused tokenizer, as pretrain checks them
 
                 try:
                     objective_for(recipe).preflight()

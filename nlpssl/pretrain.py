@@ -45,14 +45,7 @@ def pretrain(recipe: Recipe | str | Path, overrides: Sequence[str] = (), callbac
         recipe = load_recipe(recipe, overrides, kind="pretrain")
     check_kind(recipe.kind, "pretrain", recipe.source_path or recipe.name)
     check_output_dir(recipe)
-    for source in (recipe.data.source, *(m.source for m in recipe.data.mix)):
-        text_units(source)  # a local source's files must exist before the run folder and recipe.yaml do
-    if recipe.tokenizer.path:
-        from nlpssl.tokenizer import check_tokenizer_folder
-
-        check_tokenizer_folder(recipe.tokenizer.path, f"tokenizer.path={recipe.tokenizer.path!r}",
-                               "Point it at a folder holding tokenizer.json: a run's tokenizer/, an export, or "
-                               "the --out of `nlpssl tokenizer train`")
+    check_inputs(recipe)
     done = finished_run(recipe)
     if done is not None:
         return done
@@ -213,6 +206,19 @@ def check_kept_tokenizer(checkpoint: str | None, tokenizer, path: str) -> None:
             "another vocabulary: the folder was replaced, a teacher or encoder trained again). The model's ids "
             f"are those of the copy the checkpoint kept: put that tokenizer back in {path!r}, or start a new run."
         )
+
+
+def check_inputs(recipe: Recipe) -> None:
+    """What a pretraining recipe reads must be there before the run folder and recipe.yaml are: each local
+    source's files, and a reused tokenizer folder (``nlpssl recipe validate`` runs the same checks)."""
+    for source in (recipe.data.source, *(m.source for m in recipe.data.mix)):
+        text_units(source)
+    if recipe.tokenizer.path:
+        from nlpssl.tokenizer import check_tokenizer_folder
+
+        check_tokenizer_folder(recipe.tokenizer.path, f"tokenizer.path={recipe.tokenizer.path!r}",
+                               "Point it at a folder holding tokenizer.json: a run's tokenizer/, an export, or "
+                               "the --out of `nlpssl tokenizer train`")
 
 
 def finished_run(recipe: Recipe) -> PretrainResult | None:

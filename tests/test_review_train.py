@@ -481,3 +481,18 @@ def test_a_masked_lm_batch_with_nothing_masked_gives_a_zero_loss_not_nan(tmp_pat
     assert torch.isfinite(loss) and float(loss.detach()) == 0.0
     loss.backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in run.model.parameters())
+
+
+@pytest.mark.parametrize("override, said", [
+    ("tokenizer.path=/no/such/tokenizer", "tokenizer folder '/no/such/tokenizer' does not exist"),
+    ("data.source=/no/such/corpus.txt", "/no/such/corpus.txt: file or folder not found"),
+])
+def test_recipe_validate_refuses_what_pretrain_refuses_before_the_data(override, said, capsys):
+    # `recipe validate bert-tiny tokenizer.path=/missing` printed "ok" while pretrain refused it at once.
+    from nlpssl.cli import main
+
+    with pytest.raises(SystemExit) as failed:
+        main(["recipe", "validate", "bert-tiny", override])
+    assert failed.value.code == 1
+    out = capsys.readouterr().out
+    assert out.startswith("invalid bert-tiny") and said in out
