@@ -129,6 +129,14 @@ def task_problems(recipe: Recipe, where: str) -> list[str]:
     def bad(key: str, value: Any, fix: str) -> None:
         problems.append(f"{where}: task.{key} is out of range (got {value!r}). {fix}.")
 
+    # An empty path is the current folder to pathlib (`task.source=$DATA` with DATA unset), and an empty
+    # validation/test source was quietly read as "carve it off train": name it, as data.source's check does.
+    for key, value in (("source", t.source), ("validation_source", t.validation_source),
+                       ("test_source", t.test_source)):
+        if isinstance(value, str) and not value.strip():
+            problems.append(f"{where}: task.{key} is empty (got {value!r}). Name a file or 'hub:NAME'"
+                            + (", or 'builtin'" if key == "source" else ", or null to hold out a share of train")
+                            + " (an unset shell variable in key=$VAR gives an empty value).")
     if not 0.0 <= t.validation_fraction < 0.5:
         bad("validation_fraction", t.validation_fraction, "Use a share in [0, 0.5), e.g. 0.1")
     if not 0.0 <= t.test_fraction < 0.5:

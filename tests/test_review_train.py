@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import tiny_overrides
-from nlpssl.recipe import load_recipe
+from nlpssl.recipe import RecipeError, load_recipe
 
 
 def _setup(tmp_path, tokenizer, name: str, callbacks=(), **extra):
@@ -496,3 +496,13 @@ def test_recipe_validate_refuses_what_pretrain_refuses_before_the_data(override,
     assert failed.value.code == 1
     out = capsys.readouterr().out
     assert out.startswith("invalid bert-tiny") and said in out
+
+
+@pytest.mark.parametrize("key", ["task.source", "task.validation_source", "task.test_source"])
+def test_an_empty_task_path_is_refused_before_any_data(key):
+    # task.source= passed validate and later failed with a "file not found" at the current folder; an
+    # empty validation/test source was read as "carve it off train" without a word.
+    from nlpssl.finetune import check_recipe
+
+    with pytest.raises(RecipeError, match=rf"{key} is empty \(got ''\)"):
+        check_recipe(load_recipe("finetune-tiny", ["model=x", f"{key}="]))
