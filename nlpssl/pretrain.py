@@ -166,12 +166,12 @@ def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -
     else:
         log(f"data: {data.stats['train_blocks']} train / {data.stats['eval_blocks']} eval blocks of "
             f"{recipe.data.block_size} tokens ({'cache hit' if data.from_cache else 'built'}: {data.cache_path})")
-    if note := eval_coverage_note(data.stats):
-        log(note)
         if cut := data.stats.get("train_cut_documents"):  # one sentence a row (SimCSE): the rest is lost
             log(f"data: {cut} of {data.stats['train_documents']} training sentences "
                 f"({cut / data.stats['train_documents']:.1%}) are longer than a row of data.block_size="
                 f"{recipe.data.block_size} tokens and were cut to fit; raise data.block_size to keep them whole.")
+    if note := eval_coverage_note(data.stats):
+        log(note)
     model = objective.build_model(tokenizer, attn=attention_implementation(recipe, args))
     params = count_parameters(model)  # the exported model's (training-only parts come later)
     collator = objective.build_collator(tokenizer)
