@@ -64,25 +64,6 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def say_loaded(model_dir: Path, model, info: dict[str, Any]) -> None:
-    """One line on what a folder's weights gave ``model`` (a classifier, a SimCSE encoder): new weights, the
-    folder's weights left out (its pretraining head), and, as a warning, body weights it lacked (they start
-    random). In place of transformers' load report, a table per load."""
-    def groups(keys) -> str:  # 'classifier.weight', 'classifier.bias' -> 'classifier'
-        return ", ".join(sorted({k.rsplit(".", 1)[0] if "." in k else k for k in keys})) or "none"
-
-    missing, unused = set(info.get("missing_keys") or ()), set(info.get("unexpected_keys") or ())
-    mismatched = {k for k, *_ in info.get("mismatched_keys") or ()}
-    prefix = "" if getattr(model, "base_model", model) is model else f"{model.base_model_prefix}."  # a bare body
-    body = sorted(k for k in missing if k.startswith(prefix) and "pooler." not in k)
-    if body:
-        log(f"warning: model: {str(model_dir)!r} lacks {len(body)} weights of the {type(model).__name__}'s body, "
-            f"which start random (e.g. {body[0]!r}). Is it an export of this architecture? Check its "
-            "model.safetensors and config.json.", once=True)
-    log(f"model: {str(model_dir)!r} loaded into {type(model).__name__}; new, randomly initialised: "
-        f"{groups(missing | mismatched)}; not used: {groups(unused)}", once=True)
-
-
 def note(message: str) -> None:
     """A remark on stderr, for commands whose stdout is their answer (classify, embed)."""
     if rank() == 0:

@@ -89,16 +89,11 @@ class SimCSE(Objective):
         from transformers import AutoConfig, AutoModel
 
         from nlpssl.models import set_dropout
-        from nlpssl.runs import quiet_transformers, say_loaded
 
         encoder = self.recipe.simcse.encoder
         config = AutoConfig.from_pretrained(encoder)
         set_dropout(config, self.recipe.simcse.dropout)
-        with quiet_transformers():  # its load report (a table of the masked-LM head left out) gives way to one line
-            model, info = AutoModel.from_pretrained(encoder, config=config, attn_implementation=attn,
-                                                    output_loading_info=True)
-        say_loaded(encoder, model, info)
-        return model
+        return AutoModel.from_pretrained(encoder, config=config, attn_implementation=attn)
 
     def trainer_class(self):
         return SimCSETrainer
