@@ -699,23 +699,13 @@ def sweep_stale_builds(cache_dir: Path) -> None:
     """
     if not cache_dir.is_dir():
         return
+    from nlpssl.runs import process_alive
+
     host = _host()
     for leftover in cache_dir.glob(f".*.tmp-{host}-*"):
         match = re.fullmatch(rf"\.[0-9a-f]{{16}}\.tmp-{re.escape(host)}-(\d+)", leftover.name)
-        if match and leftover.is_dir() and not _alive(int(match.group(1))):
+        if match and leftover.is_dir() and not process_alive(int(match.group(1))):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process's own leftover from an earlier build
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # another user's process, or no pid at all: leave it
-    return True
 
 
 def _load_cached(path: Path, from_cache: bool) -> PackedData:

@@ -213,6 +213,8 @@ def sweep_stale(out_dir: Path) -> None:
 
     Only nlpssl's own names (``.NAME.tmp-PID`` / ``.NAME.old-PID``) whose process is gone are removed.
     """
+    from nlpssl.runs import process_alive
+
     for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):
         kind, _, pid = leftover.name.removeprefix(f".{out_dir.name}.").partition("-")
         if kind in ("tmp", "old") and pid.isdigit() and leftover.is_dir() and not process_alive(int(pid)):
@@ -220,19 +222,6 @@ def sweep_stale(out_dir: Path) -> None:
                 os.replace(leftover, out_dir)  # killed between the two renames: the old export comes back
             else:
                 shutil.rmtree(leftover, ignore_errors=True)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (this process counts as gone: a leftover of its own is stale)."""
-    if pid == os.getpid():
-        return False  # our own leftover from an earlier export in this process
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def follow_umask(folder: Path) -> None:

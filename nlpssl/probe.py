@@ -362,7 +362,7 @@ def check_out_dir(out: Path) -> None:
 def sweep_runs(out: Path) -> None:
     """Remove the fine-tuning checkpoints a killed probe left in ``out`` (``.probe-runs-PID-*`` of a gone process);
     each held up to two model checkpoints, never cleaned otherwise."""
-    from nlpssl.export import process_alive
+    from nlpssl.runs import process_alive
 
     for leftover in out.glob(".probe-runs-*-*"):
         pid = leftover.name.split("-")[2]

@@ -64,6 +64,20 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine, for sweeping what killed processes left (their
+    temporary folders carry their pid). This process counts as gone: a leftover of its own is stale."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or no valid pid at all: leave it
+    return True
+
+
 def note(message: str) -> None:
     """A remark on stderr, for commands whose stdout is their answer (classify, embed)."""
     if rank() == 0:
