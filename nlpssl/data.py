@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlpssl.errors import NlpsslError
+from nlpssl.errors import NlpsslError, first_line
 from nlpssl.recipe import Recipe
 
 # Bump when the packed layout, or the text the readers give, changes. 2: the held-out split became a
@@ -721,7 +721,7 @@ def _load_cached(path: Path, from_cache: bool) -> PackedData:
     except Exception as err:  # noqa: BLE001 - any failure here means the entry is damaged
         raise NlpsslError(
             f"data.cache_dir: the cached data {str(path)!r} is damaged and cannot be read "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}). Delete that folder "
+            f"({type(err).__name__}: {first_line(err)}). Delete that folder "
             f"(`rm -r {path}`) and rerun: it is rebuilt from the text."
         ) from err
     return PackedData(train, eval_, stats, path, from_cache=from_cache)

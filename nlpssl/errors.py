@@ -37,6 +37,13 @@ def storage_errors(paths: Mapping[str, Path]) -> Iterator[None]:
         raise NlpsslError(message) from err
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of ``err``'s message, at most ``limit`` characters ('' if it has none): the part of a
+    library's error that nlpssl's own messages quote."""
+    text = str(err).strip()
+    return text.splitlines()[0][:limit] if text else ""
+
+
 def storage_message(err: BaseException, paths: Mapping[str, Path]) -> str | None:
     code = getattr(err, "errno", None)
     text = f"{type(err).__name__}: {err}".lower()
@@ -50,12 +57,12 @@ def storage_message(err: BaseException, paths: Mapping[str, Path]) -> str | None
     if full:
         return (
             f"no space left on the disk while writing {place}" + (f" [{folders}]" if where and folders else "")
-            + f" ({str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__}). "
+            + f" ({first_line(err) or type(err).__name__}). "
             "Free space on that disk, or point the setting at another disk, and rerun; a pretraining run "
             "continues from its last complete checkpoint with training.resume=true."
         )
     return (
-        f"cannot write {place}: the folder is read-only or not yours ({str(err).strip().splitlines()[0][:200]}). "
+        f"cannot write {place}: the folder is read-only or not yours ({first_line(err)}). "
         "Choose a writable folder for that setting (training.output_dir, data.cache_dir, or the OUT_DIR argument); "
         "if the path is an input file, make it readable."
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from nlpssl.errors import NlpsslError
+from nlpssl.errors import NlpsslError, first_line
 from nlpssl.labelled import Split, TaskData, file_problems, load_task_data
 from nlpssl.models import set_dropout
 from nlpssl.recipe import Recipe, RecipeError, check_kind, load_recipe
@@ -306,7 +306,7 @@ def build_classifier(model_dir: Path, recipe: Recipe, label_names: list[str], to
     except (ValueError, KeyError) as err:
         raise NlpsslError(
             f"model: {config.model_type!r} has no sequence-classification class in transformers (got "
-            f"{type(err).__name__}: {str(err).splitlines()[0][:200]}). Start from an encoder or decoder "
+            f"{type(err).__name__}: {first_line(err)}). Start from an encoder or decoder "
             "export (bert, roberta, gpt2, llama)."
         ) from err
 

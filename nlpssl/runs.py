@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nlpssl.errors import NlpsslError
+from nlpssl.errors import NlpsslError, first_line
 from nlpssl.recipe import Recipe
 
 
@@ -325,7 +325,7 @@ def weights_problem(folder: Path) -> str | None:
             with safe_open(str(folder / "model.safetensors"), framework="pt"):
                 pass
         except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
-            return f"model.safetensors: {str(err).splitlines()[0][:120]}"
+            return f"model.safetensors: {first_line(err, 120)}"
     return None
 
 

@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-from nlpssl.errors import NlpsslError
+from nlpssl.errors import NlpsslError, first_line
 
 if TYPE_CHECKING:
     import datasets
@@ -657,7 +657,7 @@ def _read_parquet(path: Path, text_column: str) -> Iterator[str]:
         except (pa.ArrowException, OSError) as err:
             raise NlpsslError(
                 f"{path}: the Parquet data is damaged after row {rows} (got {type(err).__name__}: "
-                f"{str(err).splitlines()[0][:200] if str(err) else ''}). Download or write the file again "
+                f"{first_line(err)}). Download or write the file again "
                 "(e.g. with pandas.DataFrame.to_parquet)."
             ) from err
         if batch is None:

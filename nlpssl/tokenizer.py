@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-from nlpssl.errors import NlpsslError
+from nlpssl.errors import NlpsslError, first_line
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -177,7 +177,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
         files = ", ".join(sorted(p.name for p in folder.iterdir() if p.suffix == ".json"))
         raise NlpsslError(
             f"load_tokenizer: the tokenizer in {str(folder)!r} cannot be read (got {type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200] if str(err) else ''}; its files: {files}). A file there is damaged or cut "
+            f"{first_line(err)}; its files: {files}). A file there is damaged or cut "
             "short (a copy or download that did not finish): copy or save the tokenizer again, or train one with "
             "`nlpssl tokenizer train RECIPE --out DIR`."
         ) from err
