@@ -113,8 +113,13 @@ class PretrainTrainer(Trainer):
     def log(self, logs, *args, **kwargs):
         if "eval_loss" in logs:
             self.eval_logs(logs)
-        elif "loss" in logs and self._stream() is not None:
-            logs.update(self._stream().throughput())
+        elif "loss" in logs:
+            if self._stream() is not None:
+                logs.update(self._stream().throughput())
+            budget = self._time_budget()
+            if budget is not None:
+                # the share of the budget used by this step's end: the next step's rate follows it
+                logs["budget/progress"] = round(budget.progress, 6)
         super().log(logs, *args, **kwargs)
 
     # -- streaming (data.streaming: true; nlpssl.stream) -------------------------------------------
