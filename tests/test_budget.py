@@ -54,13 +54,15 @@ def test_budget_ends_the_run_on_time_with_a_decayed_rate(tmp_path):
     result = pretrain(load_recipe("bert-tiny", over))
     m = result.metrics
     assert 5 <= m["steps"] < 100000, m
-    assert budget_s <= m["budget_used_minutes"] * 60 < budget_s + 3.0, m
-    assert m["train_runtime_s"] < budget_s + 4.0, m
     rows = _train_rows(result.output_dir)
     assert [r["step"] for r in rows] == list(range(1, m["steps"] + 1))
     peak = 3e-3  # tiny_overrides' learning rate
     progress = [r["budget/progress"] for r in rows]
-    assert progress == sorted(progress) and progress[-1] >= 1.0, progress
+    # on time: it stopped at the first step to end past the budget (however long a loaded machine
+    # took over that step), and that is the time it reports
+    assert progress == sorted(progress) and progress[-2] < 1.0 <= progress[-1], progress[-3:]
+    assert m["budget_used_minutes"] * 60 == pytest.approx(progress[-1] * budget_s, abs=0.1), m
+    assert budget_s <= m["train_runtime_s"] < m["budget_used_minutes"] * 60 + 4.0, m  # + start-up
     # A row logs the rate its step trained with, which the scheduler set after the step before it,
     # from the budget used by the end of the step before that: warm-up over the first 10% of the
     # budget, then the recipe's linear decay, not a decay over the 100,000-step cap. Timing-free:
@@ -81,10 +83,14 @@ def test_budget_ends_the_run_on_time_with_a_decayed_rate(tmp_path):
 def test_a_resumed_run_continues_the_same_budget(tmp_path):
     budget_s = 16.0
     over = tiny_overrides(tmp_path, **{"training.budget_minutes": budget_s / 60, "training.max_steps": 100000,
-                                       "training.save_steps": 100, "training.eval_steps": 1000})
+                                       "training.save_steps": 100, "training.eval_steps": 1000,
+                                       "training.logging_steps": 1})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "nlpssl", "pretrain", "bert-tiny", *over], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "first.log"  # a file, not a pipe: a log row per step would fill a pipe nobody reads
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "nlpssl", "pretrain", "bert-tiny", *over], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, text=True)
+
     def used_in_checkpoints() -> float:
         best = 0.0
         for state in (tmp_path / "run").glob("checkpoint-*/trainer_state.json"):
@@ -96,7 +102,7 @@ def test_a_resumed_run_continues_the_same_budget(tmp_path):
 
     deadline = time.time() + 120
     while used_in_checkpoints() < 4.0:  # enough used that a budget restarted from 0 would be caught
-        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 130
@@ -107,9 +113,14 @@ def test_a_resumed_run_continues_the_same_budget(tmp_path):
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    # The resumed process trained for what was left of the budget, not for a whole new one.
-    assert budget_s <= m["budget_used_minutes"] * 60 < budget_s + 3.0, m
-    assert budget_s - used - 1.0 < m["train_runtime_s"] < budget_s - used + 2.0, (m, used)
+    # The resumed process trained for what was left of the budget, not for a whole new one: its
+    # clock went on from the checkpoint's time, and it stopped at the first step past the budget.
+    after = [r for r in _train_rows(tmp_path / "run") if r["step"] > int(newest.name.split("-")[1])]
+    progress = [r["budget/progress"] for r in after]
+    assert progress[0] > used / budget_s and progress == sorted(progress), (used, progress[:3])
+    assert (len(progress) < 2 or progress[-2] < 1.0) and progress[-1] >= 1.0, progress[-3:]
+    assert budget_s <= m["budget_used_minutes"] * 60, m
+    assert m["train_runtime_s"] > budget_s - used - 1.0, (m, used)
 
 
 def test_two_processes_stop_at_the_same_step(tmp_path):
