@@ -33,7 +33,6 @@ import json
 import os
 import re
 import shutil
-import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -667,8 +666,10 @@ def prepare_data(recipe: Recipe, tokenizer) -> PackedData:
     path = Path(recipe.data.cache_dir).expanduser() / key
     if (path / "stats.json").is_file():
         return _load_cached(path, from_cache=True)
+    from nlpssl.runs import owner_tag
+
     sweep_stale_builds(path.parent)
-    tmp = path.with_name(f".{key}.tmp-{_host()}-{os.getpid()}")
+    tmp = path.with_name(f".{key}.tmp-{owner_tag()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
@@ -684,12 +685,6 @@ def prepare_data(recipe: Recipe, tokenizer) -> PackedData:
     return _load_cached(path, from_cache=False)
 
 
-def _host() -> str:
-    """This machine in a build's folder name: on a cache_dir shared between machines, a process id says
-    whether the build still runs only on the machine that started it."""
-    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
-
-
 def sweep_stale_builds(cache_dir: Path) -> None:
     """Remove the temporary folders of cache builds on this machine whose process is gone.
 
@@ -699,12 +694,11 @@ def sweep_stale_builds(cache_dir: Path) -> None:
     """
     if not cache_dir.is_dir():
         return
-    from nlpssl.runs import process_alive
+    from nlpssl.runs import left_by_gone_process
 
-    host = _host()
-    for leftover in cache_dir.glob(f".*.tmp-{host}-*"):
-        match = re.fullmatch(rf"\.[0-9a-f]{{16}}\.tmp-{re.escape(host)}-(\d+)", leftover.name)
-        if match and leftover.is_dir() and not process_alive(int(match.group(1))):
+    for leftover in cache_dir.glob(".*.tmp-*"):
+        match = re.fullmatch(r"\.[0-9a-f]{16}\.tmp-(.+)", leftover.name)
+        if match and leftover.is_dir() and left_by_gone_process(match.group(1)):
             shutil.rmtree(leftover, ignore_errors=True)
 
 

@@ -120,6 +120,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
 
     from nlpssl.cards import pretrained_card
     from nlpssl.recipe import recipe_from_dict
+    from nlpssl.runs import owner_tag
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     weights = None
@@ -156,7 +157,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     objective = objective_for(recipe)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{owner_tag()}")
     tmp.mkdir()
     try:
         shutil.copy2(weights / "config.json", tmp / "config.json")
@@ -211,13 +212,14 @@ def checkpoint_metrics(name: str, state: dict) -> dict:
 def sweep_stale(out_dir: Path) -> None:
     """Remove temporary folders that an export to ``out_dir`` left behind when it was killed.
 
-    Only nlpssl's own names (``.NAME.tmp-PID`` / ``.NAME.old-PID``) whose process is gone are removed.
+    Only nlpssl's own names (``.NAME.tmp-HOST-PID`` / ``.NAME.old-HOST-PID``) of a process of this
+    machine that is gone are removed.
     """
-    from nlpssl.runs import process_alive
+    from nlpssl.runs import left_by_gone_process
 
     for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):
-        kind, _, pid = leftover.name.removeprefix(f".{out_dir.name}.").partition("-")
-        if kind in ("tmp", "old") and pid.isdigit() and leftover.is_dir() and not process_alive(int(pid)):
+        kind, _, tag = leftover.name.removeprefix(f".{out_dir.name}.").partition("-")
+        if kind in ("tmp", "old") and leftover.is_dir() and left_by_gone_process(tag):
             if kind == "old" and not out_dir.exists():
                 os.replace(leftover, out_dir)  # killed between the two renames: the old export comes back
             else:
@@ -275,7 +277,9 @@ def write_stock_weights(weights: Path, out: Path, model_type: str, drop: tuple[s
 def replace_dir(tmp: Path, out_dir: Path) -> None:
     """Move ``tmp`` to ``out_dir``, replacing an older export without a window of no export."""
     if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        from nlpssl.runs import owner_tag
+
+        old = out_dir.with_name(f".{out_dir.name}.old-{owner_tag()}")
         os.replace(out_dir, old)
         try:
             os.replace(tmp, out_dir)

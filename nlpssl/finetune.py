@@ -274,7 +274,7 @@ def build_classifier(model_dir: Path, recipe: Recipe, label_names: list[str], to
     """``AutoModelForSequenceClassification`` from the folder's weights, or random ones (``init: scratch``)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, set_seed
 
-    from nlpssl.runs import quiet_transformers
+    from nlpssl.console import quiet_transformers, say_loaded
 
     config = AutoConfig.from_pretrained(str(model_dir))
     replace_head = _head_note(config, model_dir, label_names, recipe.init)
@@ -309,26 +309,6 @@ def build_classifier(model_dir: Path, recipe: Recipe, label_names: list[str], to
             f"{type(err).__name__}: {first_line(err)}). Start from an encoder or decoder "
             "export (bert, roberta, gpt2, llama)."
         ) from err
-
-
-def say_loaded(model_dir: Path, model, info: dict[str, Any]) -> None:
-    """One line on what the export gave the classifier: the new head's weights, the export's weights
-    left out (its pretraining head), and, as a warning, body weights the export lacked (they start random)."""
-    from nlpssl.runs import log
-
-    def groups(keys) -> str:  # 'classifier.weight', 'classifier.bias' -> 'classifier'
-        return ", ".join(sorted({k.rsplit(".", 1)[0] if "." in k else k for k in keys})) or "none"
-
-    missing, unused = set(info.get("missing_keys") or ()), set(info.get("unexpected_keys") or ())
-    mismatched = {k for k, *_ in info.get("mismatched_keys") or ()}
-    prefix = f"{model.base_model_prefix}."
-    body = sorted(k for k in missing if k.startswith(prefix) and ".pooler." not in k)
-    if body:
-        log(f"warning: model: {str(model_dir)!r} lacks {len(body)} weights of the {type(model).__name__}'s body, "
-            f"which start random (e.g. {body[0]!r}). Is it an export of this architecture? Check its "
-            "model.safetensors and config.json.", once=True)
-    log(f"model: {str(model_dir)!r} loaded into {type(model).__name__}; new, randomly initialised: "
-        f"{groups(missing | mismatched)}; not used: {groups(unused)}", once=True)
 
 
 def _head_note(config, model_dir: Path, label_names: list[str], init: str) -> bool:
@@ -554,10 +534,11 @@ def export_classifier(trainer, tokenizer, recipe: Recipe, metrics: dict[str, Any
     """Write the (best) model, tokenizer, recipe, plots and a model card; replace the export atomically."""
     from nlpssl.cards import classifier_card
     from nlpssl.export import replace_dir, save_stock_tokenizer, sweep_stale
+    from nlpssl.runs import owner_tag
 
     out = recipe.output_dir / "export"
     sweep_stale(out)  # what a killed export left
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = out.with_name(f".{out.name}.tmp-{owner_tag()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         trainer.save_model(str(tmp))  # after load_best_model_at_end these are the best weights

@@ -124,7 +124,9 @@ def convert(export_dir: str | Path, out_file: str | Path, converter: str | Path,
     out_file.parent.mkdir(parents=True, exist_ok=True)
     # Converted under a hidden name and renamed: a conversion stopped part way (Ctrl-C, a kill) leaves no
     # file that looks like a model, nor one that a second try would refuse to overwrite.
-    tmp = out_file.with_name(f".{out_file.stem}.tmp-{os.getpid()}{out_file.suffix}")
+    from nlpssl.runs import owner_tag
+
+    tmp = out_file.with_name(f".{out_file.stem}.tmp-{owner_tag()}{out_file.suffix}")
     try:
         run = subprocess.run([python, "-c", _BOOTSTRAP, str(converter), str(export_dir),
                               "--outfile", str(tmp), "--outtype", outtype], capture_output=True, text=True)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from nlpssl.errors import NlpsslError
 from nlpssl.recipe import Recipe, check_kind, launched_world_size, load_recipe, training_notes
 from nlpssl.runs import (
-    budget_used_s, check_output_dir, checkpoint_problem, has_weights, last_checkpoint, log, rank, run_lock,
+    budget_used_s, check_output_dir, checkpoint_problem, has_weights, last_checkpoint, log, owner_tag, rank, run_lock,
     weights_problem, write_metrics, write_run_recipe,
 )
 from nlpssl.sources import HUB_PREFIX, text_units
@@ -333,7 +333,7 @@ def train_recipe_tokenizer(recipe: Recipe, out_dir: Path, model_max_length: int 
     d, t = recipe.data, recipe.tokenizer
     texts = source_texts(recipe, d.max_texts if t.max_texts is None else t.max_texts)
     # Trained into a hidden folder and renamed: a killed run never leaves half a tokenizer behind.
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{owner_tag()}")
     try:
         tokenizer = train_tokenizer(
             texts, tmp, algorithm=t.algorithm, vocab_size=t.vocab_size, min_frequency=t.min_frequency,

@@ -163,7 +163,7 @@ def probe(
         NlpsslError: a bad model folder, task, label budget or output folder, before any training.
     """
     from nlpssl.finetune import check_model_folder, check_recipe, load_classifier_tokenizer
-    from nlpssl.runs import log, quiet_transformers
+    from nlpssl.runs import log, owner_tag, quiet_transformers
 
     model_path = check_model_folder(str(model_dir))
     recipe = task_recipe(task, model_path, overrides)
@@ -197,7 +197,7 @@ def probe(
     # Fine-tuning checkpoints go to a folder of the probe's own making, never a fixed name: --out may be a
     # folder of the user's (e.g. a project folder whose runs/ holds their pretraining runs).
     sweep_runs(out)
-    runs_dir = Path(tempfile.mkdtemp(prefix=f".probe-runs-{os.getpid()}-", dir=out))
+    runs_dir = Path(tempfile.mkdtemp(prefix=f".probe-runs-{owner_tag()}-", dir=out))
     log(f"probe: {len(pool)} labelled rows in the pool, scoring on {len(scored)} rows ({scored_on}), "
         f"budgets {budgets}, {seeds} seed(s), arms {list(arms)}")
     # Time left, by neural runs: each aims at about TARGET_STEPS steps whatever its budget; bag-of-words is seconds.
@@ -360,13 +360,13 @@ def check_out_dir(out: Path) -> None:
 
 
 def sweep_runs(out: Path) -> None:
-    """Remove the fine-tuning checkpoints a killed probe left in ``out`` (``.probe-runs-PID-*`` of a gone process);
-    each held up to two model checkpoints, never cleaned otherwise."""
-    from nlpssl.runs import process_alive
+    """Remove the fine-tuning checkpoints a killed probe left in ``out`` (``.probe-runs-HOST-PID-*`` of a gone
+    process of this machine); each held up to two model checkpoints, never cleaned otherwise."""
+    from nlpssl.runs import left_by_gone_process
 
     for leftover in out.glob(".probe-runs-*-*"):
-        pid = leftover.name.split("-")[2]
-        if pid.isdigit() and leftover.is_dir() and not process_alive(int(pid)):
+        tag = leftover.name.removeprefix(".probe-runs-").rpartition("-")[0]  # mkdtemp's suffix has no "-"
+        if leftover.is_dir() and left_by_gone_process(tag):
             shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -682,7 +682,9 @@ def plot_report(report: ProbeReport, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    from nlpssl.runs import owner_tag
+
+    tmp = path.with_name(f".{path.stem}.tmp-{owner_tag()}.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     os.replace(tmp, path)

@@ -1,7 +1,8 @@
 """The run folder: what a pretraining or fine-tuning run leaves on disk, and how it is read back.
 
 One low-level place for the contract every command shares (it imports nothing else of nlpssl
-but errors and the recipe types, so any module may import it)::
+but errors, the console and the recipe types, so any module above the recipe may import it; the
+objectives, which the recipe imports, use :mod:`nlpssl.console` directly)::
 
     <output_dir>/
       recipe.yaml             the resolved recipe, written whole or not at all
@@ -19,49 +20,38 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import sys
 from pathlib import Path
 from typing import Any
 
+from nlpssl.console import log, note, quiet_transformers, rank, say_loaded  # noqa: F401  (the commands' voice)
 from nlpssl.errors import NlpsslError, first_line
 from nlpssl.recipe import Recipe
 
 
-def rank() -> int:
-    """This process's global rank under torchrun / accelerate launch (0 for a plain run)."""
-    return int(os.environ.get("RANK", "0"))
+def owner_tag() -> str:
+    """``HOST-PID``: the part of every temporary name nlpssl writes that says which process writes it.
+
+    A sweep of what killed processes left (:func:`left_by_gone_process`) then removes only this
+    machine's: on a disk shared between machines (NFS, a cluster's home) a pid alone says nothing
+    about a process elsewhere, and pids repeat across machines. The host has ``-`` made ``_``.
+    """
+    return f"{_host()}-{os.getpid()}"
 
 
-_SAID: set[str] = set()
+def left_by_gone_process(tag: str) -> bool:
+    """Whether ``tag`` (an :func:`owner_tag`) names a process of this machine that has ended.
+
+    Another machine's tag, or a name that is not a tag at all, is never taken as gone.
+    """
+    host, _, pid = tag.rpartition("-")
+    return host == _host() and pid.isdigit() and not process_alive(int(pid))
 
 
-def log(message: str, once: bool = False) -> None:
-    """A line on stdout from rank 0; ``once``: not again if this process has already said it (a
-    probe's tens of fine-tunes share their notes)."""
-    if once:
-        if message in _SAID:
-            return
-        _SAID.add(message)
-    if rank() == 0:
-        print(f"[nlpssl] {message}", flush=True)
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """transformers' warnings below errors and its own progress bars (loading, writing weights) off,
-    for the duration: what nlpssl says instead is shorter (the Trainer's bar is not one of them)."""
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
 
 
 def process_alive(pid: int) -> bool:
@@ -76,12 +66,6 @@ def process_alive(pid: int) -> bool:
     except (PermissionError, OverflowError):
         return True  # another user's process, or no valid pid at all: leave it
     return True
-
-
-def note(message: str) -> None:
-    """A remark on stderr, for commands whose stdout is their answer (classify, embed)."""
-    if rank() == 0:
-        print(f"[nlpssl] {message}", file=sys.stderr, flush=True)
 
 
 def check_output_dir(recipe: Recipe) -> None:
@@ -238,7 +222,7 @@ def run_lock(folder: Path):
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` whole or not at all (a reader never sees half of it)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{owner_tag()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 

@@ -52,6 +52,26 @@ def test_a_delimited_file_with_blank_lines_before_its_header_is_read(tmp_path):
     assert [where.rsplit(":", 1)[1] for where, _ in rows] == ["4", "5"]  # line numbers still count every line
 
 
+def test_temporary_names_say_which_machine_and_process_wrote_them(monkeypatch):
+    # Export, probe and cache sweeps each read "the pid is gone" on their own, two of them from a bare
+    # pid: on a disk shared between machines a sweep removed another machine's live folder whenever
+    # that pid was free here. One tag now, HOST-PID, and only this machine's ended processes are gone.
+    import socket
+    import subprocess
+    import sys
+
+    from nlpssl.runs import left_by_gone_process, owner_tag
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "node-7.cluster")  # dashes are the separator
+    assert owner_tag() == f"node_7.cluster-{os.getpid()}"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert left_by_gone_process(f"node_7.cluster-{dead.pid}")
+    assert not left_by_gone_process(f"node_7.cluster-{os.getppid()}")  # still running here
+    assert not left_by_gone_process(f"node_8.cluster-{dead.pid}")  # another machine's
+    assert not left_by_gone_process(str(dead.pid)) and not left_by_gone_process("notes")  # not a tag
+
+
 def test_a_killed_cache_build_leaves_no_folder_behind_for_good(tmp_path, tiny_tokenizer):
     # kill -9 (or the OOM killer) during preparation left .KEY.tmp-PID with the rows written so far,
     # gigabytes for a large corpus, and nothing ever removed it. The next build now sweeps the folders

@@ -360,6 +360,7 @@ def test_a_probe_clears_what_a_killed_probe_left_in_its_folder(tmp_path, tiny_to
     import sys
 
     from nlpssl.probe import probe
+    from nlpssl.runs import owner_tag
 
     export = _tiny_export(tmp_path / "pre", tiny_tokenizer, "bert-tiny")
     rows = [(f"the film number {i} was {['great', 'awful'][i % 2]}", i % 2) for i in range(40)]
@@ -368,14 +369,18 @@ def test_a_probe_clears_what_a_killed_probe_left_in_its_folder(tmp_path, tiny_to
     out = tmp_path / "probe"
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
-    killed, running, users = (out / f".probe-runs-{gone}-x1", out / ".probe-runs-1-x2", out / ".probe-runs-notes")
-    for folder in (killed, running, users):
+    host = owner_tag().rpartition("-")[0]
+    killed, running, users = (out / f".probe-runs-{host}-{gone}-x1", out / f".probe-runs-{host}-1-x2",
+                              out / ".probe-runs-notes")
+    elsewhere = out / f".probe-runs-otherhost-{gone}-x3"  # a probe on another machine (a shared disk): pids say nothing
+    for folder in (killed, running, users, elsewhere):
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_text("weights")
     (out / "probe.json").write_text("{}")  # an earlier probe's folder
     probe(export, str(task), overrides=["task.text_column=sentence"], labels=[20], seeds=1, out_dir=out,
           arms=["bag-of-words"])
     assert not killed.exists() and running.is_dir() and users.is_dir()  # pid 1 runs; no pid: not the probe's
+    assert elsewhere.is_dir()
 
 
 def test_a_failed_classifier_export_leaves_no_half_export(tmp_path, tiny_tokenizer, one_torch_thread, monkeypatch):
@@ -506,3 +511,20 @@ def test_an_empty_task_path_is_refused_before_any_data(key):
 
     with pytest.raises(RecipeError, match=rf"{key} is empty \(got ''\)"):
         check_recipe(load_recipe("finetune-tiny", ["model=x", f"{key}="]))
+
+
+def test_simcse_says_in_one_line_what_it_took_from_the_encoder(tmp_path, mlm_export, capsys):
+    # The SimCSE encoder load printed transformers' load-report table (the masked-LM head's weights as
+    # UNEXPECTED) in every run; now nlpssl's one line, as fine-tuning says it.
+    import re
+
+    from nlpssl.objectives import objective_for
+    from nlpssl.tokenizer import load_tokenizer
+
+    recipe = load_recipe("simcse-tiny", tiny_overrides(tmp_path, **{"simcse.encoder": str(mlm_export)}))
+    model = objective_for(recipe).build_model(load_tokenizer(mlm_export))
+    said = capsys.readouterr()
+    text = said.out + said.err
+    assert "UNEXPECTED" not in text and "lacks" not in text
+    assert re.search(rf"model: '{re.escape(str(mlm_export))}' loaded into {type(model).__name__}; new, randomly "
+                     r"initialised: none; not used: \S", text), text[-2000:]

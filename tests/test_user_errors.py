@@ -13,6 +13,7 @@ import pytest
 from conftest import tiny_overrides
 from nlpssl.errors import NlpsslError
 from nlpssl.recipe import RecipeError, load_recipe
+from nlpssl.runs import owner_tag
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,14 +95,17 @@ def test_failed_export_leaves_no_temporary_folder_and_stale_ones_are_swept(finis
 
     run = _copy_run(finished_runs["bert-tiny"], tmp_path)
     out = tmp_path / "exported"
-    stale = tmp_path / ".exported.tmp-999999999"  # a killed export's leftover (no such process)
-    stale.mkdir()
-    (stale / "model.safetensors").write_bytes(b"0" * 1000)
+    host = owner_tag().rpartition("-")[0]
+    stale = tmp_path / f".exported.tmp-{host}-999999999"  # a killed export's leftover (no such process)
+    elsewhere = tmp_path / ".exported.tmp-otherhost-999999999"  # another machine's export, on a shared disk
+    for folder in (stale, elsewhere):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"0" * 1000)
     (run / "tokenizer" / "tokenizer.json").write_text("{broken")  # the export fails half-way
     with pytest.raises(NlpsslError, match=r"load_tokenizer: the tokenizer in .* cannot be read"):  # the planted damage
         export_run(run, out)
     assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".exported")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".exported")] == [elsewhere.name]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -379,7 +383,8 @@ def test_an_export_killed_between_its_renames_gets_the_old_export_back(finished_
     run = _copy_run(finished_runs["bert-tiny"], tmp_path)
     out = tmp_path / "exported"
     export_run(run, out)
-    os.replace(out, tmp_path / ".exported.old-999999999")  # killed after moving the old export aside
+    os.replace(out, tmp_path / f".exported.old-{owner_tag().rpartition('-')[0]}-999999999")  # killed after moving
+    # the old export aside
     (run / "tokenizer" / "tokenizer.json").write_text("{broken")  # and the next export fails
     with pytest.raises(NlpsslError, match=r"load_tokenizer: the tokenizer in .* cannot be read"):  # the planted damage
         export_run(run, out)

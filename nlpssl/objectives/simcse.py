@@ -88,12 +88,17 @@ class SimCSE(Objective):
         """The encoder body with SimCSE's dropout (the export gets the encoder's own back)."""
         from transformers import AutoConfig, AutoModel
 
+        from nlpssl.console import quiet_transformers, say_loaded
         from nlpssl.models import set_dropout
 
         encoder = self.recipe.simcse.encoder
         config = AutoConfig.from_pretrained(encoder)
         set_dropout(config, self.recipe.simcse.dropout)
-        return AutoModel.from_pretrained(encoder, config=config, attn_implementation=attn)
+        with quiet_transformers():  # its load report (a table of the masked-LM head left out) gives way to one line
+            model, info = AutoModel.from_pretrained(encoder, config=config, attn_implementation=attn,
+                                                    output_loading_info=True)
+        say_loaded(encoder, model, info)
+        return model
 
     def trainer_class(self):
         return SimCSETrainer
