@@ -11,7 +11,6 @@ The labelled data (files, Hub datasets, the built-in set; splits and label names
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
