@@ -25,10 +25,8 @@ PROMPTS = ("The cat <extra_id_0> on the mat.", "She was very <extra_id_0> and st
 
 
 @torch.no_grad()
-def losses(run: Path, batches: int, batch_size: int) -> tuple[float, float, int]:
-    """(held-out loss with the real inputs, with random inputs, target tokens scored)."""
-    from transformers import AutoModelForSeq2SeqLM
-
+def losses(run: Path, model, batches: int, batch_size: int) -> tuple[float, float, int]:
+    """(held-out loss of ``model`` with the real inputs, with random inputs, target tokens scored)."""
     from nlpssl.collators.batching import fixed_copy
     from nlpssl.collators.t5 import sentinel_ids_from_tokenizer
     from nlpssl.data import prepare_data
@@ -40,9 +38,9 @@ def losses(run: Path, batches: int, batch_size: int) -> tuple[float, float, int]
     tokenizer = load_tokenizer(run / "tokenizer")
     blocks = prepare_data(recipe, tokenizer).eval
     collate = fixed_copy(objective_for(recipe).build_collator(tokenizer))
-    model = AutoModelForSeq2SeqLM.from_pretrained(run / "export").eval()
-    kept = torch.tensor(sorted(set(tokenizer.all_special_ids) | set(sentinel_ids_from_tokenizer(tokenizer))))
-    plain = torch.tensor([i for i in range(len(tokenizer)) if i not in set(kept.tolist())])
+    special = set(tokenizer.all_special_ids) | set(sentinel_ids_from_tokenizer(tokenizer))
+    kept = torch.tensor(sorted(special))
+    plain = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
     gen = torch.Generator().manual_seed(0)
     real = fake = 0.0
     count = 0
@@ -60,11 +58,10 @@ def losses(run: Path, batches: int, batch_size: int) -> tuple[float, float, int]
 
 
 @torch.no_grad()
-def fills(run: Path) -> list[str]:
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+def fills(run: Path, model) -> list[str]:
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(run / "export")
-    model = AutoModelForSeq2SeqLM.from_pretrained(run / "export").eval()
     out = []
     for prompt in PROMPTS:
         ids = model.generate(**tok(prompt, return_tensors="pt"), max_new_tokens=12, do_sample=False)
@@ -78,11 +75,14 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8, help="held-out batches to score (default 8)")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
+    from transformers import AutoModelForSeq2SeqLM
+
     for run in args.runs:
-        real, fake, n = losses(run, args.batches, args.batch_size)
+        model = AutoModelForSeq2SeqLM.from_pretrained(run / "export").eval()
+        real, fake, n = losses(run, model, args.batches, args.batch_size)
         print(f"{run}: held-out loss {real:.3f} with the real inputs, {fake:.3f} with random words in their place "
               f"(gap {fake - real:+.3f} nats per target token, {n} tokens)")
-        for line in fills(run):
+        for line in fills(run, model):
             print(f"    {line}")
 
 
