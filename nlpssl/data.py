@@ -44,8 +44,9 @@ from nlpssl.recipe import Recipe
 # Bump when the packed layout, or the text the readers give, changes. 2: the held-out split became a
 # hash of each document (so streaming can make the same split) and training rows keep corpus order
 # (written as they are made). 3: Windows line ends read as "\n" in txt_unit=file texts and quoted
-# csv/tsv cells (a cache from before holds their "\r" tokens).
-CACHE_VERSION = 3
+# csv/tsv cells (a cache from before holds their "\r" tokens). 4: the text of a special token ("[MASK]",
+# "</s>", "<extra_id_0>") written in the corpus is read as text, not as that token (see _encode).
+CACHE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,16 @@ def _encode(texts: list[str], tokenizer, words: bool = False) -> Tokens:
     import pyarrow as pa
 
     backend = tokenizer.backend_tokenizer
-    # encode_batch_fast skips offsets (~20% faster); word ids need them.
-    encodings = (backend.encode_batch if words else backend.encode_batch_fast)(texts, add_special_tokens=False)
+    # Corpus text is text: a review quoting "[MASK]" or a code file holding "</s>" must not put the mask or
+    # end token the collators and models give a meaning to into the rows. Only the packer reads text so;
+    # the export's tokenizer keeps the stock behaviour (the fill-mask demo's "[MASK]" is the mask).
+    before = backend.encode_special_tokens
+    backend.encode_special_tokens = True
+    try:
+        # encode_batch_fast skips offsets (~20% faster); word ids need them.
+        encodings = (backend.encode_batch if words else backend.encode_batch_fast)(texts, add_special_tokens=False)
+    finally:
+        backend.encode_special_tokens = before
     column = pa.array([enc.ids for enc in encodings], type=pa.list_(pa.int32()))  # list-of-lists -> int32 in C
     ids = column.flatten().to_numpy()
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)

@@ -317,7 +317,11 @@ def _warn_unknown(backend: Tokenizer, algorithm: str, sample: list[str]) -> None
     """Warn when the trained vocabulary turns much of the text into [UNK] (never for byte-level BPE)."""
     if algorithm == "bpe" or not sample:
         return
-    encodings = backend.encode_batch(sample, add_special_tokens=False)
+    backend.encode_special_tokens = True  # as the packer reads text: a literal "[UNK]" is not an unknown word
+    try:
+        encodings = backend.encode_batch(sample, add_special_tokens=False)
+    finally:
+        backend.encode_special_tokens = False
     ids = [i for encoding in encodings for i in encoding.ids]
     unknown = ids.count(UNK_ID)
     share = unknown / max(len(ids), 1)

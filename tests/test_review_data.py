@@ -261,3 +261,41 @@ def test_pretrain_says_when_its_eval_blocks_score_only_the_text_read_first(tmp_p
                                            f"training.output_dir={tmp_path / 'run2'}"]), use_cpu=True)
     said = capsys.readouterr()
     assert "were full before" not in said.out + said.err
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_special_tokens_written_in_the_corpus_are_read_as_text(tmp_path, streaming):
+    # A review quoting "[MASK]" or a file holding "<extra_id_0>" put the mask or sentinel token itself into
+    # the training rows (the tokenizer parses its special tokens out of any text by default), where the
+    # collators and models give it a meaning. The packer now reads them as the characters they are; the
+    # tokenizer the export ships keeps the stock behaviour.
+    import itertools
+    import warnings
+
+    from conftest import tiny_overrides
+    from nlpssl.data import prepare_data
+    from nlpssl.stream import BlockStream
+    from nlpssl.tokenizer import train_tokenizer
+
+    texts = [f"the cat sat on the [MASK] number {i} . [PAD] [UNK] <extra_id_0> [CLS] [SEP]" for i in range(200)]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"{text}\n\n" for text in texts))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the [UNK] warning counted the literal "[UNK]"s as unknown words
+        tiny_tokenizer = train_tokenizer(texts, tmp_path / "tok", algorithm="wordpiece", vocab_size=300,
+                                         num_sentinels=4)
+    over = tiny_overrides(tmp_path, **{"data.source": str(corpus), "data.builtin_stories": "null",
+                                       "data.streaming": str(streaming).lower()})
+    recipe = load_recipe("bert-tiny", over)
+    if streaming:
+        rows = [r["input_ids"] for r in itertools.islice(iter(BlockStream(recipe, tiny_tokenizer)), 20)]
+    else:
+        rows = prepare_data(recipe, tiny_tokenizer).train["input_ids"]
+    rows = list(rows)[:-1]  # the corpus's last row is padded
+    ids = [int(i) for row in rows for i in row]
+    specials = {name: tiny_tokenizer.convert_tokens_to_ids(name) for name in ("[MASK]", "[PAD]", "[UNK]", "<extra_id_0>")}
+    assert len(ids) > 500 and not {n: i for n, i in specials.items() if i in ids}
+    assert ids.count(tiny_tokenizer.cls_token_id) == len(rows)  # only the framing's: one per row
+    assert tiny_tokenizer.convert_tokens_to_ids("[") in ids
+    assert tiny_tokenizer("the [MASK] .", add_special_tokens=False)["input_ids"][1] == specials["[MASK]"]
+
