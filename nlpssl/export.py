@@ -155,6 +155,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     from nlpssl.objectives import objective_for
 
     objective = objective_for(recipe)
+    objective.run_dir = run_dir  # a teacher's or encoder's facts as the run recorded them
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{owner_tag()}")

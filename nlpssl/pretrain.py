@@ -17,7 +17,7 @@ from nlpssl.errors import NlpsslError
 from nlpssl.recipe import Recipe, check_kind, launched_world_size, load_recipe, training_notes
 from nlpssl.runs import (
     budget_used_s, check_output_dir, checkpoint_problem, has_weights, last_checkpoint, log, owner_tag, rank, run_lock,
-    weights_problem, write_metrics, write_run_recipe,
+    weights_problem, write_metrics, write_run_recipe, write_text_atomic,
 )
 from nlpssl.sources import HUB_PREFIX, text_units
 
@@ -153,6 +153,8 @@ def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -
             write_run_recipe(recipe)
         tokenizer = get_tokenizer(recipe, model_max_length=max_positions(recipe.model), path=objective.tokenizer_path())
         resume_from = last_checkpoint(recipe) if recipe.resume else None
+        if args.process_index == 0 and resume_from is None:
+            record_outside(objective, recipe.output_dir)
         if recipe.data.streaming:
             from nlpssl.stream import streaming_data
 
@@ -192,6 +194,17 @@ def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -
         log(f"time budget: {recipe.budget_minutes:g} minutes of training (max_steps={trainer.args.max_steps} "
             "is a cap); the learning rate decays over the budget")
     return Run(recipe, objective, args, tokenizer, data, trainer.model, params, collator, trainer, stopper, resume_from)
+
+
+def record_outside(objective, run_dir: Path) -> None:
+    """Write the config.json of each model folder the run trains from (``objective.outside_keys``) into the
+    run folder, so that its exports describe the teacher or encoder it began with even after that folder
+    was deleted or trained again. A resumed run keeps the record of its start."""
+    from nlpssl.objectives.base import OUTSIDE_FILE
+
+    if objective.outside_keys:
+        facts = {key: objective.read_outside(key) for key in objective.outside_keys}
+        write_text_atomic(run_dir / OUTSIDE_FILE, json.dumps(facts, indent=2, sort_keys=True) + "\n")
 
 
 def check_kept_tokenizer(checkpoint: str | None, tokenizer, path: str) -> None:

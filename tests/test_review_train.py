@@ -528,3 +528,37 @@ def test_simcse_says_in_one_line_what_it_took_from_the_encoder(tmp_path, mlm_exp
     assert "UNEXPECTED" not in text and "lacks" not in text
     assert re.search(rf"model: '{re.escape(str(mlm_export))}' loaded into {type(model).__name__}; new, randomly "
                      r"initialised: none; not used: \S", text), text[-2000:]
+
+
+def test_an_encoder_or_teacher_changed_after_the_run_began_does_not_reach_its_export(tmp_path, mlm_export,
+                                                                                      one_torch_thread):
+    # The export read the SimCSE encoder's folder for the dropout rates it restores in config.json, and the
+    # teacher's for the card's "N-layer ... initialised from its layers [...]": a folder trained again since
+    # gave wrong ones silently, a deleted one an export that failed. The run records them when it begins.
+    import json
+    import shutil
+
+    from nlpssl.export import export_run
+    from nlpssl.objectives.base import OUTSIDE_FILE
+    from nlpssl.pretrain import pretrain
+
+    fast = {"training.max_steps": 2, "training.eval_strategy": "'no'", "training.save_strategy": "'no'",
+            "export.enabled": False, "speed.bf16": "off"}
+    encoder = tmp_path / "encoder"
+    shutil.copytree(mlm_export, encoder)
+    simcse = pretrain(load_recipe("simcse-tiny", tiny_overrides(tmp_path / "s", **{
+        "simcse.encoder": str(encoder), **fast}))).output_dir
+    distil = pretrain(load_recipe("distil-tiny", tiny_overrides(tmp_path / "d", **{
+        "distill.teacher": str(encoder), **fast}))).output_dir
+    assert json.loads((simcse / OUTSIDE_FILE).read_text())["simcse.encoder"]["num_hidden_layers"] == 4
+
+    config = json.loads((encoder / "config.json").read_text())  # trained again: more layers, other dropout
+    (encoder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 8, "mlp_dropout": 0.3}))
+    out = export_run(simcse, tmp_path / "simcse-export")
+    assert json.loads((out / "config.json").read_text())["mlp_dropout"] == config["mlp_dropout"] == 0.0
+    card = (export_run(distil, tmp_path / "distil-export") / "README.md").read_text()
+    assert "2-layer modernbert" in card and "initialised from its layers [0, 2]" in card
+
+    shutil.rmtree(encoder)  # deleted: the exports are still written, from the record
+    assert (export_run(simcse, tmp_path / "simcse-again") / "1_Pooling" / "config.json").is_file()
+    assert "from its layers [0, 2]" in (export_run(distil, tmp_path / "distil-again") / "README.md").read_text()

@@ -19,6 +19,10 @@ from nlpssl.errors import NlpsslError
 if TYPE_CHECKING:
     from nlpssl.recipe import Recipe
 
+# In a run folder: the config.json of each model folder outside the run that it trains from (a SimCSE
+# encoder, a distillation teacher), as it was when the run began (see Objective.outside_config).
+OUTSIDE_FILE = "outside.json"
+
 
 class Objective:
     framing: ClassVar[str]  # packed-row layout (nlpssl.data.pack): "mlm" [CLS] ... [SEP]; "causal"/"t5": [EOS]-separated
@@ -34,9 +38,25 @@ class Objective:
     training_only: ClassVar[tuple[str, ...]] = ()  # weight-name prefixes that the export drops
     usage: ClassVar[str] = ""  # model card: Python that uses the export (``model`` is its folder)
     every_weight_used: ClassVar[bool] = True  # each step's loss reaches every trainable weight (DDP skips its search)
+    outside_keys: ClassVar[tuple[str, ...]] = ()  # recipe keys naming model folders the run trains from
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
+        self.run_dir: Path | None = None  # set by the export: outside facts come from the run's record
+
+    def read_outside(self, key: str) -> dict:
+        """The config.json of the folder under recipe key ``key`` (one of ``outside_keys``) as it is now."""
+        raise NotImplementedError(key)
+
+    def outside_config(self, key: str) -> dict:
+        """The config.json of the folder under ``key`` as the run recorded it at its start (``OUTSIDE_FILE``
+        in ``run_dir``), else as the folder holds it now. The export's card and config read it this way, so
+        a teacher or encoder deleted or trained again after the run began changes neither."""
+        if self.run_dir is not None and (self.run_dir / OUTSIDE_FILE).is_file():
+            recorded = json.loads((self.run_dir / OUTSIDE_FILE).read_text()).get(key)
+            if recorded is not None:
+                return recorded
+        return self.read_outside(key)
 
     @property
     def arch(self) -> str:

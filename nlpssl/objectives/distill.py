@@ -42,6 +42,10 @@ class Distillation:
     """What distillation adds to the student's objective (a mixin, first in the bases)."""
 
     family: str  # "mlm" or "causal": the teacher heads that fit
+    outside_keys = ("distill.teacher",)
+
+    def read_outside(self, key: str) -> dict:
+        return teacher_config(self.recipe.distill.teacher)
 
     def tokenizer_path(self) -> str | None:
         return self.recipe.tokenizer.path or self.recipe.distill.teacher
@@ -91,11 +95,12 @@ class Distillation:
         d = self.recipe.distill
         if d.init == "preset":
             return super().described()
-        return f"{len(teacher_layers(teacher_config(d.teacher), d.layers))}-layer {self.arch}"
+        return f"{len(teacher_layers(self.outside_config('distill.teacher'), d.layers))}-layer {self.arch}"
 
     def origin(self) -> str:
         d = self.recipe.distill
-        start = "" if d.init == "preset" else f", initialised from its layers {teacher_layers(teacher_config(d.teacher), d.layers)}"
+        layers = None if d.init == "preset" else teacher_layers(self.outside_config("distill.teacher"), d.layers)
+        start = "" if layers is None else f", initialised from its layers {layers}"
         return f"distilled from the teacher `{d.teacher}`{start}"
 
     def check(self, where: str, problems: list[str]) -> None:

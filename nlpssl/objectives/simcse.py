@@ -58,9 +58,14 @@ class SimCSE(Objective):
              'vectors = SentenceTransformer(model).encode(["A cat sat on the mat.", "A dog lay on the rug."])\n'
              '# or, without sentence-transformers: nlpssl embed MODEL_DIR "A cat sat on the mat." ...')
 
+    outside_keys = ("simcse.encoder",)
+
     @property
     def arch(self) -> str:
-        return str(encoder_config(self.recipe.simcse.encoder).get("model_type"))
+        return str(self.outside_config("simcse.encoder").get("model_type"))
+
+    def read_outside(self, key: str) -> dict:
+        return encoder_config(self.recipe.simcse.encoder)
 
     def tokenizer_path(self) -> str | None:
         return self.recipe.tokenizer.path or self.recipe.simcse.encoder
@@ -115,7 +120,7 @@ class SimCSE(Objective):
         from nlpssl.embeddings import write_pooling_files
         from nlpssl.models import DROPOUT_FIELDS
 
-        own = encoder_config(self.recipe.simcse.encoder)
+        own = self.outside_config("simcse.encoder")
         for name in DROPOUT_FIELDS:
             if name in config and name in own:
                 config[name] = own[name]
