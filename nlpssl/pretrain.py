@@ -128,6 +128,7 @@ class Run:
     trainer: Any  # the objective's Trainer
     stopper: Any  # nlpssl.training.GracefulStop: .stopped after SIGINT/SIGTERM
     resume_from: str | None  # the checkpoint ``training.resume=true`` continues from
+    resumed_tokens: int = 0  # tokens the Trainer had counted by that checkpoint (padded rows' runs only)
 
 
 def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -> Run:
@@ -193,7 +194,12 @@ def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -
                                        if isinstance(cb, ProgressCallback)), None)
         log(f"time budget: {recipe.budget_minutes:g} minutes of training (max_steps={trainer.args.max_steps} "
             "is a cap); the learning rate decays over the budget")
-    return Run(recipe, objective, args, tokenizer, data, trainer.model, params, collator, trainer, stopper, resume_from)
+    resumed_tokens = 0
+    if resume_from and args.include_num_input_tokens_seen != "no":  # read now: the run may rotate it away
+        resumed_tokens = int(json.loads((Path(resume_from) / "trainer_state.json").read_text())
+                             .get("num_input_tokens_seen", 0))
+    return Run(recipe, objective, args, tokenizer, data, trainer.model, params, collator, trainer, stopper, resume_from,
+               resumed_tokens)
 
 
 def record_outside(objective, run_dir: Path) -> None:
@@ -452,6 +458,11 @@ def training_arguments(recipe: Recipe, **extra: Any):
         # logits are not among the model's outputs, so the search would miss its weights and then
         # see their gradients arrive ("marked ready twice").
         kw["ddp_find_unused_parameters"] = not every_weight_used(recipe)
+    if recipe.kind == "pretrain" and "include_num_input_tokens_seen" not in t:
+        from nlpssl.objectives import objective_for
+
+        if objective_for(recipe).padded_rows:  # count the tokens of the text, not the padding
+            kw["include_num_input_tokens_seen"] = "non_padding"
     if recipe.data.streaming:
         # The stream restores its own position (nlpssl.stream); the Trainer must not skip batches too.
         kw["ignore_data_skip"] = True
@@ -476,10 +487,14 @@ def summarise(run: Run, result, eval_metrics: dict[str, Any]) -> dict[str, Any]:
     trainer, args = run.trainer, run.trainer.args
     steps = trainer.state.global_step
     rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    train_tokens = steps * rows_per_step * run.recipe.data.block_size
     runtime = result.metrics.get("train_runtime")  # of this process's steps only; None: it trained none
     resumed_at = int(Path(run.resume_from).name.rpartition("-")[2]) if run.resume_from else 0
-    tokens_now = (steps - resumed_at) * rows_per_step * run.recipe.data.block_size
+    if args.include_num_input_tokens_seen == "non_padding":  # padded rows: the real tokens, summed over ranks
+        train_tokens = int(trainer.state.num_input_tokens_seen)
+        tokens_now = train_tokens - run.resumed_tokens
+    else:
+        train_tokens = steps * rows_per_step * run.recipe.data.block_size
+        tokens_now = (steps - resumed_at) * rows_per_step * run.recipe.data.block_size
     m: dict[str, Any] = {
         "params": run.params,
         "steps": steps,

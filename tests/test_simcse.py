@@ -240,3 +240,23 @@ def test_two_process_simcse_of_a_bert_encoder_whose_pooler_goes_unused(tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     metrics = json.loads((tmp_path / "simcse" / "run" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 4
+
+
+def test_train_tokens_count_the_sentences_tokens_not_their_padding(tmp_path, mlm_export):
+    # One sentence a row: metrics.json counted every row as data.block_size tokens, padding and all, so
+    # train_tokens and tokens/s read several times what the model saw. Now the Trainer counts the real
+    # ones; one step over the whole training set must count exactly its non-padding tokens.
+    from nlpssl.data import prepare_data
+    from nlpssl.pretrain import pretrain
+    from nlpssl.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(mlm_export)
+    over = {"data.builtin_stories": 30, "training.eval_strategy": "'no'", "training.save_strategy": "'no'",
+            "export.enabled": False}
+    recipe = load_recipe("simcse-tiny", _simcse(tmp_path, mlm_export, **over))
+    rows = prepare_data(recipe, tokenizer).train["input_ids"]
+    real = sum(int(i) != tokenizer.pad_token_id for row in rows for i in row)
+    m = pretrain(load_recipe("simcse-tiny", _simcse(tmp_path, mlm_export, **over, **{
+        "training.max_steps": 1, "training.per_device_train_batch_size": len(rows)}))).metrics
+    assert m["train_tokens"] == real < len(rows) * recipe.data.block_size
+    assert m["train_tokens_per_second"] == pytest.approx(real / m["train_runtime_s"], rel=1e-6)

@@ -39,6 +39,7 @@ class Objective:
     usage: ClassVar[str] = ""  # model card: Python that uses the export (``model`` is its folder)
     every_weight_used: ClassVar[bool] = True  # each step's loss reaches every trainable weight (DDP skips its search)
     outside_keys: ClassVar[tuple[str, ...]] = ()  # recipe keys naming model folders the run trains from
+    padded_rows: ClassVar[bool] = False  # rows end in padding: train_tokens counts the real ones the Trainer saw
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe

@@ -43,6 +43,7 @@ class SimCSE(Objective):
     pipeline_tag = "feature-extraction"
     metric = ("uniformity", "eval_uniformity")
     training_only = (f"{MLP}.",)
+    padded_rows = True  # one sentence a row
 
     @property
     def every_weight_used(self) -> bool:
