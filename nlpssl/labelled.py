@@ -94,7 +94,9 @@ def _source_splits(task: FinetuneSection) -> tuple[dict[str, Split], list[str] |
             splits[name], _ = read_split(given, f"task.{name}_source", task, given)
             sources[name] = given
         elif fraction > 0:
-            splits["train"], splits[name] = carve(splits["train"], fraction, task.seed + offset)
+            # A share of all the rows, not of what carving the validation split left.
+            share = min(1.0, fraction * len(train) / max(len(splits["train"]), 1))
+            splits["train"], splits[name] = carve(splits["train"], share, task.seed + offset)
             sources[name] = f"{fraction:g} of {task.source}"
             if not len(splits[name]):
                 raise NlpsslError(

@@ -192,8 +192,8 @@ class FinetuneSection:
     text_pair_column: str | None = None  # second text of sentence-pair tasks (NLI, paraphrase)
     label_column: str = "label"  # string or integer labels
     label_names: list[str] | None = None  # names for integer labels 0..N-1 (default: the labels as found)
-    validation_fraction: float = 0.1  # share of train held out when there is no validation_source
-    test_fraction: float = 0.0  # share of train held out as test when there is no test_source
+    validation_fraction: float = 0.1  # share of the training file's rows held out when there is no validation_source
+    test_fraction: float = 0.0  # share of the training file's rows held out as test when there is no test_source
     max_train_examples: int | None = None  # seeded subsample of the training split
     builtin_train_size: int = 400  # source=builtin: training examples
     builtin_eval_size: int = 1000  # source=builtin: validation and test examples each

@@ -299,3 +299,19 @@ def test_special_tokens_written_in_the_corpus_are_read_as_text(tmp_path, streami
     assert tiny_tokenizer.convert_tokens_to_ids("[") in ids
     assert tiny_tokenizer("the [MASK] .", add_special_tokens=False)["input_ids"][1] == specials["[MASK]"]
 
+
+
+def test_a_carved_test_split_holds_its_share_of_all_the_rows(tmp_path):
+    # The test split was carved from what the validation carve left, so test_fraction=0.4 beside
+    # validation_fraction=0.4 held 24 of 100 rows, not 40.
+    import json
+
+    from nlpssl.labelled import load_task_data
+    from nlpssl.recipe import FinetuneSection
+
+    rows = [{"text": f"row {i}", "label": "ab"[i % 2]} for i in range(100)]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    data = load_task_data(FinetuneSection(source=str(tmp_path / "d.jsonl"), validation_fraction=0.4,
+                                          test_fraction=0.4, seed=0))
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 20, "validation": 40, "test": 40}
+    assert sorted(set(data.splits["test"].texts) & set(data.splits["validation"].texts)) == []
