@@ -4,7 +4,8 @@ against the same targets with random inputs, and greedy fills of a few prompts.
 A decoder that has learned only what spans look like (their words, the sentinel order, the [EOS])
 scores the same whatever the encoder is given; one that restores the hidden words from their
 context does much better with the real input. The gap (random minus real, in nats per target
-token) says which.
+token) says which, over all target tokens and apart for the first word of each span (which only
+the input can tell) and the later ones (which the span's own first words help predict).
 
     .venv/bin/python benchmarks/t5_encoder_use.py runs/t5-tiny [runs/other-t5 ...] [--batches 8]
 
@@ -25,8 +26,10 @@ PROMPTS = ("The cat <extra_id_0> on the mat.", "She was very <extra_id_0> and st
 
 
 @torch.no_grad()
-def losses(run: Path, model, batches: int, batch_size: int) -> tuple[float, float, int]:
-    """(held-out loss of ``model`` with the real inputs, with random inputs, target tokens scored)."""
+def losses(run: Path, model, batches: int, batch_size: int) -> dict[str, tuple[float, float, int]]:
+    """Held-out loss of ``model`` with the real inputs and with random inputs, and the target tokens scored:
+    over every target token ("all"), the first word of each span ("first": where the decoder has only the
+    input to go on) and the span's later words ("later")."""
     from nlpssl.collators.batching import fixed_copy
     from nlpssl.collators.t5 import sentinel_ids_from_tokenizer
     from nlpssl.data import prepare_data
@@ -41,20 +44,27 @@ def losses(run: Path, model, batches: int, batch_size: int) -> tuple[float, floa
     special = set(tokenizer.all_special_ids) | set(sentinel_ids_from_tokenizer(tokenizer))
     kept = torch.tensor(sorted(special))
     plain = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+    sentinels = torch.tensor(sentinel_ids_from_tokenizer(tokenizer))
     gen = torch.Generator().manual_seed(0)
-    real = fake = 0.0
-    count = 0
+    sums = {part: [0.0, 0.0, 0] for part in ("all", "first", "later")}
     for start in range(0, min(len(blocks), batches * batch_size), batch_size):
         batch = collate([blocks[i] for i in range(start, min(start + batch_size, len(blocks)))])
-        n = int((batch["labels"] != -100).sum())
-        real += model(**batch).loss.item() * n
+        labels = batch["labels"]
+        after = torch.isin(torch.nn.functional.pad(labels[:, :-1], (1, 0), value=-100), sentinels)
+        word = (labels != -100) & ~torch.isin(labels, kept)
+        parts = {"all": labels != -100, "first": word & after, "later": word & ~after}
         noise = plain[torch.randint(len(plain), batch["input_ids"].shape, generator=gen)]
         # sentinels, [EOS] and padding stay where they are; every word of the input is replaced
         keep = torch.isin(batch["input_ids"], kept)
         shuffled = {**batch, "input_ids": torch.where(keep, batch["input_ids"], noise)}
-        fake += model(**shuffled).loss.item() * n
-        count += n
-    return real / count, fake / count, count
+        for column, inputs in enumerate((batch, shuffled)):
+            logits = model(**inputs).logits
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
+            for part, where in parts.items():
+                sums[part][column] += float(nll[where].sum())
+        for part, where in parts.items():
+            sums[part][2] += int(where.sum())
+    return {part: (real / max(n, 1), fake / max(n, 1), n) for part, (real, fake, n) in sums.items()}
 
 
 @torch.no_grad()
@@ -79,9 +89,13 @@ def main() -> None:
 
     for run in args.runs:
         model = AutoModelForSeq2SeqLM.from_pretrained(run / "export").eval()
-        real, fake, n = losses(run, model, args.batches, args.batch_size)
+        scored = losses(run, model, args.batches, args.batch_size)
+        real, fake, n = scored["all"]
         print(f"{run}: held-out loss {real:.3f} with the real inputs, {fake:.3f} with random words in their place "
               f"(gap {fake - real:+.3f} nats per target token, {n} tokens)")
+        for part, what in (("first", "first word of a span"), ("later", "later words of a span")):
+            real, fake, n = scored[part]
+            print(f"    {what}: {real:.3f} real, {fake:.3f} random (gap {fake - real:+.3f}, {n} tokens)")
         for line in fills(run, model):
             print(f"    {line}")
 

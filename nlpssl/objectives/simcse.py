@@ -44,6 +44,7 @@ class SimCSE(Objective):
     metric = ("uniformity", "eval_uniformity")
     training_only = (f"{MLP}.",)
     padded_rows = True  # one sentence a row
+    outside_keys = ("simcse.encoder",)
 
     @property
     def every_weight_used(self) -> bool:
@@ -58,8 +59,6 @@ class SimCSE(Objective):
     usage = ('from sentence_transformers import SentenceTransformer\n'
              'vectors = SentenceTransformer(model).encode(["A cat sat on the mat.", "A dog lay on the rug."])\n'
              '# or, without sentence-transformers: nlpssl embed MODEL_DIR "A cat sat on the mat." ...')
-
-    outside_keys = ("simcse.encoder",)
 
     @property
     def arch(self) -> str:
