@@ -193,11 +193,22 @@ class KeepTokenizer(TrainerCallback):
         self.tokenizer = tokenizer
 
     def on_save(self, args, state, control, **kwargs):
+        import shutil
+
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
         folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-        if state.is_world_process_zero and os.path.isdir(folder):
-            self.tokenizer.save_pretrained(folder)
+        if not (state.is_world_process_zero and os.path.isdir(folder)):
+            return
+        # The checkpoint already reads as complete (trainer_state.json is written before callbacks run), so
+        # the files go in whole, tokenizer.json last: a kill leaves no tokenizer.json (the export and a resume
+        # then use the folder it came from) rather than a cut-short one that neither can read.
+        tmp = os.path.join(folder, ".tokenizer.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.tokenizer.save_pretrained(tmp)
+        for name in sorted(os.listdir(tmp), key=lambda name: name == "tokenizer.json"):
+            os.replace(os.path.join(tmp, name), os.path.join(folder, name))
+        os.rmdir(tmp)
 
 
 class _StepRows(TrainerCallback):

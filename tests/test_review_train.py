@@ -562,3 +562,30 @@ def test_an_encoder_or_teacher_changed_after_the_run_began_does_not_reach_its_ex
     shutil.rmtree(encoder)  # deleted: the exports are still written, from the record
     assert (export_run(simcse, tmp_path / "simcse-again") / "1_Pooling" / "config.json").is_file()
     assert "from its layers [0, 2]" in (export_run(distil, tmp_path / "distil-again") / "README.md").read_text()
+
+
+def test_a_reused_tokenizer_goes_into_a_checkpoint_whole_tokenizer_json_last(tmp_path, tiny_tokenizer, monkeypatch):
+    # The checkpoint reads as complete before callbacks run (trainer_state.json is written first), and the
+    # tokenizer copy was written in place: a kill during it left a cut-short tokenizer.json that the export
+    # and a resume took for the run's. Now each file goes in whole (os.replace), tokenizer.json last.
+    import os
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from nlpssl.tokenizer import load_tokenizer
+    from nlpssl.training import KeepTokenizer
+
+    folder = tmp_path / "checkpoint-7"
+    folder.mkdir()
+    moved, replace = [], os.replace
+
+    def recorded(src, dst):
+        moved.append(Path(dst).name)
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", recorded)
+    KeepTokenizer(tiny_tokenizer).on_save(SimpleNamespace(output_dir=str(tmp_path)),
+                                          SimpleNamespace(global_step=7, is_world_process_zero=True), None)
+    assert moved[-1] == "tokenizer.json" and "tokenizer_config.json" in moved
+    assert sorted(p.name for p in folder.iterdir()) == sorted(moved), "whole files only, no temporary folder left"
+    assert load_tokenizer(folder).get_vocab() == tiny_tokenizer.get_vocab()
