@@ -103,7 +103,9 @@ def _train_and_export(recipe: Recipe, run: Run) -> PretrainResult:
     export_dir = None
     if trainer.is_world_process_zero():
         if run.objective.tokenizer_path():  # as each checkpoint keeps it (nlpssl.training.KeepTokenizer)
-            run.tokenizer.save_pretrained(str(recipe.output_dir / "final"))
+            from nlpssl.training import keep_tokenizer
+
+            keep_tokenizer(run.tokenizer, str(recipe.output_dir / "final"))
         write_metrics(recipe.output_dir, metrics, trainer.state.log_history)
         if recipe.export.enabled:
             from nlpssl.export import export_run

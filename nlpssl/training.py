@@ -193,22 +193,28 @@ class KeepTokenizer(TrainerCallback):
         self.tokenizer = tokenizer
 
     def on_save(self, args, state, control, **kwargs):
-        import shutil
-
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
         folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-        if not (state.is_world_process_zero and os.path.isdir(folder)):
-            return
-        # The checkpoint already reads as complete (trainer_state.json is written before callbacks run), so
-        # the files go in whole, tokenizer.json last: a kill leaves no tokenizer.json (the export and a resume
-        # then use the folder it came from) rather than a cut-short one that neither can read.
-        tmp = os.path.join(folder, ".tokenizer.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.tokenizer.save_pretrained(tmp)
-        for name in sorted(os.listdir(tmp), key=lambda name: name == "tokenizer.json"):
-            os.replace(os.path.join(tmp, name), os.path.join(folder, name))
-        os.rmdir(tmp)
+        if state.is_world_process_zero and os.path.isdir(folder):
+            keep_tokenizer(self.tokenizer, folder)
+
+
+def keep_tokenizer(tokenizer, folder: str) -> None:
+    """Save ``tokenizer`` into a saved model folder file by file, each whole, ``tokenizer.json`` last.
+
+    The folder already reads as complete (a checkpoint's trainer_state.json is written before callbacks
+    run; ``final/`` is complete with its weights), so a kill must leave no tokenizer.json (the export and a
+    resume then use the folder the tokenizer came from) rather than a cut-short one that neither can read.
+    """
+    import shutil
+
+    tmp = os.path.join(folder, ".tokenizer.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(tmp)
+    for name in sorted(os.listdir(tmp), key=lambda name: name == "tokenizer.json"):
+        os.replace(os.path.join(tmp, name), os.path.join(folder, name))
+    os.rmdir(tmp)
 
 
 class _StepRows(TrainerCallback):
