@@ -300,7 +300,6 @@ def test_special_tokens_written_in_the_corpus_are_read_as_text(tmp_path, streami
     assert tiny_tokenizer("the [MASK] .", add_special_tokens=False)["input_ids"][1] == specials["[MASK]"]
 
 
-
 def test_a_carved_test_split_holds_its_share_of_all_the_rows(tmp_path):
     # The test split was carved from what the validation carve left, so test_fraction=0.4 beside
     # validation_fraction=0.4 held 24 of 100 rows, not 40.
