@@ -41,10 +41,10 @@ def losses(run: Path, model, batches: int, batch_size: int) -> dict[str, tuple[f
     tokenizer = load_tokenizer(run / "tokenizer")
     blocks = prepare_data(recipe, tokenizer).eval
     collate = fixed_copy(objective_for(recipe).build_collator(tokenizer))
-    special = set(tokenizer.all_special_ids) | set(sentinel_ids_from_tokenizer(tokenizer))
+    sentinels = torch.tensor(sentinel_ids_from_tokenizer(tokenizer))
+    special = set(tokenizer.all_special_ids) | set(sentinels.tolist())
     kept = torch.tensor(sorted(special))
     plain = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
-    sentinels = torch.tensor(sentinel_ids_from_tokenizer(tokenizer))
     gen = torch.Generator().manual_seed(0)
     sums = {part: [0.0, 0.0, 0] for part in ("all", "first", "later")}
     for start in range(0, min(len(blocks), batches * batch_size), batch_size):

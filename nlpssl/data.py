@@ -161,17 +161,14 @@ def encode(texts: list[str], tokenizer, words: bool = False) -> Tokens:
 def _encode(texts: list[str], tokenizer, words: bool = False) -> Tokens:
     import pyarrow as pa
 
-    backend = tokenizer.backend_tokenizer
+    from nlpssl.tokenizer import special_tokens_as_text
+
     # Corpus text is text: a review quoting "[MASK]" or a code file holding "</s>" must not put the mask or
     # end token the collators and models give a meaning to into the rows. Only the packer reads text so;
     # the export's tokenizer keeps the stock behaviour (the fill-mask demo's "[MASK]" is the mask).
-    before = backend.encode_special_tokens
-    backend.encode_special_tokens = True
-    try:
+    with special_tokens_as_text(tokenizer.backend_tokenizer) as backend:
         # encode_batch_fast skips offsets (~20% faster); word ids need them.
         encodings = (backend.encode_batch if words else backend.encode_batch_fast)(texts, add_special_tokens=False)
-    finally:
-        backend.encode_special_tokens = before
     column = pa.array([enc.ids for enc in encodings], type=pa.list_(pa.int32()))  # list-of-lists -> int32 in C
     ids = column.flatten().to_numpy()
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)

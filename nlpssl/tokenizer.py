@@ -29,6 +29,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
@@ -313,15 +314,24 @@ def _sampled(texts: Iterator[str], sample: list[str]) -> Iterator[str]:
         yield text
 
 
+@contextmanager
+def special_tokens_as_text(backend: Tokenizer):
+    """Within the block, ``backend`` reads "[MASK]", "</s>", "<extra_id_0>" in text as those characters, not
+    as its special tokens (corpus text is text); the stock behaviour comes back after it."""
+    before = backend.encode_special_tokens
+    backend.encode_special_tokens = True
+    try:
+        yield backend
+    finally:
+        backend.encode_special_tokens = before
+
+
 def _warn_unknown(backend: Tokenizer, algorithm: str, sample: list[str]) -> None:
     """Warn when the trained vocabulary turns much of the text into [UNK] (never for byte-level BPE)."""
     if algorithm == "bpe" or not sample:
         return
-    backend.encode_special_tokens = True  # as the packer reads text: a literal "[UNK]" is not an unknown word
-    try:
+    with special_tokens_as_text(backend):  # as the packer reads text: a literal "[UNK]" is not an unknown word
         encodings = backend.encode_batch(sample, add_special_tokens=False)
-    finally:
-        backend.encode_special_tokens = False
     ids = [i for encoding in encodings for i in encoding.ids]
     unknown = ids.count(UNK_ID)
     share = unknown / max(len(ids), 1)
