@@ -94,8 +94,10 @@ def cache_key(recipe: Recipe, tokenizer) -> str:
         "words": needs_words(recipe),
         "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
     }
-    if payload["objective"] == "sentence":
+    if payload["objective"] in ONE_ROW_PER_DOCUMENT:
         payload["sentence_end"] = SENTENCE_END  # a changed rule cuts other rows: not the old cache
+    if payload["objective"] == "pair":
+        payload["pairing"] = PAIRING  # nor does a changed pairing
     # A file edited, replaced or added under the same source path is other text: not the old cache.
     payload["files"] = [_files_fingerprint(source) for source in (recipe.data.source, *(m.source for m in recipe.data.mix))]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -217,8 +219,9 @@ class Packer:
     ``add`` returns the rows a chunk completes and keeps the unfinished one; ``finish`` pads and
     returns it. The rows equal :func:`pack` of all the chunks' documents at once. ``framing``:
     "mlm": documents separated by [SEP], each row framed by [CLS] ... [SEP]; "sentence": one row
-    per document, ``[CLS] doc [SEP] [PAD] ...`` (cut to fit, empty ones dropped); otherwise
-    documents separated by [EOS], rows unframed.
+    per document, ``[CLS] doc [SEP] [PAD] ...`` (cut to fit, empty ones dropped); "pair": one row
+    per two documents (:func:`sentence_pairs`), each half of the row framed as a "sentence" row;
+    otherwise documents separated by [EOS], rows unframed.
     """
 
     def __init__(self, row_len: int, framing: str, special: dict[str, int]) -> None:
@@ -232,6 +235,8 @@ class Packer:
         """The rows completed by ``tokens``' documents: (ids, word_starts) 2-D arrays."""
         if self.framing == "sentence":
             return _sentence_rows(tokens, self.row_len, self.special)
+        if self.framing == "pair":
+            return _pair_rows(tokens, self.row_len, self.special)
         ids, offsets = tokens.ids, tokens.offsets
         n_docs, held = len(offsets) - 1, len(self.carry)
         # One separator after each document: token j of document d moves to held + j + d.
@@ -253,7 +258,7 @@ class Packer:
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
         """The unfinished row, padded (no rows if there is none); the packer starts afresh."""
-        if self.framing == "sentence" or len(self.carry) == 0:
+        if self.framing in ONE_ROW_PER_DOCUMENT or len(self.carry) == 0:
             return np.zeros((0, self.row_len), np.int32), np.zeros((0, self.row_len), np.int8)
         row = np.full((1, self.content), self.special["pad"], dtype=np.int32)
         starts = np.ones((1, self.content), dtype=np.int8)
@@ -303,6 +308,18 @@ def _sentence_rows(tokens: Tokens, row_len: int, special: dict[str, int]) -> tup
     return rows, np.ones_like(rows, dtype=np.int8)
 
 
+def _pair_rows(tokens: Tokens, row_len: int, special: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """One row per two documents (0 and 1, 2 and 3, ...): two ``row_len // 2`` sentence rows side by side.
+
+    A pair with an empty half is dropped whole, so the halves stay partners.
+    """
+    lengths = np.diff(tokens.offsets)
+    first = 2 * np.flatnonzero((lengths[0::2] > 0) & (lengths[1::2] > 0))
+    (a, _), (b, _) = (_sentence_rows(tokens.take(first + i), row_len // 2, special) for i in (0, 1))
+    rows = np.concatenate([a, b], axis=1)
+    return rows, np.ones_like(rows, dtype=np.int8)
+
+
 # After . ! ? (and Arabic ؟, Devanagari ।) before white space, a closing quote or bracket kept; or a
 # line break. Chinese and Japanese put no space after 。！？, so there the end itself cuts (after
 # its closing 」 or ）): otherwise a whole paragraph of them is one "sentence", cut to data.block_size.
@@ -319,6 +336,39 @@ def sentences(texts: list[str]) -> list[str]:
 
     end = re.compile(SENTENCE_END)
     return [piece.strip() for text in texts for piece in end.split(text) if piece.strip()]
+
+
+# Sentences of fewer words are not paired ("Wow.", "10/10"): they say little about their document.
+PAIR_MIN_WORDS = 3
+PAIRING = f"random pairs, min {PAIR_MIN_WORDS} words, v1"  # in the cache key: a change here is other rows
+
+
+def sentence_pairs(texts: list[str], seed: int) -> list[str]:
+    """Pairs of sentences of the same text, flat: ``[a0, b0, a1, b1, ...]`` (the "pair" row layout).
+
+    Each text's sentences of ``PAIR_MIN_WORDS`` or more words (:func:`sentences`) are shuffled and
+    paired off, each used once (an odd one out is left); a text with fewer than two gives none. The
+    shuffle is seeded by ``seed`` and the text itself, so the pairs do not depend on the order or
+    chunking of the corpus (a stream makes the same ones).
+    """
+    import random
+
+    flat: list[str] = []
+    for text in texts:
+        kept = [s for s in sentences([text]) if len(s.split()) >= PAIR_MIN_WORDS]
+        random.Random(f"nlpssl-pairs/{seed}/{text}").shuffle(kept)
+        flat.extend(kept[: len(kept) // 2 * 2])
+    return flat
+
+
+def layout_documents(texts: list[str], layout: str, seed: int) -> list[str]:
+    """What a row layout packs of ``texts``: their sentences ("sentence"), sentence pairs of each
+    text, flat ("pair"), or the texts themselves."""
+    if layout == "sentence":
+        return sentences(texts)
+    if layout == "pair":
+        return sentence_pairs(texts, seed)
+    return texts
 
 
 def split_sentences(texts):
@@ -349,8 +399,9 @@ def _rows_table(rows: np.ndarray, starts: np.ndarray):
 
 
 # The special tokens each row layout writes (and, for masked-LM rows, the collator's [MASK]).
-LAYOUT_SPECIALS = {"mlm": ("pad", "cls", "sep", "mask"), "sentence": ("pad", "cls", "sep"),
+LAYOUT_SPECIALS = {"mlm": ("pad", "cls", "sep", "mask"), "sentence": ("pad", "cls", "sep"), "pair": ("pad", "cls", "sep"),
                    "causal": ("pad", "eos"), "t5": ("pad", "eos")}
+ONE_ROW_PER_DOCUMENT = ("sentence", "pair")  # row layouts of one document (or pair) a row, cut to fit
 
 
 def _special_ids(tokenizer, layout: str) -> dict[str, int]:
@@ -380,6 +431,13 @@ def held_out(texts: list[str], fraction: float, seed: int) -> np.ndarray:
     return np.fromiter(
         (int.from_bytes(hashlib.blake2b(prefix + t.encode(), digest_size=8).digest(), "little") < threshold
          for t in texts), dtype=bool, count=len(texts))
+
+
+def held_out_documents(docs: list[str], layout: str, fraction: float, seed: int) -> np.ndarray:
+    """:func:`held_out` per document of a row layout; a "pair" row's two documents go together."""
+    if layout != "pair":
+        return held_out(docs, fraction, seed)
+    return np.repeat(held_out([f"{a}\n{b}" for a, b in zip(docs[0::2], docs[1::2])], fraction, seed), 2)
 
 
 def split_tail(tokens: Tokens, fraction: float) -> tuple[Tokens, Tokens]:
@@ -524,17 +582,20 @@ class _Split:
         n_docs = len(tokens.offsets) - 1
         self.documents += n_docs
         self.tokens += len(tokens.ids)
-        if self.packer.framing == "sentence":
-            self.cut += int((np.diff(tokens.offsets) > self.packer.row_len - 2).sum())
+        framing = self.packer.framing
+        if framing in ONE_ROW_PER_DOCUMENT:
+            room = (self.packer.row_len // 2 if framing == "pair" else self.packer.row_len) - 2
+            self.cut += int((np.diff(tokens.offsets) > room).sum())
         self.bytes += n_bytes
         if self.max_rows is None:
             self._put(*self.packer.add(tokens))
             return
-        for i in range(n_docs):  # one at a time, so the count of documents left out is exact
+        step = 2 if framing == "pair" else 1  # a pair's documents make one row
+        for i in range(0, n_docs, step):  # one row's worth at a time, so the count of documents left out is exact
             if self.rows >= self.max_rows:
                 self.unscored += n_docs - i
                 break
-            self._put(*self.packer.add(tokens.take(np.array([i]))))
+            self._put(*self.packer.add(tokens.take(np.arange(i, i + step))))
 
     def finish(self) -> None:
         if self.max_rows is None or self.rows < self.max_rows:
@@ -560,7 +621,8 @@ class _Split:
         """Refuse a split with too little text for one block (before it is cached or trained on)."""
         d, row_len = recipe.data, self.packer.row_len
         fix = "data.block_size." if name == "train" else "data.block_size or a larger data.eval_fraction."
-        if self.documents == 0 or (self.packer.framing != "sentence" and self.tokens + self.documents < row_len):
+        if self.documents == 0 or (self.packer.framing not in ONE_ROW_PER_DOCUMENT
+                                   and self.tokens + self.documents < row_len):
             raise NlpsslError(
                 f"data: the {name} split holds {self.documents} document(s) and {self.tokens} tokens, fewer than "
                 f"one block of data.block_size={row_len} (source {d.source!r}, data.eval_fraction={d.eval_fraction}). "
@@ -574,7 +636,7 @@ class _Split:
                  f"{name}_bytes": self.bytes, f"{name}_blocks": self.rows}
         if self.max_rows is not None:
             stats[f"{name}_unscored_documents"] = self.unscored
-        return stats | ({f"{name}_cut_documents": self.cut} if self.packer.framing == "sentence" else {})
+        return stats | ({f"{name}_cut_documents": self.cut} if self.packer.framing in ONE_ROW_PER_DOCUMENT else {})
 
 
 def eval_coverage_note(stats: dict) -> str | None:
@@ -607,8 +669,8 @@ def _write_packed(recipe: Recipe, tokenizer, folder: Path) -> dict:
     layout, row_len, words = framing(recipe), row_length(recipe), needs_words(recipe)
     special = _special_ids(tokenizer, layout)
     chunks = text_chunks(source_texts(recipe, recipe.data.max_texts))
-    if layout == "sentence":  # the held-out split is then by sentence
-        chunks = (sentences(chunk) for chunk in chunks)
+    if layout in ONE_ROW_PER_DOCUMENT:  # the held-out split is then by sentence (or pair)
+        chunks = (layout_documents(chunk, layout, d.seed) for chunk in chunks)
     out = _RowFile(folder / "train.arrow", row_len)
     train = _Split(Packer(row_len, layout, special), out)
     held = _Split(Packer(row_len, layout, special), max_rows=d.eval_max_blocks)
@@ -618,7 +680,7 @@ def _write_packed(recipe: Recipe, tokenizer, folder: Path) -> dict:
     try:
         for i, (texts, tokens) in enumerate(_encoded(chunks, tokenizer, words, d.num_proc)):
             chunk = (texts, tokens, _byte_lengths(texts))
-            if i == 0 and len(texts) == 1 and layout != "sentence":
+            if i == 0 and len(texts) == 1 and layout not in ONE_ROW_PER_DOCUMENT:
                 pending = chunk
                 continue
             if pending is not None:
@@ -651,7 +713,7 @@ def _write_packed(recipe: Recipe, tokenizer, folder: Path) -> dict:
 def _add_split(chunk, train: _Split, held: _Split, counts: np.ndarray, d) -> None:
     """Send a chunk's documents to the training or held-out side, in corpus order."""
     texts, tokens, n_bytes = chunk
-    mask = held_out(texts, d.eval_fraction, d.seed)
+    mask = held_out_documents(texts, train.packer.framing, d.eval_fraction, d.seed)
     for side, docs in ((train, np.flatnonzero(~mask)), (held, np.flatnonzero(mask))):
         if len(docs):
             part = tokens.take(docs)

@@ -164,13 +164,15 @@ def setup(recipe: Recipe, callbacks: Sequence[Any] = (), **training_args: Any) -
             data = streaming_data(recipe, tokenizer, args.process_index, args.world_size, resume_from)
         else:
             data = prepare_data(recipe, tokenizer)
+    block = (f"2 x {recipe.data.block_size} tokens (sentence pairs)" if objective.framing == "pair"
+             else f"{recipe.data.block_size} tokens")
     if recipe.data.streaming:
         log(f"data: streaming {recipe.data.source!r} ({len(data.train.units)} of {len(data.train.all_units)} "
-            f"file(s) on this process), {data.stats['eval_blocks']} eval blocks of {recipe.data.block_size} tokens"
+            f"file(s) on this process), {data.stats['eval_blocks']} eval blocks of {block}"
             + (f"; resuming at row {data.train.consumed}" if resume_from else ""))
     else:
         log(f"data: {data.stats['train_blocks']} train / {data.stats['eval_blocks']} eval blocks of "
-            f"{recipe.data.block_size} tokens ({'cache hit' if data.from_cache else 'built'}: {data.cache_path})")
+            f"{block} ({'cache hit' if data.from_cache else 'built'}: {data.cache_path})")
         if cut := data.stats.get("train_cut_documents"):  # one sentence a row (SimCSE): the rest is lost
             log(f"data: {cut} of {data.stats['train_documents']} training sentences "
                 f"({cut / data.stats['train_documents']:.1%}) are longer than a row of data.block_size="

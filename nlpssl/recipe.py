@@ -156,6 +156,9 @@ class SimcseSection:
     mlp: bool | None = None  # a training-only MLP on the pooled vector (null: on with cls pooling, as SimCSE)
     temperature: float = 0.05  # InfoNCE temperature on cosine similarities
     dropout: float = 0.1  # dropout of the two views (the only augmentation); the export keeps the encoder's own
+    # the positive of a sentence: its own second view ("dropout", SimCSE), or another sentence of the same
+    # document ("document", as DeCLUTR: documents are cut into pairs of their sentences, one pair a row)
+    positive: Literal["dropout", "document"] = "dropout"
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from nlpssl.data import (
-    Packer, _byte_lengths, _special_ids, _Split, encode, framing, held_out, needs_words, row_length, sentences,
+    Packer, _byte_lengths, _special_ids, _Split, encode, framing, held_out_documents, layout_documents, needs_words,
+    row_length,
 )
 from nlpssl.errors import NlpsslError
 from nlpssl.recipe import Recipe, local_path
@@ -103,10 +104,10 @@ class BlockStream(torch.utils.data.IterableDataset):
                     yield u, r, text
 
     def _documents(self, texts: list[str]) -> list[str]:
-        """The training documents among ``texts`` (sentences for SimCSE), the held-out ones dropped."""
+        """The training documents among ``texts`` (sentences or sentence pairs for SimCSE), the held-out ones dropped."""
         d = self.recipe.data
-        docs = sentences(texts) if self.layout == "sentence" else texts
-        mask = held_out(docs, d.eval_fraction, d.seed)
+        docs = layout_documents(texts, self.layout, d.seed)
+        mask = held_out_documents(docs, self.layout, d.eval_fraction, d.seed)
         return [doc for doc, out in zip(docs, mask) if not out]
 
     def _chunks(self, unit: int, record: int) -> Iterator[tuple[tuple[int, int], list[str]]]:
@@ -275,9 +276,9 @@ def held_out_blocks(recipe: Recipe, tokenizer, chunk_bytes: int = STREAM_CHUNK_B
     texts = (text for unit in text_units(d.source) for text in _unit_texts(recipe, unit))
     seen = 0
     for chunk in text_chunks(texts, chunk_bytes):
-        docs = sentences(chunk) if layout == "sentence" else chunk
+        docs = layout_documents(chunk, layout, d.seed)
         seen += len(docs)
-        keep = np.flatnonzero(held_out(docs, d.eval_fraction, d.seed))
+        keep = np.flatnonzero(held_out_documents(docs, layout, d.eval_fraction, d.seed))
         if len(keep):
             picked = [docs[i] for i in keep]
             held.add(encode(picked, tokenizer, words), int(_byte_lengths(picked).sum()))

@@ -46,12 +46,44 @@ def test_sentences_are_split_and_framed_one_per_row():
     assert rows.tolist() == [[2, 5, 6, 3, 0], [2, 7, 8, 9, 3]]
 
 
+def test_document_positives_pair_sentences_of_the_same_text():
+    from nlpssl.data import Tokens, held_out_documents, pack, sentence_pairs, sentences
+
+    texts = ["One two three. Four five six! Seven eight nine.", "Only one sentence here.",
+             "Wow. Ten eleven twelve. Thirteen fourteen fifteen.", " ".join(f"Sentence number {i}." for i in range(40))]
+    flat = sentence_pairs(texts, seed=0)
+    # 3 usable sentences: one pair (the odd one left); 1: none; "Wow." is too short: one pair; 40: 20 pairs
+    assert len(flat) == 2 * (1 + 0 + 1 + 20)
+    pairs = list(zip(flat[0::2], flat[1::2]))
+    owners = [[i for i, t in enumerate(texts) if a in sentences([t]) and b in sentences([t])] for a, b in pairs]
+    assert [o for o in owners if len(o) != 1] == [] and all(a != b for a, b in pairs)
+    assert [o[0] for o in owners] == [0, 2] + [3] * 20
+    assert sorted(flat[4:]) == sorted(sentences([texts[3]])), "each sentence is used once"
+    # the pairs depend on the seed and the text, not on how the corpus is cut into chunks
+    assert flat == sentence_pairs(texts[:2], 0) + sentence_pairs(texts[2:], 0)
+    assert sentence_pairs(texts, seed=1)[4:] != flat[4:]
+    # a pair's two sentences fall on the same side of the held-out split
+    many = sentence_pairs([" ".join(f"Text {t} sentence {i} here." for i in range(10)) for t in range(40)], 0)
+    mask = held_out_documents(many, "pair", 0.5, seed=0)
+    assert np.array_equal(mask[0::2], mask[1::2]) and 0 < mask.sum() < len(mask)
+    # a row holds the two sentences side by side, each half framed; a pair with an empty half is dropped
+    tokens = Tokens(np.array([5, 6, 7, 8, 9, 10, 11], np.int32), np.array([0, 2, 3, 3, 5, 6, 7], np.int64))
+    rows, _ = pack(tokens, 10, "pair", {"pad": 0, "cls": 2, "sep": 3, "eos": 4})
+    # documents 2 and 3 (an empty one) are gone
+    assert rows.tolist() == [[2, 5, 6, 3, 0, 2, 7, 3, 0, 0], [2, 10, 3, 0, 0, 2, 11, 3, 0, 0]]
+
+
 def test_collator_trims_padding_and_masks_it():
     from nlpssl.objectives.simcse import SentenceCollator
 
     batch = SentenceCollator(pad_id=0)([{"input_ids": [2, 5, 3, 0, 0, 0]}, {"input_ids": [2, 5, 6, 7, 3, 0]}])
     assert batch["input_ids"].tolist() == [[2, 5, 3, 0, 0], [2, 5, 6, 7, 3]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    # pair rows: every first half, then every second half, trimmed to the widest
+    batch = SentenceCollator(pad_id=0, pairs=True)([{"input_ids": [2, 5, 3, 0, 2, 6, 6, 3]},
+                                                     {"input_ids": [2, 7, 3, 0, 2, 8, 3, 0]}])
+    assert batch["input_ids"].tolist() == [[2, 5, 3, 0], [2, 7, 3, 0], [2, 6, 6, 3], [2, 8, 3, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 0]]
 
 
 def test_duplicates_are_not_negatives():
@@ -70,6 +102,10 @@ def test_duplicates_are_not_negatives():
     ]).mean()
     assert simcse_loss(z1, z2, 0.05, dup).item() == pytest.approx(by_hand.item(), rel=1e-6)
     assert simcse_loss(z1, z2, 0.05).item() > 0 and simcse_loss(z1, z2, 0.05).item() != pytest.approx(by_hand.item())
+    # document positives: row 1's anchor is row 0's positive sentence, so row 0's positive is no negative of row 1
+    positives = torch.tensor([[2, 6, 3], [2, 7, 3], [2, 8, 3]])
+    assert duplicate_pairs(ids, positives).tolist() == [[False, False, False], [True, False, False],
+                                                        [False, False, False]]
 
 
 def test_with_dropout_off_the_views_agree_and_the_loss_is_infonce_by_hand(tmp_path, mlm_export):
@@ -100,6 +136,44 @@ def test_with_dropout_off_the_views_agree_and_the_loss_is_infonce_by_hand(tmp_pa
     for i in range(len(ids)):
         n = int(mask[i].sum())
         assert torch.allclose(z1[i], hidden[i, :n].mean(0), atol=1e-5)
+
+
+def test_document_positives_are_the_other_sentence_of_each_pair(tmp_path, mlm_export, capsys):
+    """simcse.positive=document: row i's positive is its pair's other sentence, from the same story."""
+    from nlpssl.data import sentences, source_texts
+    from nlpssl.pretrain import pretrain, setup
+
+    over = _simcse(tmp_path, mlm_export, **{"simcse.positive": "document", "simcse.dropout": 0.0,
+                                            "simcse.temperature": 1.0})
+    recipe = load_recipe("simcse-tiny", over)
+    run = setup(recipe, use_cpu=True)
+    assert len(run.data.train[0]["input_ids"]) == 2 * 32
+    batch = run.collator([run.data.train[i] for i in range(8)])
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert ids.shape[0] == 16 and (ids[:, 0] == run.tokenizer.cls_token_id).all()
+    stories = [set(sentences([t])) for t in source_texts(recipe, None)]
+    for i in range(8):
+        a, b = (run.tokenizer.decode(ids[j][mask[j].bool()], skip_special_tokens=True) for j in (i, 8 + i))
+        assert a != b and any(_holds(s, a) and _holds(s, b) for s in stories), (a, b)
+    run.model.train()
+    with torch.no_grad():
+        z1, z2 = run.model(input_ids=ids, attention_mask=mask)["embeddings"].chunk(2)
+        loss = run.trainer.compute_loss(run.model, dict(batch))
+    sim = torch.nn.functional.normalize(z1, dim=-1) @ torch.nn.functional.normalize(z2, dim=-1).T
+    assert loss.item() == pytest.approx((torch.logsumexp(sim, 1) - sim.diagonal()).mean().item(), rel=1e-5)
+    assert not torch.allclose(z1, z2, atol=1e-3), "the positives are other sentences, not the same one again"
+    capsys.readouterr()
+    result = pretrain(load_recipe("simcse-tiny", over + ["training.max_steps=4"]))
+    assert re.search(r"data: \d+ train / \d+ eval blocks of 2 x 32 tokens \(sentence pairs\)", capsys.readouterr().out)
+    assert (result.export_dir / "1_Pooling" / "config.json").is_file()
+    assert "positives: two sentences of the same document" in (result.export_dir / "README.md").read_text()
+
+
+def _holds(sentences: set[str], decoded: str) -> bool:
+    """The WordPiece decoding of a sentence (perhaps cut to fit its row) begins one of ``sentences``
+    (spaces and case aside)."""
+    squash = decoded.replace(" ", "").casefold()
+    return any(s.replace(" ", "").casefold().startswith(squash) for s in sentences)
 
 
 def test_with_dropout_on_the_views_differ_and_training_lowers_the_loss(tmp_path, mlm_export):

@@ -25,7 +25,8 @@ OUTSIDE_FILE = "outside.json"
 
 
 class Objective:
-    framing: ClassVar[str]  # packed-row layout (nlpssl.data.pack): "mlm" [CLS] ... [SEP]; "causal"/"t5": [EOS]-separated
+    framing: ClassVar[str]  # packed-row layout (nlpssl.data.Packer): "mlm" [CLS] ... [SEP]; "causal"/"t5": [EOS]-separated;
+    # "sentence" one sentence a row; "pair" two sentences of a document a row (SimCSE: a property of the recipe)
     template: ClassVar[str]  # tokenizer post-processor of the export (nlpssl.tokenizer.set_template)
     collators: ClassVar[tuple[str, ...]]  # collator.kind values that fit
     auto_class: ClassVar[str]  # the transformers Auto class that builds the trained model from its config

@@ -5,8 +5,11 @@
 - Rows: one sentence per row, ``[CLS] sentence [SEP]`` padded to ``data.block_size`` (longer ones
   cut); documents of any text source are split into sentences (``nlpssl.data.split_sentences``).
   The held-out split is by sentence. Collator: :class:`SentenceCollator` (trim padding, mask).
+  With ``simcse.positive: document`` a row is two sentences of the same document side by side, each
+  half framed so (``nlpssl.data.sentence_pairs``; held out by pair).
 - Loss: every sentence of a batch goes through the encoder twice with dropout on
-  (``simcse.dropout``), so the two views differ only by dropout; their pooled vectors
+  (``simcse.dropout``), so the two views differ only by dropout (with ``positive: document`` the
+  second view is the other sentence of the pair, as in DeCLUTR, Giorgi et al. 2021); their pooled vectors
   (``simcse.pooling``: mean over tokens or [CLS]; with cls, a training-only MLP as in the paper)
   make an InfoNCE over in-batch negatives at ``simcse.temperature`` (0.05). A sentence that occurs
   twice in a batch is not used as its own negative.
@@ -35,7 +38,6 @@ ENCODER_TYPES = ("bert", "roberta", "modernbert", "electra", "distilbert", "debe
 
 
 class SimCSE(Objective):
-    framing = "sentence"
     template = "mlm"
     collators = ("token",)  # none is used: the default value, so that setting one is refused
     auto_class = "AutoModel"
@@ -45,6 +47,14 @@ class SimCSE(Objective):
     training_only = (f"{MLP}.",)
     padded_rows = True  # one sentence a row
     outside_keys = ("simcse.encoder",)
+
+    @property
+    def framing(self) -> str:  # type: ignore[override]
+        return "pair" if self.recipe.simcse.positive == "document" else "sentence"
+
+    def row_length(self) -> int:
+        """A pair row holds two sentence rows of ``data.block_size`` side by side."""
+        return self.recipe.data.block_size * (2 if self.framing == "pair" else 1)
 
     @property
     def every_weight_used(self) -> bool:
@@ -87,7 +97,7 @@ class SimCSE(Objective):
         check_same_tokenizer(self.recipe.tokenizer.path, encoder, "simcse", "the encoder")
 
     def build_collator(self, tokenizer):
-        return SentenceCollator(tokenizer.pad_token_id)
+        return SentenceCollator(tokenizer.pad_token_id, pairs=self.framing == "pair")
 
     def build_model(self, tokenizer, attn: str = "sdpa"):
         """The encoder body with SimCSE's dropout (the export gets the encoder's own back)."""
@@ -110,7 +120,7 @@ class SimCSE(Objective):
 
     def trainer_kwargs(self) -> dict[str, Any]:
         s = self.recipe.simcse
-        return {"pooling": s.pooling, "mlp": self.mlp, "temperature": s.temperature}
+        return {"pooling": s.pooling, "mlp": self.mlp, "temperature": s.temperature, "pairs": self.framing == "pair"}
 
     def headline(self, eval_metrics: dict[str, Any], stats: dict, trainer) -> dict[str, Any]:
         return {"eval_uniformity": eval_metrics.get("eval_uniformity")}
@@ -131,7 +141,9 @@ class SimCSE(Objective):
         return f"{self.arch} sentence encoder"
 
     def origin(self) -> str:
-        return f"trained with unsupervised SimCSE from `{self.recipe.simcse.encoder}`"
+        how = (" (positives: two sentences of the same document)" if self.recipe.simcse.positive == "document"
+               else "")
+        return f"trained with unsupervised SimCSE{how} from `{self.recipe.simcse.encoder}`"
 
     def card_notes(self, arch: str) -> str:
         s = self.recipe.simcse
@@ -163,21 +175,29 @@ def encoder_config(folder: str) -> dict:
 
 
 class SentenceCollator:
-    """Stack sentence rows, cut the padding columns no row of the batch needs, add the attention mask."""
+    """Stack sentence rows, cut the padding columns no row of the batch needs, add the attention mask.
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    ``pairs``: each row is two sentence rows side by side; the batch is every first half, then every
+    second half (2B rows), so row i and row B + i are partners.
+    """
+
+    def __init__(self, pad_id: int, pairs: bool = False):
+        self.pad_id, self.pairs = pad_id, pairs
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         ids = torch.stack([torch.as_tensor(r["input_ids"], dtype=torch.long) for r in rows])
+        if self.pairs:
+            ids = torch.cat(ids.chunk(2, dim=1))
         mask = ids != self.pad_id
         width = max(1, int(mask.sum(1).max()))
         return {"input_ids": ids[:, :width].contiguous(), "attention_mask": mask[:, :width].long()}
 
 
-def duplicate_pairs(ids: torch.Tensor) -> torch.Tensor:
-    """[B, B] True where rows i != j hold the same sentence (those are not negatives of each other)."""
-    same = (ids.unsqueeze(1) == ids.unsqueeze(0)).all(-1)
+def duplicate_pairs(ids: torch.Tensor, positives: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, B] True where row i != j of ``ids`` holds the same sentence as row j of ``positives`` (default:
+    ``ids``): row j's positive is then no negative of row i. Both [B, L], padded alike."""
+    other = ids if positives is None else positives
+    same = (ids.unsqueeze(1) == other.unsqueeze(0)).all(-1)
     return same & ~torch.eye(len(ids), dtype=torch.bool, device=ids.device)
 
 
@@ -194,7 +214,10 @@ def simcse_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float, duplicat
 
 
 class SimCSETrainer(PretrainTrainer):
-    """Two dropout views per sentence in one forward of 2B rows, pooled, InfoNCE over the batch.
+    """Two views per sentence in one forward of 2B rows, pooled, InfoNCE over the batch.
+
+    The views are the sentence twice (dropout makes them differ) or, with ``pairs``, the two
+    sentences of a pair row (the collator has put the second ones after the first ones).
 
     The encoder's forward is swapped on the instance (as the other objectives swap a head's) for
     one that pools and, while training, applies the MLP, so the call still goes through the
@@ -203,13 +226,14 @@ class SimCSETrainer(PretrainTrainer):
 
     keep_attention_mask = True  # sentences are padded
 
-    def __init__(self, *args, pooling: str = "mean", mlp: bool = False, temperature: float = 0.05, **kwargs):
+    def __init__(self, *args, pooling: str = "mean", mlp: bool = False, temperature: float = 0.05,
+                 pairs: bool = False, **kwargs):
         model = kwargs["model"]
         if mlp:
             hidden = model.config.hidden_size
             model.add_module(MLP, torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.Tanh()))
         super().__init__(*args, **kwargs)
-        self.pooling, self.use_mlp, self.temperature = pooling, mlp, float(temperature)
+        self.pooling, self.use_mlp, self.temperature, self.pairs = pooling, mlp, float(temperature), pairs
         self._eval_vectors: list[torch.Tensor] = []
         self._wrap_forward(model)
 
@@ -229,9 +253,11 @@ class SimCSETrainer(PretrainTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        z = model(input_ids=torch.cat([ids, ids]), attention_mask=torch.cat([mask, mask]))["embeddings"]
+        if not self.pairs:
+            ids, mask = torch.cat([ids, ids]), torch.cat([mask, mask])
+        z = model(input_ids=ids, attention_mask=mask)["embeddings"]
         z1, z2 = z.float().chunk(2)
-        loss = simcse_loss(z1, z2, self.temperature, duplicate_pairs(ids))
+        loss = simcse_loss(z1, z2, self.temperature, duplicate_pairs(*ids.chunk(2)))
         if not model.training:
             self._eval_vectors.append(F.normalize(z1.detach(), dim=-1).cpu())
         return (loss, {}) if return_outputs else loss
