@@ -13,7 +13,7 @@ PACKAGED = Path(__file__).resolve().parent.parent / "nlpssl" / "recipes"
 EXPECTED = {
     "bert-classic-tiny", "bert-imdb", "bert-imdb-sst2", "bert-small", "bert-tiny", "bert-tiny-span", "bert-tiny-wwm", "finetune-sst2", "finetune-tiny",
     "electra-small", "electra-tiny", "gpt-small", "gpt-tiny", "llama-small", "roberta-small", "t5-tiny",
-    "distil-tiny", "distil-gpt-tiny", "simcse-tiny",
+    "distil-tiny", "distil-gpt-tiny", "simcse-tiny", "simcse-imdb-pairs",
 }
 
 
