@@ -8,13 +8,13 @@
   With ``simcse.positive: document`` a row is two sentences of the same document side by side, each
   half framed so (``nlpssl.data.sentence_pairs``; held out by pair).
 - Loss: every sentence of a batch goes through the encoder twice with dropout on
-  (``simcse.dropout``), so the two views differ only by dropout (with ``positive: document`` the
-  second view is the other sentence of the pair, as in DeCLUTR, Giorgi et al. 2021); their pooled vectors
-  (``simcse.pooling``: mean over tokens or [CLS]; with cls, a training-only MLP as in the paper)
-  make an InfoNCE over in-batch negatives at ``simcse.temperature`` (0.05). A sentence that occurs
-  twice in a batch is not used as its own negative.
-- Logged: at evaluation (dropout off: the two views are the same) the InfoNCE loss and the
-  uniformity of the held-out sentence vectors (Wang and Isola 2020; lower: more spread out).
+  (``simcse.dropout``), so the two views differ only by dropout; with ``positive: document`` the two
+  views are the two sentences of a pair, each through once (as in DeCLUTR, Giorgi et al. 2021). Their
+  pooled vectors (``simcse.pooling``: mean over tokens or [CLS]; with cls, a training-only MLP as in
+  the paper) make an InfoNCE over in-batch negatives at ``simcse.temperature`` (0.05). Another row's
+  positive that is a row's own sentence (a sentence twice in a batch) is not one of its negatives.
+- Logged: at evaluation (dropout off) the InfoNCE loss and the uniformity of the held-out sentence
+  vectors (Wang and Isola 2020; lower: more spread out).
 - Export: the encoder body, a stock ``AutoModel`` folder with its own dropout rates, plus the
   sentence-transformers files (``modules.json``, ``1_Pooling/config.json``) so that
   ``SentenceTransformer(folder).encode(...)`` pools as training did; ``nlpssl embed`` reads them too.
