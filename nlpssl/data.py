@@ -226,6 +226,7 @@ class Packer:
 
     def __init__(self, row_len: int, framing: str, special: dict[str, int]) -> None:
         self.row_len, self.framing, self.special = row_len, framing, special
+        self.sentence_len = row_len // 2 if framing == "pair" else row_len  # one framed document's share of a row
         self.sep = special["sep"] if framing == "mlm" else special["eos"]
         self.content = row_len - 2 if framing == "mlm" else row_len
         self.carry = np.zeros(0, np.int32)  # the unfinished row's tokens (and their word starts)
@@ -236,7 +237,7 @@ class Packer:
         if self.framing == "sentence":
             return _sentence_rows(tokens, self.row_len, self.special)
         if self.framing == "pair":
-            return _pair_rows(tokens, self.row_len, self.special)
+            return _pair_rows(tokens, self.sentence_len, self.special)
         ids, offsets = tokens.ids, tokens.offsets
         n_docs, held = len(offsets) - 1, len(self.carry)
         # One separator after each document: token j of document d moves to held + j + d.
@@ -308,14 +309,14 @@ def _sentence_rows(tokens: Tokens, row_len: int, special: dict[str, int]) -> tup
     return rows, np.ones_like(rows, dtype=np.int8)
 
 
-def _pair_rows(tokens: Tokens, row_len: int, special: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """One row per two documents (0 and 1, 2 and 3, ...): two ``row_len // 2`` sentence rows side by side.
+def _pair_rows(tokens: Tokens, half: int, special: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """One row per two documents (0 and 1, 2 and 3, ...): two ``half``-token sentence rows side by side.
 
     A pair with an empty half is dropped whole, so the halves stay partners.
     """
     lengths = np.diff(tokens.offsets)
     first = 2 * np.flatnonzero((lengths[0::2] > 0) & (lengths[1::2] > 0))
-    (a, _), (b, _) = (_sentence_rows(tokens.take(first + i), row_len // 2, special) for i in (0, 1))
+    (a, _), (b, _) = (_sentence_rows(tokens.take(first + i), half, special) for i in (0, 1))
     rows = np.concatenate([a, b], axis=1)
     return rows, np.ones_like(rows, dtype=np.int8)
 
@@ -583,9 +584,8 @@ class _Split:
         self.documents += n_docs
         self.tokens += len(tokens.ids)
         framing = self.packer.framing
-        if framing in ONE_ROW_PER_DOCUMENT:
-            room = (self.packer.row_len // 2 if framing == "pair" else self.packer.row_len) - 2
-            self.cut += int((np.diff(tokens.offsets) > room).sum())
+        if framing in ONE_ROW_PER_DOCUMENT:  # [CLS] ... [SEP]: two tokens of each document's share are framing
+            self.cut += int((np.diff(tokens.offsets) > self.packer.sentence_len - 2).sum())
         self.bytes += n_bytes
         if self.max_rows is None:
             self._put(*self.packer.add(tokens))
