@@ -7,6 +7,11 @@ is the probe's own run, so that column repeats the probe's table. It prints, per
 
 * the probe's run, the mean and spread of single runs over the training seeds;
 * the ensemble: the class probabilities of the chosen models averaged, scored on the same split;
+* optionally (``--distil N``), self-training from the ensemble: the N pool rows after the draw's labelled
+  ones (the probe's ``--self-train`` rows, labels blanked) are labelled by the ensemble, the most confident
+  half join the labelled rows (``nlpssl.probe.pseudo_labelled``), and one student is trained from the arm's
+  start at the probe's run's learning rate; beside it the same from the probe's run alone as teacher (what
+  ``nlpssl probe --self-train N`` does). The student is one stock model, where the ensemble is five;
 * optionally (``--frozen``) a linear probe: logistic regression on the frozen export's mean-pooled hidden
   states of every layer (C picked on the selection rows), which asks what the features hold without
   fine-tuning.
@@ -14,7 +19,7 @@ is the probe's own run, so that column repeats the probe's table. It prints, per
 Run (two processes side by side, one thread each, fp32):
     NLPSSL_CPU_BF16=0 OMP_NUM_THREADS=1 python benchmarks/finetune_inits.py runs/bert-imdb-sst2/export \\
         --task finetune-sst2 --labels 1000 --seeds 3 --inits 5 --arms pretrained --frozen --set task.dropout=0.1
-    (and the same with --arms scratch)
+    (and the same with --arms scratch; add --distil 20000 for self-training from the ensemble)
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ import numpy as np
 
 from nlpssl.finetune import check_model_folder, check_recipe, load_classifier_tokenizer
 from nlpssl.labelled import Split
-from nlpssl.probe import (DEFAULT_LEARNING_RATES, NEURAL_ARMS, digest, epochs_for, permutation, predict_proba,
-                          probe_splits, resolve_budgets, search_learning_rate, seed_splits, task_recipe)
+from nlpssl.probe import (DEFAULT_LEARNING_RATES, NEURAL_ARMS, _fine_tune, digest, epochs_for, permutation,
+                          predict_proba, probe_splits, pseudo_labelled, resolve_budgets, search_learning_rate,
+                          seed_splits, task_recipe, with_pseudo_labels, without_labels)
 from nlpssl.runs import quiet_transformers
 
 INIT_STRIDE = 100  # training seed of init k > 0 at draw s: INIT_STRIDE * (k + 1) + s (k = 0: the probe's s)
@@ -76,6 +82,21 @@ def linear_probe(model_dir: Path, tokenizer, data, max_length: int) -> dict[str,
     return best
 
 
+def student(recipe, model_dir: Path, tokenizer, splits, arm: str, unlabelled: Split, truth: np.ndarray,
+            teacher_probs: np.ndarray, lr: float, batch: int, seed: int, out: Path) -> dict:
+    """Self-training from ``teacher_probs`` on ``unlabelled``: the student's figures, and how right the
+    kept pseudo-labels were (``truth``: the rows' real classes, read only for this report)."""
+    pseudo = pseudo_labelled(unlabelled, teacher_probs, splits.splits["train"], splits.label_names)
+    row_of = {text: i for i, text in reversed(list(enumerate(unlabelled.texts)))}  # a text's first row
+    right = float(np.mean([splits.label_names.index(label) == truth[row_of[text]]
+                           for text, label in zip(pseudo.texts, pseudo.labels)]))
+    data = with_pseudo_labels(splits, pseudo)
+    _, row = _fine_tune(recipe, model_dir, tokenizer, data, arm, lr, epochs_for(len(data.splits["train"]), batch),
+                        seed, out)
+    return {**row, "pseudo_labelled": len(pseudo), "pseudo_label_accuracy": right,
+            "teacher_accuracy_on_unlabelled": float((np.asarray(teacher_probs).argmax(1) == truth).mean())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model_dir")
@@ -85,11 +106,14 @@ def main() -> None:
     parser.add_argument("--inits", type=int, default=5, help="training seeds per draw (the first is the probe's)")
     parser.add_argument("--arms", nargs="+", default=list(NEURAL_ARMS), choices=NEURAL_ARMS)
     parser.add_argument("--frozen", action="store_true", help="also a linear probe on the frozen export")
+    parser.add_argument("--distil", type=int, default=0, metavar="N",
+                        help="self-training from the ensemble (and from the probe's run) on N unlabelled pool rows")
     parser.add_argument("--set", nargs="*", default=[], dest="overrides", help="task recipe overrides")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     args = parser.parse_args()
-    if args.seeds < 1 or args.inits < 1:
-        parser.error(f"--seeds and --inits must be 1 or more (got {args.seeds} and {args.inits})")
+    if args.seeds < 1 or args.inits < 1 or args.distil < 0:
+        parser.error(f"--seeds and --inits must be 1 or more, --distil 0 or more (got {args.seeds}, {args.inits}, "
+                     f"{args.distil})")
 
     model_dir = check_model_folder(args.model_dir)
     recipe = task_recipe(args.task, model_dir, args.overrides)
@@ -104,18 +128,23 @@ def main() -> None:
     # tens of fine-tunes: transformers' load reports and weight-writing bars off, as in the probe
     with tempfile.TemporaryDirectory() as runs, quiet_transformers():
         for seed in range(args.seeds):
-            splits = seed_splits(pool, permutation(pool, recipe, seed), n, seed, scored, data, recipe,
-                                       scored_on)
+            order = permutation(pool, recipe, seed)
+            splits = seed_splits(pool, order, n, seed, scored, data, recipe, scored_on)
             n_epochs = epochs_for(len(splits.splits["train"]), batch)
+            rest = pool.subset(order[n:n + args.distil])
+            unlabelled, truth = without_labels(rest), class_ids(rest, data.label_names)
             for arm in args.arms:
-                singles, probs = [], []
+                singles, probs, teach, lrs = [], [], [], []
                 for k in range(args.inits):
                     init = seed if k == 0 else INIT_STRIDE * (k + 1) + seed
                     best, trainer, _ = search_learning_rate(
                         recipe, model_dir, tokenizer, splits, arm, DEFAULT_LEARNING_RATES, n_epochs, init,
                         Path(runs) / f"{arm}-{seed}-{k}")
                     probs.append(predict_proba(trainer.model, tokenizer, scored, recipe.task.max_length))
+                    if args.distil:
+                        teach.append(predict_proba(trainer.model, tokenizer, unlabelled, recipe.task.max_length))
                     singles.append(best["accuracy"])
+                    lrs.append(best["learning_rate"])
                     rows.append({"arm": arm, "draw": seed, "init": init, "train_digest": digest(
                         splits.splits["train"]), **best})
                     del trainer
@@ -126,6 +155,14 @@ def main() -> None:
                       f"single runs {statistics.mean(singles):.3f} +- {spread:.3f} "
                       f"({' / '.join(f'{a:.3f}' for a in singles)}), ensemble of {len(probs)} {ensemble:.3f}",
                       flush=True)
+                teachers = (("self-trained", teach[:1]), ("ensemble-distilled", teach)) if args.distil else ()
+                for name, teacher in teachers:
+                    row = student(recipe, model_dir, tokenizer, splits, arm, unlabelled, truth,
+                                  np.mean(teacher, axis=0), lrs[0], batch, seed, Path(runs) / f"{arm}-{seed}-{name}")
+                    rows.append({"arm": arm, "draw": seed, "student": name, "teachers": len(teacher), **row})
+                    print(f"{arm:>10} draw {seed}: {name} student {row['accuracy']:.3f} ({row['pseudo_labelled']} "
+                          f"pseudo-labelled rows, {row['pseudo_label_accuracy']:.3f} of them right; teacher "
+                          f"{row['teacher_accuracy_on_unlabelled']:.3f} on all {len(unlabelled)})", flush=True)
             if args.frozen:
                 best = linear_probe(model_dir, tokenizer, splits, recipe.task.max_length)
                 rows.append({"arm": "frozen-linear", "draw": seed, **best})
@@ -135,6 +172,10 @@ def main() -> None:
         singles = [r["accuracy"] for r in rows if r["arm"] == arm and "init" in r]
         ensembles = [r["accuracy"] for r in rows if r["arm"] == arm and "ensemble_of" in r]
         frozen = [r["accuracy"] for r in rows if r["arm"] == arm and arm == "frozen-linear"]
+        for name in ("self-trained", "ensemble-distilled"):
+            got = [r["accuracy"] for r in rows if r["arm"] == arm and r.get("student") == name]
+            if got:
+                print(f"{arm}: {name} students {statistics.mean(got):.3f} over {len(got)} draw(s)")
         if frozen:
             print(f"frozen-linear: {statistics.mean(frozen):.3f} over {len(frozen)} draw(s)")
         elif singles:

@@ -220,6 +220,7 @@ def cmd_probe(a) -> None:
         report = probe(
             a.model_dir, a.task, a.overrides, labels=a.labels, seeds=a.seeds, out_dir=a.out,
             learning_rates=a.learning_rates, arms=a.arms, epochs=a.epochs, card=a.card, self_train=a.self_train,
+            teachers=a.teachers,
         )
     except ColumnError as err:  # the probe takes the task's settings as --set KEY=VALUE, not as a recipe
         raise NlpsslError(err.message(flag="--set")) from err
@@ -392,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--self-train", type=int, default=0, metavar="N",
                     help="self-training for every arm: its model labels up to N further rows of the pool (labels "
                     "never read), the most confident half joins the labelled rows, and it is trained again (default 0: off)")
+    pr.add_argument("--teachers", type=int, default=1, metavar="K",
+                    help="with --self-train: K fine-tunes of each neural arm (training seeds) label the rows by their "
+                    "averaged probabilities, and one model learns from them (default 1: the chosen model alone)")
     pr.set_defaults(fn=cmd_probe)
 
     em = sub.add_parser("embed", help="sentence vectors of texts, or each text's nearest neighbours among them",

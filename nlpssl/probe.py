@@ -18,7 +18,10 @@ Data flow::
          validation rows is kept; bag-of-words: the best C of a grid, chosen the same way
       -> optionally (``self_train``), self-training: each arm's chosen model labels the next rows
          of the permutation (their labels are never read), the most confident of them join the
-         labelled rows, and the arm is trained again on both with its chosen setting
+         labelled rows, and the arm is trained again on both with its chosen setting; with
+         ``teachers`` K > 1 the labels are the averaged probabilities of K fine-tunes of the arm
+         (the chosen model and K - 1 more training seeds, each with the same search), so the student
+         learns what an ensemble knows and is still one model
       -> accuracy on the scored split: table (mean and spread over seeds), plot, probe.json,
          and optionally the Hub's ``model-index`` metadata in the export's model card
 """
@@ -60,6 +63,9 @@ PATIENCE = 5
 # Self-training: of the unlabelled rows, the most confident share of those predicted as each class is
 # kept as pseudo-labelled rows, in the class proportions of the labelled training rows.
 SELF_TRAIN_KEEP = 0.5
+# Training seed of self-training's teacher k > 0 at seed s (teacher 0 is the probe's own run, seed s);
+# benchmarks/finetune_inits.py numbers its extra training seeds the same way.
+TEACHER_SEED_STRIDE = 100
 MARKER = "probe.json"  # a folder holding this was written by the probe and may be rewritten by it
 
 
@@ -139,6 +145,7 @@ def probe(
     epochs: int | None = None,
     card: bool = False,
     self_train: int = 0,
+    teachers: int = 1,
 ) -> ProbeReport:
     """Fine-tune ``model_dir`` and its controls at each label budget; write the table, plot and JSON.
 
@@ -158,6 +165,9 @@ def probe(
             the pool rows after the budget's in the seed's permutation, their labels never read.
             Every arm (each with its own chosen model) labels the same rows, keeps the most
             confident :data:`SELF_TRAIN_KEEP` of them and is trained again on them and its labelled rows.
+        teachers: with ``self_train``, how many fine-tunes of each neural arm (training seeds) label
+            the rows together, by their averaged class probabilities (1: the chosen model alone).
+            Bag-of-words has one: its fit does not depend on a seed.
 
     Raises:
         NlpsslError: a bad model folder, task, label budget or output folder, before any training.
@@ -177,6 +187,9 @@ def probe(
     if self_train < 0:
         raise NlpsslError(f"probe: --self-train must be 0 (off) or a number of unlabelled rows (got {self_train}). "
                           "Use e.g. --self-train 20000.")
+    if teachers < 1 or (teachers > 1 and not self_train):
+        raise NlpsslError(f"probe: --teachers must be 1 or more and needs --self-train (got --teachers {teachers}, "
+                          f"--self-train {self_train}). Use e.g. --self-train 20000 --teachers 5.")
     if card:
         from nlpssl.cards import check_card
 
@@ -192,7 +205,8 @@ def probe(
                    "selection_fraction": SELECTION_FRACTION, "epochs": epochs or "auto", "patience": PATIENCE,
                    "dropout": recipe.task.dropout, "max_length": recipe.task.max_length,
                    "batch_size": int(recipe.training.get("per_device_train_batch_size", 8)),
-                   "self_train": {"unlabelled": self_train, "keep": SELF_TRAIN_KEEP} if self_train else None}
+                   "self_train": ({"unlabelled": self_train, "keep": SELF_TRAIN_KEEP, "teachers": teachers}
+                                  if self_train else None)}
     report = ProbeReport(str(model_path), task, scored_on, budgets, seeds, [], out, fine_tuning)
     # Fine-tuning checkpoints go to a folder of the probe's own making, never a fixed name: --out may be a
     # folder of the user's (e.g. a project folder whose runs/ holds their pretraining runs).
@@ -219,7 +233,7 @@ def probe(
                             run = bag_of_words(splits, n, seed, unlabelled)
                         else:
                             run = fine_tune_arm(recipe, model_path, tokenizer, splits, arm, n, seed, learning_rates,
-                                                epochs, runs_dir, unlabelled)
+                                                epochs, runs_dir, unlabelled, teachers)
                         run.seconds = round(time.perf_counter() - started, 1)
                         report.runs.append(run)
                         first = (f", first model {run.self_train['accuracy']:.4f}, {run.self_train['pseudo_labelled']} "
@@ -485,11 +499,13 @@ def epochs_for(n_train: int, batch_size: int) -> int:
 
 def fine_tune_arm(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, arm: str, n: int, seed: int,
                   learning_rates: Sequence[float], epochs: int | None, runs_dir: Path,
-                  unlabelled: Split | None = None) -> ProbeRun:
+                  unlabelled: Split | None = None, teachers: int = 1) -> ProbeRun:
     """Fine-tune once per learning rate; keep the one best on the carved selection rows.
 
-    With ``unlabelled`` rows, that model labels them, and the arm is fine-tuned again from its start
-    (pretrained or random) at the chosen rate on the labelled and the pseudo-labelled rows.
+    With ``unlabelled`` rows, that model labels them (with ``teachers`` K > 1, it and K - 1 more
+    fine-tunes from other training seeds, each with the same search, by their averaged probabilities),
+    and the arm is fine-tuned again from its start (pretrained or random) at the chosen rate on the
+    labelled and the pseudo-labelled rows.
     """
     batch = int(recipe.training.get("per_device_train_batch_size", 8))
     n_epochs = epochs or epochs_for(len(data.splits["train"]), batch)
@@ -499,16 +515,24 @@ def fine_tune_arm(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, ar
     if unlabelled is None:
         return ProbeRun(arm, n, seed, best["accuracy"], best["macro_f1"], best["selection_accuracy"], setting, 0.0,
                         _digests(data), tried)
-    probs = predict_proba(teacher.model, tokenizer, unlabelled, recipe.task.max_length)
+    import numpy as np
+
+    probs = [predict_proba(teacher.model, tokenizer, unlabelled, recipe.task.max_length)]
     del teacher
-    pseudo = pseudo_labelled(unlabelled, probs, data.splits["train"], data.label_names)
+    for k in range(1, teachers):
+        k_seed = TEACHER_SEED_STRIDE * (k + 1) + seed
+        _, other, _ = search_learning_rate(recipe, model_dir, tokenizer, data, arm, learning_rates, n_epochs, k_seed,
+                                           runs_dir / f"{arm}-{n}-seed{seed}-teacher{k}")
+        probs.append(predict_proba(other.model, tokenizer, unlabelled, recipe.task.max_length))
+        del other
+    pseudo = pseudo_labelled(unlabelled, np.mean(probs, axis=0), data.splits["train"], data.label_names)
     student_data = with_pseudo_labels(data, pseudo)
     student_epochs = epochs or epochs_for(len(student_data.splits["train"]), batch)
     _, row = _fine_tune(recipe, model_dir, tokenizer, student_data, arm, best["learning_rate"], student_epochs,
                         seed, runs_dir / f"{arm}-{n}-seed{seed}-self-trained")
     return ProbeRun(arm, n, seed, row["accuracy"], row["macro_f1"], row["selection_accuracy"],
                     {**setting, "self_train_epochs": student_epochs}, 0.0, _digests(data, unlabelled), tried,
-                    _first_model(best, unlabelled, pseudo))
+                    _first_model(best, unlabelled, pseudo, teachers))
 
 
 def search_learning_rate(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, arm: str,
@@ -549,10 +573,10 @@ def _fine_tune(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, arm: 
                      "macro_f1": metrics["test_macro_f1"]}
 
 
-def _first_model(best: dict[str, Any], unlabelled: Split, pseudo: Split) -> dict[str, Any]:
+def _first_model(best: dict[str, Any], unlabelled: Split, pseudo: Split, teachers: int = 1) -> dict[str, Any]:
     """What self-training started from and what it labelled, for probe.json."""
     return {"accuracy": best["accuracy"], "macro_f1": best["macro_f1"],
-            "selection_accuracy": best["selection_accuracy"], "unlabelled": len(unlabelled),
+            "selection_accuracy": best["selection_accuracy"], "teachers": teachers, "unlabelled": len(unlabelled),
             "pseudo_labelled": len(pseudo),
             "pseudo_labels": {name: pseudo.labels.count(name) for name in sorted(set(pseudo.labels))}}
 
@@ -636,8 +660,11 @@ def tables(report: ProbeReport) -> str:
     """The table, or with self-training the results after it and the first models' before it."""
     if not report.self_trained:
         return format_table(report)
-    rows = report.fine_tuning["self_train"]["unlabelled"]
-    return (f"After self-training (up to {rows:,} unlabelled rows per draw):\n\n{format_table(report)}\n\n"
+    st = report.fine_tuning["self_train"]
+    teachers = st.get("teachers", 1)
+    by = f", labelled by {teachers} fine-tunes of each neural arm" if teachers > 1 else ""
+    return (f"After self-training (up to {st['unlabelled']:,} unlabelled rows per draw{by}):\n\n"
+            f"{format_table(report)}\n\n"
             f"Before self-training (each arm's first model):\n\n{format_table(report, first=True)}")
 
 
@@ -694,7 +721,8 @@ def add_to_card(model_dir: Path, report: ProbeReport, recipe: Recipe) -> None:
     """The report in the export's card: ``model-index`` results (per label budget and arm) and a table."""
     from nlpssl.cards import add_classification_results
 
-    how = ", self-trained" if report.self_trained else ""
+    teachers = (report.fine_tuning.get("self_train") or {}).get("teachers", 1)
+    how = (f", self-trained from {teachers} teachers" if teachers > 1 else ", self-trained") if report.self_trained else ""
     metrics = [(f"accuracy, {n} labels, {arm}{how}, mean of {k} seed(s)", mean)
                for n, row in report.summary().items() for arm, (mean, _, k) in row.items()]
     section = (f"Accuracy on {report.scored_on}; mean ± standard deviation over {report.seeds} "

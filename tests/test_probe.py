@@ -135,6 +135,11 @@ def test_probe_errors_come_before_any_training(tmp_path, export):
         probe(export, str(train), labels=[20], seeds=0, **args)
     with pytest.raises(NlpsslError, match=r"--self-train must be 0 \(off\) or a number of unlabelled rows \(got -5\)"):
         probe(export, str(train), labels=[20], self_train=-5, **args)
+    with pytest.raises(NlpsslError, match=r"--teachers must be 1 or more and needs --self-train \(got --teachers 3, "
+                       r"--self-train 0\)"):
+        probe(export, str(train), labels=[20], teachers=3, **args)
+    with pytest.raises(NlpsslError, match=r"got --teachers 0, --self-train 20\)"):
+        probe(export, str(train), labels=[20], self_train=20, teachers=0, **args)
     with pytest.raises(NlpsslError, match=r"override 'training.learnin_rate=1e-3': training.learnin_rate: unknown key"):
         probe(export, str(train), labels=[20], overrides=[*args["overrides"], "training.learnin_rate=1e-3"],
               out_dir=args["out_dir"])
@@ -153,7 +158,7 @@ def test_self_training_labels_the_same_unread_rows_for_every_arm(tmp_path, expor
                            "training.per_device_train_batch_size=16"], labels=[20], seeds=1, learning_rates=[1e-3],
                 epochs=1, self_train=60)
     report = probe(export, str(train), out_dir=tmp_path / "p", **args)
-    assert report.fine_tuning["self_train"] == {"unlabelled": 60, "keep": 0.5}
+    assert report.fine_tuning["self_train"] == {"unlabelled": 60, "keep": 0.5, "teachers": 1}
     assert {r.arm for r in report.runs} == {"pretrained", "scratch", "bag-of-words"}
     assert len({r.splits["unlabelled"] for r in report.runs}) == 1, "every arm labels the same rows"
     for r in report.runs:
@@ -181,6 +186,32 @@ def test_self_training_labels_the_same_unread_rows_for_every_arm(tmp_path, expor
     [after] = again.runs
     assert after.splits == before.splits  # the unlabelled rows' digest covers texts only (labels blanked)
     assert (after.accuracy, after.self_train) == (before.accuracy, before.self_train)
+
+
+def test_several_teachers_start_from_the_probes_own_run_and_are_recorded(tmp_path, export):
+    """--teachers K: the first teacher is the plain run (same seed, same figures), K is in probe.json and
+    probe.md, and bag-of-words, whose fit has no seed, keeps one teacher."""
+    from nlpssl.probe import probe
+
+    train = write_task(tmp_path / "train.tsv", 120)
+    dev = write_task(tmp_path / "dev.tsv", 30, offset=1000)
+    args = dict(overrides=["task.text_column=sentence", f"task.validation_source={dev}",
+                           "training.per_device_train_batch_size=16"], labels=[20], seeds=1, learning_rates=[1e-3],
+                epochs=1, self_train=60, arms=["pretrained", "bag-of-words"])
+    one = probe(export, str(train), out_dir=tmp_path / "one", **args)
+    two = probe(export, str(train), out_dir=tmp_path / "two", teachers=2, **args)
+    assert two.fine_tuning["self_train"]["teachers"] == 2
+    by_arm = {r.arm: r for r in two.runs}
+    assert by_arm["pretrained"].self_train["teachers"] == 2 and by_arm["bag-of-words"].self_train["teachers"] == 1
+    first = {k: v for k, v in by_arm["pretrained"].self_train.items() if k in ("accuracy", "selection_accuracy")}
+    assert first == {k: v for k, v in one.runs[0].self_train.items() if k in first}, "teacher 0 is the plain run"
+    assert by_arm["pretrained"].splits == one.runs[0].splits
+    assert [r.accuracy for r in two.runs if r.arm == "bag-of-words"] == [r.accuracy for r in one.runs
+                                                                         if r.arm == "bag-of-words"]
+    assert "labelled by 2 fine-tunes of each neural arm" in (tmp_path / "two" / "probe.md").read_text()
+    saved = json.loads((tmp_path / "two" / "probe.json").read_text())
+    assert saved["runs"][0]["self_train"]["teachers"] == 2
+    assert [p.name for p in (tmp_path / "two").iterdir() if p.name.startswith(".probe-runs")] == []
 
 
 def test_pseudo_labels_follow_the_labelled_class_shares():

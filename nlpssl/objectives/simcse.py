@@ -141,8 +141,7 @@ class SimCSE(Objective):
         return f"{self.arch} sentence encoder"
 
     def origin(self) -> str:
-        how = (" (positives: two sentences of the same document)" if self.recipe.simcse.positive == "document"
-               else "")
+        how = " (positives: two sentences of the same document)" if self.framing == "pair" else ""
         return f"trained with unsupervised SimCSE{how} from `{self.recipe.simcse.encoder}`"
 
     def card_notes(self, arch: str) -> str:
