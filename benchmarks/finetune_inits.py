@@ -11,7 +11,8 @@ is the probe's own run, so that column repeats the probe's table. It prints, per
   ones (the probe's ``--self-train`` rows, labels blanked) are labelled by the ensemble, the most confident
   half join the labelled rows (``nlpssl.probe.pseudo_labelled``), and one student is trained from the arm's
   start at the probe's run's learning rate; beside it the same from the probe's run alone as teacher (what
-  ``nlpssl probe --self-train N`` does). The student is one stock model, where the ensemble is five;
+  ``nlpssl probe --self-train N`` does; ``--teachers K`` trains the other). The student is one stock
+  model, where the ensemble is ``--inits`` models;
 * optionally (``--frozen``) a linear probe: logistic regression on the frozen export's mean-pooled hidden
   states of every layer (C picked on the selection rows), which asks what the features hold without
   fine-tuning.
@@ -34,12 +35,14 @@ import numpy as np
 
 from nlpssl.finetune import check_model_folder, check_recipe, load_classifier_tokenizer
 from nlpssl.labelled import Split
-from nlpssl.probe import (DEFAULT_LEARNING_RATES, NEURAL_ARMS, _fine_tune, digest, epochs_for, permutation,
-                          predict_proba, probe_splits, pseudo_labelled, resolve_budgets, search_learning_rate,
-                          seed_splits, task_recipe, with_pseudo_labels, without_labels)
+from nlpssl.probe import (DEFAULT_LEARNING_RATES, NEURAL_ARMS, TEACHER_SEED_STRIDE, _fine_tune, digest, epochs_for,
+                          permutation, predict_proba, probe_splits, pseudo_labelled, resolve_budgets,
+                          search_learning_rate, seed_splits, task_recipe, with_pseudo_labels, without_labels)
 from nlpssl.runs import quiet_transformers
 
-INIT_STRIDE = 100  # training seed of init k > 0 at draw s: INIT_STRIDE * (k + 1) + s (k = 0: the probe's s)
+# Training seed of init k > 0 at draw s: INIT_STRIDE * (k + 1) + s (k = 0: the probe's s), as the probe's
+# --teachers numbers its extra teachers, so --distil's students are the probe's.
+INIT_STRIDE = TEACHER_SEED_STRIDE
 
 
 def class_ids(split: Split, names: list[str]) -> np.ndarray:

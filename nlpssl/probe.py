@@ -721,8 +721,10 @@ def add_to_card(model_dir: Path, report: ProbeReport, recipe: Recipe) -> None:
     """The report in the export's card: ``model-index`` results (per label budget and arm) and a table."""
     from nlpssl.cards import add_classification_results
 
-    teachers = (report.fine_tuning.get("self_train") or {}).get("teachers", 1)
-    how = (f", self-trained from {teachers} teachers" if teachers > 1 else ", self-trained") if report.self_trained else ""
+    how = ""
+    if report.self_trained:
+        teachers = report.fine_tuning["self_train"].get("teachers", 1)
+        how = f", self-trained from {teachers} teachers" if teachers > 1 else ", self-trained"
     metrics = [(f"accuracy, {n} labels, {arm}{how}, mean of {k} seed(s)", mean)
                for n, row in report.summary().items() for arm, (mean, _, k) in row.items()]
     section = (f"Accuracy on {report.scored_on}; mean ± standard deviation over {report.seeds} "
