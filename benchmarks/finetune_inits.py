@@ -35,9 +35,9 @@ import numpy as np
 
 from nlpssl.finetune import check_model_folder, check_recipe, load_classifier_tokenizer
 from nlpssl.labelled import Split
-from nlpssl.probe import (DEFAULT_LEARNING_RATES, NEURAL_ARMS, TEACHER_SEED_STRIDE, _fine_tune, digest, epochs_for,
-                          permutation, predict_proba, probe_splits, pseudo_labelled, resolve_budgets,
-                          search_learning_rate, seed_splits, task_recipe, with_pseudo_labels, without_labels)
+from nlpssl.probe import (DEFAULT_LEARNING_RATES, NEURAL_ARMS, TEACHER_SEED_STRIDE, digest, epochs_for, permutation,
+                          predict_proba, probe_splits, resolve_budgets, search_learning_rate, seed_splits,
+                          task_recipe, train_student, without_labels)
 from nlpssl.runs import quiet_transformers
 
 # Training seed of init k > 0 at draw s: INIT_STRIDE * (k + 1) + s (k = 0: the probe's s), as the probe's
@@ -86,16 +86,14 @@ def linear_probe(model_dir: Path, tokenizer, data, max_length: int) -> dict[str,
 
 
 def student(recipe, model_dir: Path, tokenizer, splits, arm: str, unlabelled: Split, truth: np.ndarray,
-            teacher_probs: np.ndarray, lr: float, batch: int, seed: int, out: Path) -> dict:
-    """Self-training from ``teacher_probs`` on ``unlabelled``: the student's figures, and how right the
-    kept pseudo-labels were (``truth``: the rows' real classes, read only for this report)."""
-    pseudo = pseudo_labelled(unlabelled, teacher_probs, splits.splits["train"], splits.label_names)
+            teacher_probs: np.ndarray, lr: float, seed: int, out: Path) -> dict:
+    """Self-training from ``teacher_probs`` on ``unlabelled`` as the probe does it: the student's figures,
+    and how right the kept pseudo-labels were (``truth``: the rows' real classes, read only for this report)."""
+    pseudo, _, row = train_student(recipe, model_dir, tokenizer, splits, arm, unlabelled, teacher_probs, lr, None,
+                                   seed, out)
     row_of = {text: i for i, text in reversed(list(enumerate(unlabelled.texts)))}  # a text's first row
     right = float(np.mean([splits.label_names.index(label) == truth[row_of[text]]
                            for text, label in zip(pseudo.texts, pseudo.labels)]))
-    data = with_pseudo_labels(splits, pseudo)
-    _, row = _fine_tune(recipe, model_dir, tokenizer, data, arm, lr, epochs_for(len(data.splits["train"]), batch),
-                        seed, out)
     return {**row, "pseudo_labelled": len(pseudo), "pseudo_label_accuracy": right,
             "teacher_accuracy_on_unlabelled": float((np.asarray(teacher_probs).argmax(1) == truth).mean())}
 
@@ -161,7 +159,7 @@ def main() -> None:
                 teachers = (("self-trained", teach[:1]), ("ensemble-distilled", teach)) if args.distil else ()
                 for name, teacher in teachers:
                     row = student(recipe, model_dir, tokenizer, splits, arm, unlabelled, truth,
-                                  np.mean(teacher, axis=0), lrs[0], batch, seed, Path(runs) / f"{arm}-{seed}-{name}")
+                                  np.mean(teacher, axis=0), lrs[0], seed, Path(runs) / f"{arm}-{seed}-{name}")
                     rows.append({"arm": arm, "draw": seed, "student": name, "teachers": len(teacher), **row})
                     print(f"{arm:>10} draw {seed}: {name} student {row['accuracy']:.3f} ({row['pseudo_labelled']} "
                           f"pseudo-labelled rows, {row['pseudo_label_accuracy']:.3f} of them right; teacher "

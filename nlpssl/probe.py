@@ -525,14 +525,27 @@ def fine_tune_arm(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, ar
                                            runs_dir / f"{arm}-{n}-seed{seed}-teacher{k}")
         probs.append(predict_proba(other.model, tokenizer, unlabelled, recipe.task.max_length))
         del other
-    pseudo = pseudo_labelled(unlabelled, np.mean(probs, axis=0), data.splits["train"], data.label_names)
-    student_data = with_pseudo_labels(data, pseudo)
-    student_epochs = epochs or epochs_for(len(student_data.splits["train"]), batch)
-    _, row = _fine_tune(recipe, model_dir, tokenizer, student_data, arm, best["learning_rate"], student_epochs,
-                        seed, runs_dir / f"{arm}-{n}-seed{seed}-self-trained")
+    pseudo, student_epochs, row = train_student(recipe, model_dir, tokenizer, data, arm, unlabelled,
+                                                np.mean(probs, axis=0), best["learning_rate"], epochs, seed,
+                                                runs_dir / f"{arm}-{n}-seed{seed}-self-trained")
     return ProbeRun(arm, n, seed, row["accuracy"], row["macro_f1"], row["selection_accuracy"],
                     {**setting, "self_train_epochs": student_epochs}, 0.0, _digests(data, unlabelled), tried,
                     _first_model(best, unlabelled, pseudo, teachers))
+
+
+def train_student(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, arm: str, unlabelled: Split,
+                  probs, lr: float, epochs: int | None, seed: int, out: Path) -> tuple[Split, int, dict[str, Any]]:
+    """Self-training's last run: the rows ``probs`` (a teacher's class probabilities for ``unlabelled``) are
+    surest of join the labelled ones, and the arm is fine-tuned from its start at ``lr`` on both.
+
+    Returns (the pseudo-labelled rows, the epochs run, the run's figures).
+    """
+    batch = int(recipe.training.get("per_device_train_batch_size", 8))
+    pseudo = pseudo_labelled(unlabelled, probs, data.splits["train"], data.label_names)
+    student_data = with_pseudo_labels(data, pseudo)
+    n_epochs = epochs or epochs_for(len(student_data.splits["train"]), batch)
+    _, row = _fine_tune(recipe, model_dir, tokenizer, student_data, arm, lr, n_epochs, seed, out)
+    return pseudo, n_epochs, row
 
 
 def search_learning_rate(recipe: Recipe, model_dir: Path, tokenizer, data: TaskData, arm: str,
@@ -661,7 +674,7 @@ def tables(report: ProbeReport) -> str:
     if not report.self_trained:
         return format_table(report)
     st = report.fine_tuning["self_train"]
-    teachers = st.get("teachers", 1)
+    teachers = st["teachers"]
     by = f", labelled by {teachers} fine-tunes of each neural arm" if teachers > 1 else ""
     return (f"After self-training (up to {st['unlabelled']:,} unlabelled rows per draw{by}):\n\n"
             f"{format_table(report)}\n\n"
@@ -723,7 +736,7 @@ def add_to_card(model_dir: Path, report: ProbeReport, recipe: Recipe) -> None:
 
     how = ""
     if report.self_trained:
-        teachers = report.fine_tuning["self_train"].get("teachers", 1)
+        teachers = report.fine_tuning["self_train"]["teachers"]
         how = f", self-trained from {teachers} teachers" if teachers > 1 else ", self-trained"
     metrics = [(f"accuracy, {n} labels, {arm}{how}, mean of {k} seed(s)", mean)
                for n, row in report.summary().items() for arm, (mean, _, k) in row.items()]
